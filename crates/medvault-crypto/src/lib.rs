@@ -1,0 +1,18 @@
+//! Pure cryptographic core of medvault: Shamir shares, key hierarchy, envelopes, blind indexes.
+//!
+//! This crate performs no I/O at all (no files, network, environment or clock);
+//! randomness is always passed in through the [`Random`] trait so that callers
+//! decide the source and tests stay deterministic.
+
+pub mod blind;
+pub mod envelope;
+mod error;
+pub mod keys;
+pub mod random;
+pub mod shamir;
+pub mod share_text;
+
+pub use error::CryptoError;
+pub use keys::SecretKey;
+pub use random::{DeterministicRandom, Random, SystemRandom};
+pub use shamir::Share;

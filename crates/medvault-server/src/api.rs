@@ -1,0 +1,807 @@
+//! The HTTP API: `/sys/*` seal lifecycle and `/fhir/*` FHIR R4 REST. This module is the only
+//! place that knows the JSON wire shapes; it maps everything to the repository and the vault.
+
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::bundle::parse_etag;
+use crate::clock::{format_http_date, format_instant};
+use crate::outcome::{for_repo_error, for_vault_error, operation_outcome};
+use crate::repo::{parse_query_string, Page, RepoError, Repository, RewrapProgress, Stored};
+
+/// Largest request body accepted (bundles can be large; resources are not).
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+/// State of the background re-wrap after a rotation.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RewrapStatus {
+    pub running: bool,
+    pub rewrapped: u64,
+    pub remaining: u64,
+    pub error: Option<String>,
+}
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState {
+    pub repo: Arc<Repository>,
+    /// Absolute base of the FHIR endpoint, e.g. `https://ehr.example.org/fhir`.
+    pub fhir_base: String,
+    pub rewrap: Arc<Mutex<RewrapStatus>>,
+}
+
+impl AppState {
+    pub fn new(repo: Arc<Repository>, public_url: &str) -> AppState {
+        AppState {
+            repo,
+            fhir_base: format!("{}/fhir", public_url.trim_end_matches('/')),
+            rewrap: Arc::new(Mutex::new(RewrapStatus::default())),
+        }
+    }
+}
+
+/// The whole application router.
+pub fn router(state: AppState) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", get(metadata))
+        .route("/", post(bundle))
+        .route("/{rtype}", get(search).post(create))
+        .route("/{rtype}/_search", post(search_post))
+        .route("/{rtype}/_history", get(type_history))
+        .route(
+            "/{rtype}/{id}",
+            get(read).put(update).delete(delete).patch(patch),
+        )
+        .route("/{rtype}/{id}/_history", get(instance_history))
+        .route("/{rtype}/{id}/_history/{vid}", get(vread));
+    Router::new()
+        .route("/sys/health", get(health))
+        .route("/sys/seal-status", get(seal_status))
+        .route("/sys/unseal", post(unseal))
+        .route("/sys/seal", post(seal))
+        .route("/sys/rotate", post(rotate).get(rotate_status))
+        .route("/sys/rekey", post(rekey))
+        .nest("/fhir", fhir)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// While sealed, only health, seal status and unseal answer; everything else is 503.
+async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let open = matches!(
+        (req.method(), req.uri().path()),
+        (&Method::GET, "/sys/health")
+            | (&Method::GET, "/sys/seal-status")
+            | (&Method::POST, "/sys/unseal")
+    );
+    if !open && state.repo.vault().is_sealed() {
+        return fhir_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            operation_outcome(
+                "transient",
+                "the server is sealed; unseal it with key shares",
+            ),
+        );
+    }
+    next.run(req).await
+}
+
+fn fhir_response(status: StatusCode, body: Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp
+}
+
+fn repo_error(err: RepoError) -> Response {
+    let (status, body) = for_repo_error(&err);
+    fhir_response(status, body)
+}
+
+fn bad_request(msg: &str) -> Response {
+    fhir_response(StatusCode::BAD_REQUEST, operation_outcome("invalid", msg))
+}
+
+async fn not_found() -> Response {
+    fhir_response(
+        StatusCode::NOT_FOUND,
+        operation_outcome("not-found", "no such endpoint"),
+    )
+}
+
+/// Run blocking repository work off the async threads.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Repository) -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, Response> {
+    let repo = state.repo.clone();
+    match tokio::task::spawn_blocking(move || f(&repo)).await {
+        Ok(r) => r.map_err(repo_error),
+        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
+    }
+}
+
+/// Accept FHIR JSON or plain JSON (and JSON Patch where asked); parse the body.
+fn json_body(headers: &HeaderMap, body: &Bytes, allow_patch: bool) -> Result<Value, Response> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let ok = ct == "application/fhir+json"
+        || ct == "application/json"
+        || (allow_patch && ct == "application/json-patch+json");
+    if !ok {
+        return Err(fhir_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            operation_outcome(
+                "not-supported",
+                "Content-Type must be application/fhir+json or application/json",
+            ),
+        ));
+    }
+    serde_json::from_slice(body).map_err(|_| bad_request("the request body is not valid JSON"))
+}
+
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(parse_etag)
+            .map(Some)
+            .ok_or_else(|| bad_request("If-Match must be a version ETag like W/\"1\"")),
+    }
+}
+
+fn wants_minimal(headers: &HeaderMap) -> bool {
+    headers
+        .get("prefer")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("return=minimal"))
+}
+
+fn resource_response(
+    state: &AppState,
+    status: StatusCode,
+    stored: &Stored,
+    location: bool,
+    minimal: bool,
+) -> Response {
+    let body = if minimal {
+        String::new()
+    } else {
+        stored
+            .resource
+            .as_ref()
+            .map(Value::to_string)
+            .unwrap_or_default()
+    };
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    if let Ok(v) = HeaderValue::from_str(&format!("W/\"{}\"", stored.version)) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format_http_date(stored.updated_ms)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    if location {
+        let url = format!(
+            "{}/{}/{}/_history/{}",
+            state.fhir_base, stored.rtype, stored.id, stored.version
+        );
+        if let Ok(v) = HeaderValue::from_str(&url) {
+            h.insert(header::LOCATION, v.clone());
+            h.insert(header::CONTENT_LOCATION, v);
+        }
+    }
+    resp
+}
+
+// ---------------------------------------------------------------- /sys
+
+async fn health(State(state): State<AppState>) -> Response {
+    let sealed = state.repo.vault().is_sealed();
+    Json(json!({
+        "status": "ok",
+        "sealed": sealed,
+        "integrity_errors": state.repo.integrity_errors(),
+    }))
+    .into_response()
+}
+
+use axum::Json;
+
+async fn seal_status(State(state): State<AppState>) -> Response {
+    let vault = state.repo.vault().clone();
+    match tokio::task::spawn_blocking(move || vault.status()).await {
+        Ok(Ok(s)) => Json(s).into_response(),
+        Ok(Err(e)) => vault_error(e),
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+fn vault_error(e: crate::vault::VaultError) -> Response {
+    let (status, body) = for_vault_error(&e);
+    fhir_response(status, body)
+}
+
+/// Parse `{"share": "..."}`.
+fn share_field(body: &Bytes) -> Result<String, Response> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|_| bad_request("expected a JSON object"))?;
+    v.get("share")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| bad_request("expected {\"share\": \"medvault-share:...\"}"))
+}
+
+async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return bad_request("expected a JSON object"),
+    };
+    let vault = state.repo.vault().clone();
+    if v.get("reset").and_then(Value::as_bool) == Some(true) {
+        vault.reset_progress();
+        return seal_status(State(state)).await;
+    }
+    let Some(share) = v.get("share").and_then(Value::as_str).map(String::from) else {
+        return bad_request("expected {\"share\": \"medvault-share:...\"} or {\"reset\": true}");
+    };
+    match tokio::task::spawn_blocking(move || vault.submit_share(&share)).await {
+        Ok(Ok(status)) => {
+            if !status.sealed {
+                tracing::info!("vault unsealed");
+            }
+            Json(status).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(reason = %e, "unseal share refused");
+            vault_error(e)
+        }
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+async fn seal(State(state): State<AppState>, body: Bytes) -> Response {
+    let share = match share_field(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let vault = state.repo.vault().clone();
+    match tokio::task::spawn_blocking(move || vault.seal(&share)).await {
+        Ok(Ok(())) => {
+            tracing::warn!("vault sealed by operator");
+            seal_status(State(state)).await
+        }
+        Ok(Err(e)) => vault_error(e),
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+async fn rotate(State(state): State<AppState>, body: Bytes) -> Response {
+    let share = match share_field(&body) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let vault = state.repo.vault().clone();
+    let version = match tokio::task::spawn_blocking(move || vault.rotate(&share)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return vault_error(e),
+        Err(_) => return repo_error(RepoError::Internal("worker failed")),
+    };
+    tracing::info!(key_version = version, "key-encryption key rotated");
+    start_rewrap(&state);
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "key_version": version, "rewrap": "started" })),
+    )
+        .into_response()
+}
+
+/// Re-wrap data keys under the newest KEK in the background, a batch at a time.
+pub fn start_rewrap(state: &AppState) {
+    {
+        let mut s = state.rewrap.lock().unwrap_or_else(|e| e.into_inner());
+        if s.running {
+            return;
+        }
+        *s = RewrapStatus {
+            running: true,
+            ..Default::default()
+        };
+    }
+    let repo = state.repo.clone();
+    let status = state.rewrap.clone();
+    tokio::spawn(async move {
+        let mut total = 0;
+        loop {
+            let r = repo.clone();
+            let step = tokio::task::spawn_blocking(move || r.rewrap_step(256)).await;
+            let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
+            match step {
+                Ok(Ok(RewrapProgress {
+                    rewrapped,
+                    remaining,
+                })) => {
+                    total += rewrapped;
+                    s.rewrapped = total;
+                    s.remaining = remaining;
+                    if remaining == 0 || rewrapped == 0 {
+                        s.running = false;
+                        tracing::info!(rewrapped = total, "data-key re-wrap finished");
+                        return;
+                    }
+                }
+                Ok(Err(e)) => {
+                    s.running = false;
+                    s.error = Some(e.to_string());
+                    tracing::error!(error = %e, "data-key re-wrap stopped");
+                    return;
+                }
+                Err(_) => {
+                    s.running = false;
+                    s.error = Some("worker failed".into());
+                    return;
+                }
+            }
+        }
+    });
+}
+
+async fn rotate_status(State(state): State<AppState>) -> Response {
+    let rewrap = state
+        .rewrap
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let current = state.repo.vault().keys().map(|k| k.current_kek()).ok();
+    match blocking(&state, |r| r.key_versions()).await {
+        Ok(versions) => Json(json!({
+            "key_version": current,
+            "data_keys_by_version": versions.iter().map(|(v, n)| json!({"version": v, "count": n})).collect::<Vec<_>>(),
+            "rewrap": rewrap,
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
+    let v: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return bad_request("expected a JSON object"),
+    };
+    let shares: Option<Vec<String>> = v.get("shares").and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    });
+    let threshold = v.get("new_threshold").and_then(Value::as_u64);
+    let count = v.get("new_shares").and_then(Value::as_u64);
+    let (Some(shares), Some(threshold), Some(count)) = (shares, threshold, count) else {
+        return bad_request(
+            "expected {\"shares\": [current shares...], \"new_threshold\": K, \"new_shares\": N}",
+        );
+    };
+    let (Ok(threshold), Ok(count)) = (u8::try_from(threshold), u8::try_from(count)) else {
+        return bad_request("new_threshold and new_shares must be between 1 and 255");
+    };
+    let vault = state.repo.vault().clone();
+    match tokio::task::spawn_blocking(move || vault.rekey(&shares, threshold, count)).await {
+        Ok(Ok(issued)) => {
+            tracing::warn!(threshold, count, "vault rekeyed; old shares are void");
+            let shares: Vec<String> = issued
+                .shares
+                .iter()
+                .map(|s| s.encode().to_string())
+                .collect();
+            Json(json!({ "threshold": issued.threshold, "shares": shares })).into_response()
+        }
+        Ok(Err(e)) => vault_error(e),
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+// ---------------------------------------------------------------- /fhir
+
+async fn metadata(State(state): State<AppState>) -> Response {
+    let resources: Vec<Value> = medvault_fhir::SUPPORTED_TYPES
+        .iter()
+        .map(|t| {
+            let mut params: Vec<Value> = medvault_fhir::search_params(t)
+                .iter()
+                .map(|p| {
+                    json!({
+                        "name": p.name,
+                        "type": match p.kind {
+                            medvault_fhir::ParamKind::Token => "token",
+                            medvault_fhir::ParamKind::String => "string",
+                            medvault_fhir::ParamKind::Date => "date",
+                            medvault_fhir::ParamKind::Reference => "reference",
+                        },
+                        "documentation": p.description,
+                    })
+                })
+                .collect();
+            params.push(json!({"name": "_id", "type": "token"}));
+            params.push(json!({"name": "_lastUpdated", "type": "date"}));
+            let interactions: Vec<Value> = [
+                "read",
+                "vread",
+                "update",
+                "patch",
+                "delete",
+                "history-instance",
+                "history-type",
+                "create",
+                "search-type",
+            ]
+            .iter()
+            .map(|c| json!({ "code": c }))
+            .collect();
+            json!({
+                "type": t,
+                "versioning": "versioned",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "interaction": interactions,
+                "searchParam": params,
+            })
+        })
+        .collect();
+    let body = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": format_instant(state.repo.clock().now_ms()),
+        "kind": "instance",
+        "software": { "name": "medvault", "version": env!("CARGO_PKG_VERSION") },
+        "implementation": { "description": "medvault encrypted FHIR R4 server", "url": state.fhir_base },
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "application/json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}],
+        }],
+    });
+    fhir_response(StatusCode::OK, body)
+}
+
+async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let value = match json_body(&headers, &body, false) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match blocking(&state, move |r| r.bundle(value)).await {
+        Ok(b) => fhir_response(StatusCode::OK, b),
+        Err(r) => r,
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let value = match json_body(&headers, &body, false) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let if_none_exist = headers
+        .get("if-none-exist")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let minimal = wants_minimal(&headers);
+    match blocking(&state, move |r| {
+        r.create(&rtype, value, if_none_exist.as_deref())
+    })
+    .await
+    {
+        Ok(w) => {
+            let status = if w.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            resource_response(&state, status, &w.stored, true, minimal)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn read(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+) -> Response {
+    match blocking(&state, move |r| r.read(&rtype, &id)).await {
+        Ok(s) => resource_response(&state, StatusCode::OK, &s, false, false),
+        Err(r) => r,
+    }
+}
+
+async fn vread(
+    State(state): State<AppState>,
+    Path((rtype, id, vid)): Path<(String, String, String)>,
+) -> Response {
+    match blocking(&state, move |r| r.vread(&rtype, &id, &vid)).await {
+        Ok(s) => resource_response(&state, StatusCode::OK, &s, false, false),
+        Err(r) => r,
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let value = match json_body(&headers, &body, false) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let expected = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let minimal = wants_minimal(&headers);
+    match blocking(&state, move |r| r.update(&rtype, &id, value, expected)).await {
+        Ok(w) => {
+            let status = if w.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            resource_response(&state, status, &w.stored, w.created, minimal)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let value = match json_body(&headers, &body, true) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let expected = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match blocking(&state, move |r| r.patch(&rtype, &id, value, expected)).await {
+        Ok(w) => resource_response(&state, StatusCode::OK, &w.stored, false, false),
+        Err(r) => r,
+    }
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let expected = match if_match(&headers) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    match blocking(&state, move |r| r.delete(&rtype, &id, expected)).await {
+        Ok(Some(version)) => {
+            let mut resp = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
+                resp.headers_mut().insert(header::ETAG, v);
+            }
+            resp
+        }
+        Ok(None) => StatusCode::NO_CONTENT.into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let pairs = parse_query_string(query.as_deref().unwrap_or(""));
+    run_search(state, rtype, pairs).await
+}
+
+async fn search_post(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let mut pairs = parse_query_string(query.as_deref().unwrap_or(""));
+    let Ok(form) = std::str::from_utf8(&body) else {
+        return bad_request("the search form is not UTF-8");
+    };
+    pairs.extend(parse_query_string(form));
+    run_search(state, rtype, pairs).await
+}
+
+async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>) -> Response {
+    let base = format!("{}/{}", state.fhir_base, rtype);
+    let p = pairs.clone();
+    match blocking(&state, move |r| r.search(&rtype, &p)).await {
+        Ok(page) => fhir_response(
+            StatusCode::OK,
+            page_bundle(&state, "searchset", &base, &pairs, &page),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn type_history(
+    State(state): State<AppState>,
+    Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let base = format!("{}/{}/_history", state.fhir_base, rtype);
+    history(state, rtype, None, base, query).await
+}
+
+async fn instance_history(
+    State(state): State<AppState>,
+    Path((rtype, id)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let base = format!("{}/{}/{}/_history", state.fhir_base, rtype, id);
+    history(state, rtype, Some(id), base, query).await
+}
+
+async fn history(
+    state: AppState,
+    rtype: String,
+    id: Option<String>,
+    base: String,
+    query: Option<String>,
+) -> Response {
+    let pairs = parse_query_string(query.as_deref().unwrap_or(""));
+    let mut count = crate::repo::DEFAULT_COUNT;
+    let mut offset = 0;
+    for (k, v) in &pairs {
+        let parsed = v.parse::<usize>();
+        match (k.as_str(), parsed) {
+            ("_count", Ok(n)) => count = n,
+            ("_offset", Ok(n)) => offset = n,
+            ("_count" | "_offset", Err(_)) => {
+                return bad_request("_count and _offset must be non-negative integers")
+            }
+            ("_format" | "_pretty", _) => {}
+            _ => return bad_request("unsupported history parameter"),
+        }
+    }
+    match blocking(&state, move |r| {
+        r.history(&rtype, id.as_deref(), offset, count)
+    })
+    .await
+    {
+        Ok(page) => fhir_response(
+            StatusCode::OK,
+            page_bundle(&state, "history", &base, &pairs, &page),
+        ),
+        Err(r) => r,
+    }
+}
+
+fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'~'
+            | b'|'
+            | b':'
+            | b','
+            | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn page_url(base: &str, pairs: &[(String, String)], offset: usize, count: usize) -> String {
+    let mut parts: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k != "_offset" && k != "_count")
+        .map(|(k, v)| format!("{}={}", encode_component(k), encode_component(v)))
+        .collect();
+    parts.push(format!("_count={count}"));
+    parts.push(format!("_offset={offset}"));
+    format!("{base}?{}", parts.join("&"))
+}
+
+/// A searchset or history Bundle with absolute self/next/previous links.
+fn page_bundle(
+    state: &AppState,
+    kind: &str,
+    base: &str,
+    pairs: &[(String, String)],
+    page: &Page,
+) -> Value {
+    let mut links =
+        vec![json!({"relation": "self", "url": page_url(base, pairs, page.offset, page.count)})];
+    if page.count > 0 && (page.offset + page.count) < page.total as usize {
+        links.push(json!({"relation": "next", "url": page_url(base, pairs, page.offset + page.count, page.count)}));
+    }
+    if page.offset > 0 {
+        links.push(json!({"relation": "previous", "url": page_url(base, pairs, page.offset.saturating_sub(page.count), page.count)}));
+    }
+    let entries: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|s| {
+            let full_url = format!("{}/{}/{}", state.fhir_base, s.rtype, s.id);
+            if kind == "searchset" {
+                json!({ "fullUrl": full_url, "resource": s.resource, "search": {"mode": "match"} })
+            } else {
+                let method = match (&s.resource, s.version) {
+                    (None, _) => "DELETE",
+                    (Some(_), 1) => "POST",
+                    _ => "PUT",
+                };
+                let url = if method == "POST" {
+                    s.rtype.clone()
+                } else {
+                    format!("{}/{}", s.rtype, s.id)
+                };
+                let status = match method {
+                    "DELETE" => "204 No Content",
+                    "POST" => "201 Created",
+                    _ => "200 OK",
+                };
+                let mut e = json!({
+                    "fullUrl": full_url,
+                    "request": {"method": method, "url": url},
+                    "response": {
+                        "status": status,
+                        "etag": format!("W/\"{}\"", s.version),
+                        "lastModified": format_instant(s.updated_ms),
+                    },
+                });
+                if let Some(r) = &s.resource {
+                    e["resource"] = r.clone();
+                }
+                e
+            }
+        })
+        .collect();
+    json!({
+        "resourceType": "Bundle",
+        "type": kind,
+        "total": page.total,
+        "link": links,
+        "entry": entries,
+    })
+}

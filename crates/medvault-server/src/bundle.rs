@@ -1,0 +1,422 @@
+//! Transaction and batch Bundles: a transaction commits every entry or none (one store
+//! write), with `urn:uuid` references rewritten to the ids it assigns; a batch runs each
+//! entry on its own and reports per-entry outcomes.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Value};
+
+use crate::clock::format_instant;
+use crate::outcome;
+use crate::repo::{new_uuid, parse_query_string, RepoError, Repository, Result, Stored};
+
+/// Largest number of entries accepted in one Bundle.
+pub const MAX_ENTRIES: usize = 10_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+struct Entry {
+    index: usize,
+    method: Method,
+    url: String,
+    full_url: Option<String>,
+    resource: Option<Value>,
+    if_none_exist: Option<String>,
+    if_match: Option<i64>,
+}
+
+fn bad(index: usize, msg: &str) -> RepoError {
+    RepoError::BadRequest(format!("Bundle.entry[{index}]: {msg}"))
+}
+
+/// Parse an `If-Match` value: `W/"3"`, `"3"` or `3`.
+pub fn parse_etag(v: &str) -> Option<i64> {
+    v.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .ok()
+}
+
+fn parse_entries(bundle: &Value) -> Result<(bool, Vec<Entry>)> {
+    if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
+        return Err(RepoError::BadRequest(
+            "POST to the base URL expects a Bundle".into(),
+        ));
+    }
+    let transaction = match bundle.get("type").and_then(Value::as_str) {
+        Some("transaction") => true,
+        Some("batch") => false,
+        _ => {
+            return Err(RepoError::BadRequest(
+                "Bundle.type must be transaction or batch".into(),
+            ))
+        }
+    };
+    let raw = match bundle.get("entry") {
+        None => &[][..],
+        Some(Value::Array(a)) => a.as_slice(),
+        Some(_) => {
+            return Err(RepoError::BadRequest(
+                "Bundle.entry must be an array".into(),
+            ))
+        }
+    };
+    if raw.len() > MAX_ENTRIES {
+        return Err(RepoError::BadRequest(format!(
+            "a Bundle may have at most {MAX_ENTRIES} entries"
+        )));
+    }
+    let mut entries = Vec::with_capacity(raw.len());
+    for (index, e) in raw.iter().enumerate() {
+        let request = e
+            .get("request")
+            .ok_or_else(|| bad(index, "request is required"))?;
+        let method = match request.get("method").and_then(Value::as_str) {
+            Some("GET") => Method::Get,
+            Some("POST") => Method::Post,
+            Some("PUT") => Method::Put,
+            Some("DELETE") => Method::Delete,
+            _ => {
+                return Err(bad(
+                    index,
+                    "request.method must be GET, POST, PUT or DELETE",
+                ))
+            }
+        };
+        let url = request
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(index, "request.url is required"))?
+            .trim_start_matches('/')
+            .to_string();
+        let resource = e.get("resource").cloned();
+        if matches!(method, Method::Post | Method::Put) && resource.is_none() {
+            return Err(bad(index, "resource is required for POST and PUT"));
+        }
+        let if_match = match request.get("ifMatch").and_then(Value::as_str) {
+            Some(v) => Some(
+                parse_etag(v).ok_or_else(|| bad(index, "request.ifMatch is not a version ETag"))?,
+            ),
+            None => None,
+        };
+        entries.push(Entry {
+            index,
+            method,
+            url,
+            full_url: e.get("fullUrl").and_then(Value::as_str).map(String::from),
+            resource,
+            if_none_exist: request
+                .get("ifNoneExist")
+                .and_then(Value::as_str)
+                .map(String::from),
+            if_match,
+        });
+    }
+    Ok((transaction, entries))
+}
+
+/// `Type` or `Type/id` of an entry URL (query string removed).
+fn split_url(url: &str) -> (&str, Option<&str>, Option<&str>) {
+    let (path, query) = match url.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (url, None),
+    };
+    match path.split_once('/') {
+        Some((t, id)) => (t, Some(id), query),
+        None => (path, None, query),
+    }
+}
+
+fn response(status: &str, stored: Option<&Stored>) -> Value {
+    let mut r = json!({ "status": status });
+    if let Some(s) = stored {
+        r["location"] = json!(format!("{}/{}/_history/{}", s.rtype, s.id, s.version));
+        r["etag"] = json!(format!("W/\"{}\"", s.version));
+        r["lastModified"] = json!(format_instant(s.updated_ms));
+    }
+    r
+}
+
+pub(crate) fn process(repo: &Repository, bundle: Value) -> Result<Value> {
+    let (transaction, entries) = parse_entries(&bundle)?;
+    if transaction {
+        run_transaction(repo, entries)
+    } else {
+        Ok(run_batch(repo, entries))
+    }
+}
+
+fn run_batch(repo: &Repository, entries: Vec<Entry>) -> Value {
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let result = run_single(repo, &e);
+        out.push(match result {
+            Ok(v) => v,
+            Err(err) => {
+                let (status, oo) = outcome::for_repo_error(&err);
+                json!({ "response": { "status": status.as_u16().to_string(), "outcome": oo } })
+            }
+        });
+    }
+    json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out })
+}
+
+fn run_single(repo: &Repository, e: &Entry) -> Result<Value> {
+    let (rtype, id, query) = split_url(&e.url);
+    match e.method {
+        Method::Get => read_entry(repo, rtype, id, query),
+        Method::Post => {
+            let w = repo.create(
+                rtype,
+                e.resource.clone().unwrap_or(Value::Null),
+                e.if_none_exist.as_deref(),
+            )?;
+            let status = if w.created { "201 Created" } else { "200 OK" };
+            Ok(
+                json!({ "resource": w.stored.resource, "response": response(status, Some(&w.stored)) }),
+            )
+        }
+        Method::Put => {
+            let id = id.ok_or_else(|| bad(e.index, "PUT needs Type/id"))?;
+            let w = repo.update(
+                rtype,
+                id,
+                e.resource.clone().unwrap_or(Value::Null),
+                e.if_match,
+            )?;
+            let status = if w.created { "201 Created" } else { "200 OK" };
+            Ok(
+                json!({ "resource": w.stored.resource, "response": response(status, Some(&w.stored)) }),
+            )
+        }
+        Method::Delete => {
+            let id = id.ok_or_else(|| bad(e.index, "DELETE needs Type/id"))?;
+            repo.delete(rtype, id, e.if_match)?;
+            Ok(json!({ "response": { "status": "204 No Content" } }))
+        }
+    }
+}
+
+fn read_entry(
+    repo: &Repository,
+    rtype: &str,
+    id: Option<&str>,
+    query: Option<&str>,
+) -> Result<Value> {
+    match id {
+        Some(id) => {
+            let s = repo.read(rtype, id)?;
+            Ok(json!({ "resource": s.resource, "response": response("200 OK", Some(&s)) }))
+        }
+        None => {
+            let pairs = parse_query_string(query.unwrap_or(""));
+            let page = repo.search(rtype, &pairs)?;
+            let inner = json!({
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": page.total,
+                "entry": page.entries.iter().map(|s| json!({
+                    "fullUrl": format!("{}/{}", s.rtype, s.id),
+                    "resource": s.resource,
+                    "search": { "mode": "match" },
+                })).collect::<Vec<_>>(),
+            });
+            Ok(json!({ "resource": inner, "response": { "status": "200 OK" } }))
+        }
+    }
+}
+
+/// Planned action for one transaction entry.
+enum Plan {
+    Create { rtype: String, id: String },
+    Existing(Stored),
+    Update { rtype: String, id: String },
+    Delete { rtype: String, id: String },
+    Get,
+}
+
+fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> {
+    let keys = repo.keys_for_bundle()?;
+    let _guard = repo.lock_writes();
+    let now = repo.clock().now_ms();
+
+    // 1. Decide what each entry does and which ids it gets; map fullUrls to real references.
+    let mut map: HashMap<String, String> = HashMap::new();
+    let mut plans = Vec::with_capacity(entries.len());
+    let mut touched: HashSet<(String, String)> = HashSet::new();
+    for e in &entries {
+        let (rtype, id, _) = split_url(&e.url);
+        if e.method != Method::Get && !medvault_fhir::is_supported_type(rtype) {
+            return Err(bad(e.index, "resource type is not supported"));
+        }
+        let plan = match e.method {
+            Method::Get => Plan::Get,
+            Method::Post => {
+                if id.is_some() {
+                    return Err(bad(e.index, "POST url must be a resource type"));
+                }
+                let existing = match &e.if_none_exist {
+                    Some(q) => repo.conditional_match_locked(&keys, rtype, q)?,
+                    None => None,
+                };
+                match existing {
+                    Some(s) => Plan::Existing(s),
+                    None => Plan::Create {
+                        rtype: rtype.into(),
+                        id: new_uuid(&**repo.rng())?,
+                    },
+                }
+            }
+            Method::Put => {
+                let id = id
+                    .filter(|i| medvault_fhir::is_valid_id(i))
+                    .ok_or_else(|| bad(e.index, "PUT url must be Type/id with a valid id"))?;
+                Plan::Update {
+                    rtype: rtype.into(),
+                    id: id.into(),
+                }
+            }
+            Method::Delete => {
+                let id = id
+                    .filter(|i| medvault_fhir::is_valid_id(i))
+                    .ok_or_else(|| bad(e.index, "DELETE url must be Type/id"))?;
+                Plan::Delete {
+                    rtype: rtype.into(),
+                    id: id.into(),
+                }
+            }
+        };
+        let target = match &plan {
+            Plan::Create { rtype, id }
+            | Plan::Update { rtype, id }
+            | Plan::Delete { rtype, id } => Some((rtype.clone(), id.clone())),
+            Plan::Existing(s) => Some((s.rtype.clone(), s.id.clone())),
+            Plan::Get => None,
+        };
+        if let Some((t, i)) = target {
+            if let Some(full) = &e.full_url {
+                map.insert(full.clone(), format!("{t}/{i}"));
+            }
+            if !matches!(plan, Plan::Existing(_)) && !touched.insert((t, i)) {
+                return Err(bad(
+                    e.index,
+                    "the same resource appears twice in one transaction",
+                ));
+            }
+        }
+        plans.push(plan);
+    }
+
+    // 2. Rewrite references, then prepare every write (validation happens here).
+    let mut writes = Vec::new();
+    let mut write_slot = vec![None; entries.len()];
+    for (e, plan) in entries.iter_mut().zip(&plans) {
+        if let Some(r) = e.resource.as_mut() {
+            medvault_fhir::rewrite_references(r, &map);
+        }
+        let prepared = match plan {
+            Plan::Create { rtype, id } => {
+                let r = e.resource.take().unwrap_or(Value::Null);
+                Some((
+                    repo.prepare_version(&keys, rtype, id, 1, None, r, now),
+                    true,
+                ))
+            }
+            Plan::Update { rtype, id } => {
+                let mut r = e.resource.take().unwrap_or(Value::Null);
+                match r.get("id").and_then(Value::as_str) {
+                    Some(body_id) if body_id == id => {}
+                    Some(_) => return Err(bad(e.index, "resource id does not match the url")),
+                    None => {
+                        if let Some(o) = r.as_object_mut() {
+                            o.insert("id".into(), Value::String(id.clone()));
+                        }
+                    }
+                }
+                let current = repo.current_record(rtype, id)?;
+                if let Some(expected) = e.if_match {
+                    let live = current
+                        .as_ref()
+                        .filter(|c| !c.is_deleted())
+                        .map(|c| c.version);
+                    if live != Some(expected) {
+                        return Err(RepoError::PreconditionFailed(
+                            "If-Match does not match the current version",
+                        ));
+                    }
+                }
+                let created = current.as_ref().is_none_or(|c| c.is_deleted());
+                let cur = current.map(|c| c.version);
+                Some((
+                    repo.prepare_version(&keys, rtype, id, cur.unwrap_or(0) + 1, cur, r, now),
+                    created,
+                ))
+            }
+            Plan::Delete { rtype, id } => match repo.current_record(rtype, id)? {
+                Some(cur) if !cur.is_deleted() => {
+                    if e.if_match.is_some_and(|v| v != cur.version) {
+                        return Err(RepoError::PreconditionFailed(
+                            "If-Match does not match the current version",
+                        ));
+                    }
+                    Some((Ok(repo.prepare_delete(&cur, now)), false))
+                }
+                _ => None,
+            },
+            Plan::Existing(_) | Plan::Get => None,
+        };
+        if let Some((p, created)) = prepared {
+            let p = p.map_err(|err| match err {
+                RepoError::Invalid(issues) => RepoError::Invalid(
+                    issues
+                        .into_iter()
+                        .map(|mut i| {
+                            i.expression =
+                                format!("Bundle.entry[{}].resource.{}", e.index, i.expression);
+                            i
+                        })
+                        .collect(),
+                ),
+                other => other,
+            })?;
+            write_slot[e.index] = Some((writes.len(), created));
+            writes.push(p);
+        }
+    }
+
+    // 3. One atomic commit for all writes.
+    let stored = repo.commit_all(writes)?;
+
+    // 4. Reads run after the writes, as FHIR orders them.
+    let mut out = Vec::with_capacity(entries.len());
+    for (e, plan) in entries.iter().zip(plans) {
+        let v = match plan {
+            Plan::Existing(s) => json!({ "response": response("200 OK", Some(&s)) }),
+            Plan::Get => {
+                let (rtype, id, query) = split_url(&e.url);
+                read_entry(repo, rtype, id, query)?
+            }
+            Plan::Delete { .. } => json!({ "response": { "status": "204 No Content" } }),
+            Plan::Create { .. } | Plan::Update { .. } => {
+                let Some((slot, created)) = write_slot[e.index] else {
+                    return Err(RepoError::Internal("transaction slot"));
+                };
+                let s = &stored[slot];
+                let status = if created { "201 Created" } else { "200 OK" };
+                json!({
+                    "fullUrl": format!("{}/{}", s.rtype, s.id),
+                    "response": response(status, Some(s)),
+                })
+            }
+        };
+        out.push(v);
+    }
+    Ok(json!({ "resourceType": "Bundle", "type": "transaction-response", "entry": out }))
+}

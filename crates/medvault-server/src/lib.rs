@@ -1,0 +1,13 @@
+//! The medvault server: seal lifecycle (`vault`), the encrypted FHIR repository (`repo`),
+//! the HTTP API (`api`) and the listener (`serve`).
+
+pub mod api;
+mod bundle;
+pub mod clock;
+pub mod outcome;
+pub mod repo;
+mod search_time;
+mod serve;
+pub mod vault;
+
+pub use serve::{check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles};

@@ -1,0 +1,84 @@
+//! OperationOutcome bodies and the mapping from errors to HTTP status codes. Client-facing
+//! texts are generic; details go to the log, never PHI.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::repo::{issues_json, RepoError};
+use crate::vault::VaultError;
+
+/// An OperationOutcome with one error issue.
+pub fn operation_outcome(code: &str, diagnostics: &str) -> Value {
+    json!({
+        "resourceType": "OperationOutcome",
+        "issue": [{ "severity": "error", "code": code, "diagnostics": diagnostics }],
+    })
+}
+
+/// Status and OperationOutcome for a repository error.
+pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
+    let simple =
+        |status: StatusCode, code: &str| (status, operation_outcome(code, &err.to_string()));
+    match err {
+        RepoError::Sealed => simple(StatusCode::SERVICE_UNAVAILABLE, "transient"),
+        RepoError::NotFound => simple(StatusCode::NOT_FOUND, "not-found"),
+        RepoError::Gone => simple(StatusCode::GONE, "deleted"),
+        RepoError::Invalid(issues) => (
+            StatusCode::BAD_REQUEST,
+            json!({ "resourceType": "OperationOutcome", "issue": issues_json(issues) }),
+        ),
+        RepoError::BadRequest(_) => simple(StatusCode::BAD_REQUEST, "invalid"),
+        RepoError::Search(_) => simple(StatusCode::BAD_REQUEST, "not-supported"),
+        RepoError::UnsupportedType => simple(StatusCode::NOT_FOUND, "not-supported"),
+        RepoError::PreconditionFailed(_) => simple(StatusCode::PRECONDITION_FAILED, "conflict"),
+        RepoError::Conflict => simple(StatusCode::CONFLICT, "conflict"),
+        RepoError::Integrity => simple(StatusCode::INTERNAL_SERVER_ERROR, "security"),
+        RepoError::Store(e) => {
+            tracing::error!(error = %e, "storage failure");
+            simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
+        RepoError::Crypto(e) => {
+            tracing::error!(error = %e, "cryptographic failure");
+            simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
+        RepoError::Internal(what) => {
+            tracing::error!(what, "internal error");
+            simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
+    }
+}
+
+/// Status and OperationOutcome for a seal-lifecycle error.
+pub fn for_vault_error(err: &VaultError) -> (StatusCode, Value) {
+    let (status, code) = match err {
+        VaultError::Sealed => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
+        VaultError::NotInitialized => (StatusCode::SERVICE_UNAVAILABLE, "transient"),
+        VaultError::MalformedShare(_)
+        | VaultError::WrongShareSet
+        | VaultError::ShareRejected
+        | VaultError::BadParameters(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        VaultError::DuplicateShare
+        | VaultError::AlreadyUnsealed
+        | VaultError::AlreadyInitialized => (StatusCode::CONFLICT, "duplicate"),
+        VaultError::Conflict => (StatusCode::CONFLICT, "conflict"),
+        VaultError::KeyCheckFailed | VaultError::KeyringDamaged => {
+            tracing::error!(error = %err, "vault integrity failure");
+            (StatusCode::INTERNAL_SERVER_ERROR, "security")
+        }
+        VaultError::Store(e) => {
+            tracing::error!(error = %e, "storage failure");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                operation_outcome("exception", "storage failure"),
+            );
+        }
+        VaultError::Crypto(e) => {
+            tracing::error!(error = %e, "cryptographic failure");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                operation_outcome("exception", "cryptographic failure"),
+            );
+        }
+    };
+    (status, operation_outcome(code, &err.to_string()))
+}

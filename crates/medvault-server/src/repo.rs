@@ -1,0 +1,902 @@
+//! The encrypted FHIR repository: validates, encrypts, indexes and stores resource versions,
+//! and decrypts and verifies them on the way out. HTTP-agnostic; called from blocking threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use medvault_crypto::envelope::AeadKey;
+use medvault_crypto::{CryptoError, Random, SecretKey};
+use medvault_fhir::{FhirError, Issue, SearchQuery};
+use medvault_store::{
+    BlobStore, Body, DataKeyRecord, NewVersion, Store, StoreError, StoreQuery, Token, VersionRecord,
+};
+use serde_json::{json, Value};
+
+use crate::clock::{format_instant, Clock};
+use crate::vault::{Keys, Vault, VaultError};
+
+/// The owner of resources that belong to no patient (Practitioner, Organization, ...).
+const SYSTEM_OWNER: &str = "system";
+/// Default and maximum page sizes.
+pub const DEFAULT_COUNT: usize = 50;
+pub const MAX_COUNT: usize = 1000;
+
+/// Repository failures. `Display` texts are safe to return to clients: no PHI, no internals.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("the server is sealed")]
+    Sealed,
+    #[error("resource not found")]
+    NotFound,
+    #[error("resource was deleted")]
+    Gone,
+    #[error("resource failed validation")]
+    Invalid(Vec<Issue>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Search(#[from] FhirError),
+    #[error("resource type is not supported by this server")]
+    UnsupportedType,
+    #[error("version conflict: {0}")]
+    PreconditionFailed(&'static str),
+    #[error("a concurrent update won; retry")]
+    Conflict,
+    #[error("stored data failed its integrity check and was not served")]
+    Integrity,
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    #[error("cryptographic failure")]
+    Crypto(CryptoError),
+    #[error("internal error")]
+    Internal(&'static str),
+}
+
+impl From<VaultError> for RepoError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Sealed => RepoError::Sealed,
+            VaultError::Store(s) => RepoError::Store(s),
+            VaultError::Crypto(c) => RepoError::Crypto(c),
+            _ => RepoError::Internal("vault"),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RepoError>;
+
+/// A stored resource version as returned to callers.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    pub updated_ms: i64,
+    /// `None` for a deletion (history entries only).
+    pub resource: Option<Value>,
+}
+
+/// The result of a create/update.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub stored: Stored,
+    /// True when a new resource was created (201), false for an update or a conditional
+    /// create that matched an existing resource (200).
+    pub created: bool,
+}
+
+/// A page of search or history results.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub entries: Vec<Stored>,
+    pub total: u64,
+    pub offset: usize,
+    pub count: usize,
+}
+
+/// Progress of re-wrapping data keys after a rotation.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct RewrapProgress {
+    pub rewrapped: u64,
+    pub remaining: u64,
+}
+
+/// A write prepared for `Store::write` plus an optional blob to upload first.
+struct Prepared {
+    new: NewVersion,
+    blob: Option<(String, Vec<u8>)>,
+    stored: Stored,
+}
+
+/// The FHIR repository over a store, a blob store and the vault.
+pub struct Repository {
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    vault: Arc<Vault>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Random>,
+    /// Serializes read-modify-write on this node; the store's version preconditions make
+    /// concurrent writers on several nodes safe as well.
+    write_lock: Mutex<()>,
+    integrity_errors: AtomicU64,
+}
+
+fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
+    let mut aad = format!("medvault/resource/v1|{rtype}|{id}|{version}|").into_bytes();
+    aad.extend_from_slice(owner);
+    aad
+}
+
+/// A random RFC 4122 version-4 UUID from the injected randomness.
+pub fn new_uuid(rng: &dyn Random) -> Result<String> {
+    let mut b = [0u8; 16];
+    rng.fill(&mut b).map_err(RepoError::Crypto)?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    ))
+}
+
+fn check_type(rtype: &str) -> Result<()> {
+    if medvault_fhir::is_supported_type(rtype) {
+        Ok(())
+    } else {
+        Err(RepoError::UnsupportedType)
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if medvault_fhir::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(RepoError::BadRequest("invalid resource id".into()))
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let handle =
+        tokio::runtime::Handle::try_current().map_err(|_| RepoError::Internal("no runtime"))?;
+    Ok(handle.block_on(f))
+}
+
+impl Repository {
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        vault: Arc<Vault>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Random>,
+    ) -> Repository {
+        Repository {
+            store,
+            blobs,
+            vault,
+            clock,
+            rng,
+            write_lock: Mutex::new(()),
+            integrity_errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.vault
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn rng(&self) -> &Arc<dyn Random> {
+        &self.rng
+    }
+
+    /// Reads refused because stored data failed authentication, since start.
+    pub fn integrity_errors(&self) -> u64 {
+        self.integrity_errors.load(Ordering::Relaxed)
+    }
+
+    fn keys(&self) -> Result<Arc<Keys>> {
+        Ok(self.vault.keys()?)
+    }
+
+    fn integrity_failure(&self, rec: &VersionRecord, what: &'static str) -> RepoError {
+        self.integrity_errors.fetch_add(1, Ordering::Relaxed);
+        // Type, id and version are metadata, not PHI; the content is never logged.
+        tracing::error!(
+            rtype = %rec.rtype,
+            id = %rec.id,
+            version = rec.version,
+            what,
+            "integrity check failed; the stored row was not served"
+        );
+        RepoError::Integrity
+    }
+
+    /// The data key of `owner`, creating and storing it if it does not exist yet.
+    fn dek(&self, keys: &Keys, owner: &[u8], create: bool) -> Result<Option<Arc<AeadKey>>> {
+        if let Some(k) = keys.cached_dek(owner) {
+            return Ok(Some(k));
+        }
+        let record = match self.store.data_key(owner)? {
+            Some(r) => r,
+            None if create => {
+                let dek = SecretKey::generate(&*self.rng).map_err(RepoError::Crypto)?;
+                let wrapped = keys
+                    .wrap_dek(owner, &dek, &*self.rng)
+                    .map_err(RepoError::Crypto)?;
+                self.store.insert_data_key(&DataKeyRecord {
+                    owner: owner.to_vec(),
+                    kek_version: keys.current_kek(),
+                    wrapped,
+                })?
+            }
+            None => return Ok(None),
+        };
+        let dek = keys
+            .unwrap_dek(owner, record.kek_version, &record.wrapped)
+            .map_err(|_| RepoError::Integrity)?;
+        let key = Arc::new(AeadKey::new(&dek, 0));
+        keys.cache_dek(owner.to_vec(), key.clone());
+        Ok(Some(key))
+    }
+
+    /// Validate, stamp, encrypt and index one resource version.
+    fn prepare(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        id: &str,
+        version: i64,
+        expected_current: Option<i64>,
+        mut resource: Value,
+        now_ms: i64,
+    ) -> Result<Prepared> {
+        if resource.get("resourceType").and_then(Value::as_str) != Some(rtype) {
+            return Err(RepoError::BadRequest(format!(
+                "resourceType must be {rtype} at this endpoint"
+            )));
+        }
+        let Some(obj) = resource.as_object_mut() else {
+            return Err(RepoError::BadRequest(
+                "a resource must be a JSON object".into(),
+            ));
+        };
+        obj.insert("id".into(), Value::String(id.to_string()));
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        let Some(meta) = meta.as_object_mut() else {
+            return Err(RepoError::Invalid(vec![Issue {
+                code: medvault_fhir::IssueCode::Structure,
+                expression: format!("{rtype}.meta"),
+                diagnostics: "expected an object".into(),
+            }]));
+        };
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(format_instant(now_ms)));
+        medvault_fhir::validate(&resource).map_err(RepoError::Invalid)?;
+
+        let owner_name = match medvault_fhir::patient_of(&resource) {
+            Some(patient) => format!("Patient/{patient}"),
+            None => SYSTEM_OWNER.to_string(),
+        };
+        let owner = keys.owner_token(&owner_name);
+        let dek = self
+            .dek(keys, &owner, true)?
+            .ok_or(RepoError::Internal("data key"))?;
+        let plaintext = zeroize::Zeroizing::new(
+            serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
+        );
+        let envelope = dek
+            .seal(
+                &resource_aad(rtype, id, version, &owner),
+                &plaintext,
+                &*self.rng,
+            )
+            .map_err(RepoError::Crypto)?;
+        let tokens: Vec<Token> = medvault_fhir::index_entries(&resource)
+            .iter()
+            .map(|e| keys.blind().token(&e.field, &e.value))
+            .collect();
+        let (body, blob) = if BlobStore::wants(envelope.len()) {
+            let name = format!("resources/{rtype}/{id}/{version}");
+            (Body::Blob(name.clone()), Some((name, envelope)))
+        } else {
+            (Body::Inline(envelope), None)
+        };
+        Ok(Prepared {
+            new: NewVersion {
+                record: VersionRecord {
+                    rtype: rtype.to_string(),
+                    id: id.to_string(),
+                    version,
+                    updated_ms: now_ms,
+                    owner,
+                    body: Some(body),
+                },
+                expected_current,
+                tokens,
+            },
+            blob,
+            stored: Stored {
+                rtype: rtype.to_string(),
+                id: id.to_string(),
+                version,
+                updated_ms: now_ms,
+                resource: Some(resource),
+            },
+        })
+    }
+
+    /// Upload blobs, then commit all versions atomically.
+    fn commit(&self, prepared: &mut [Prepared]) -> Result<()> {
+        for p in prepared.iter_mut() {
+            if let Some((name, bytes)) = p.blob.take() {
+                block_on(self.blobs.put(&name, bytes))??;
+            }
+        }
+        let batch: Vec<NewVersion> = prepared.iter().map(|p| p.new.clone()).collect();
+        self.store.write(&batch).map_err(|e| match e {
+            StoreError::Conflict => RepoError::Conflict,
+            e => RepoError::Store(e),
+        })
+    }
+
+    /// Decrypt and verify one stored version.
+    fn open(&self, keys: &Keys, rec: &VersionRecord) -> Result<Stored> {
+        let Some(body) = &rec.body else {
+            return Ok(Stored {
+                rtype: rec.rtype.clone(),
+                id: rec.id.clone(),
+                version: rec.version,
+                updated_ms: rec.updated_ms,
+                resource: None,
+            });
+        };
+        let envelope = match body {
+            Body::Inline(b) => b.clone(),
+            Body::Blob(name) => block_on(self.blobs.get(name))?
+                .map_err(|_| self.integrity_failure(rec, "blob missing"))?,
+        };
+        let dek = match self.dek(keys, &rec.owner, false) {
+            Ok(Some(k)) => k,
+            Ok(None) | Err(RepoError::Integrity) => {
+                return Err(self.integrity_failure(rec, "data key"))
+            }
+            Err(e) => return Err(e),
+        };
+        let plaintext = zeroize::Zeroizing::new(
+            dek.open(
+                &resource_aad(&rec.rtype, &rec.id, rec.version, &rec.owner),
+                &envelope,
+            )
+            .map_err(|_| self.integrity_failure(rec, "envelope"))?,
+        );
+        let resource: Value = serde_json::from_slice(&plaintext)
+            .map_err(|_| self.integrity_failure(rec, "plaintext"))?;
+        // Authenticated, but check the content agrees with its row as defence in depth.
+        let agrees = resource.get("resourceType").and_then(Value::as_str) == Some(&rec.rtype)
+            && resource.get("id").and_then(Value::as_str) == Some(&rec.id)
+            && resource.pointer("/meta/versionId").and_then(Value::as_str)
+                == Some(&rec.version.to_string());
+        if !agrees {
+            return Err(self.integrity_failure(rec, "content"));
+        }
+        Ok(Stored {
+            rtype: rec.rtype.clone(),
+            id: rec.id.clone(),
+            version: rec.version,
+            updated_ms: rec.updated_ms,
+            resource: Some(resource),
+        })
+    }
+
+    /// Read the current version.
+    pub fn read(&self, rtype: &str, id: &str) -> Result<Stored> {
+        check_type(rtype)?;
+        check_id(id)?;
+        let keys = self.keys()?;
+        let rec = self.store.current(rtype, id)?.ok_or(RepoError::NotFound)?;
+        if rec.is_deleted() {
+            return Err(RepoError::Gone);
+        }
+        self.open(&keys, &rec)
+    }
+
+    /// Read one version.
+    pub fn vread(&self, rtype: &str, id: &str, version: &str) -> Result<Stored> {
+        check_type(rtype)?;
+        check_id(id)?;
+        let version: i64 = version.parse().map_err(|_| RepoError::NotFound)?;
+        let keys = self.keys()?;
+        let rec = self
+            .store
+            .version(rtype, id, version)?
+            .ok_or(RepoError::NotFound)?;
+        if rec.is_deleted() {
+            return Err(RepoError::Gone);
+        }
+        self.open(&keys, &rec)
+    }
+
+    /// Create with a server-assigned id. With `if_none_exist` (a search query string), an
+    /// existing single match is returned instead, and several matches are an error.
+    pub fn create(
+        &self,
+        rtype: &str,
+        resource: Value,
+        if_none_exist: Option<&str>,
+    ) -> Result<Written> {
+        check_type(rtype)?;
+        let keys = self.keys()?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(query) = if_none_exist {
+            if let Some(existing) = self.conditional_match(&keys, rtype, query)? {
+                return Ok(Written {
+                    stored: existing,
+                    created: false,
+                });
+            }
+        }
+        let id = new_uuid(&*self.rng)?;
+        let mut prepared =
+            [self.prepare(&keys, rtype, &id, 1, None, resource, self.clock.now_ms())?];
+        self.commit(&mut prepared)?;
+        let [p] = prepared;
+        Ok(Written {
+            stored: p.stored,
+            created: true,
+        })
+    }
+
+    /// The single existing resource matching a conditional-create query, if any.
+    fn conditional_match(&self, keys: &Keys, rtype: &str, query: &str) -> Result<Option<Stored>> {
+        let pairs = parse_query_string(query.trim_start_matches('?'));
+        if pairs.is_empty() {
+            return Err(RepoError::BadRequest("empty If-None-Exist query".into()));
+        }
+        let page = self.search_with_keys(keys, rtype, &pairs, Some(2))?;
+        match page.total {
+            0 => Ok(None),
+            1 => Ok(page.entries.into_iter().next()),
+            _ => Err(RepoError::PreconditionFailed(
+                "the conditional create criteria match more than one resource",
+            )),
+        }
+    }
+
+    /// Update (or create with a client id). `if_match` is the version the client expects.
+    pub fn update(
+        &self,
+        rtype: &str,
+        id: &str,
+        resource: Value,
+        if_match: Option<i64>,
+    ) -> Result<Written> {
+        check_type(rtype)?;
+        check_id(id)?;
+        match resource.get("id").and_then(Value::as_str) {
+            Some(body_id) if body_id == id => {}
+            Some(_) => {
+                return Err(RepoError::BadRequest(
+                    "the resource id does not match the URL".into(),
+                ))
+            }
+            None => return Err(RepoError::BadRequest("the resource must have an id".into())),
+        }
+        let keys = self.keys()?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.store.current(rtype, id)?;
+        let current_version = current.as_ref().map(|c| c.version);
+        if let Some(expected) = if_match {
+            let live = current
+                .as_ref()
+                .filter(|c| !c.is_deleted())
+                .map(|c| c.version);
+            if live != Some(expected) {
+                return Err(RepoError::PreconditionFailed(
+                    "If-Match does not match the current version",
+                ));
+            }
+        }
+        let created = current.as_ref().is_none_or(|c| c.is_deleted());
+        let version = current_version.unwrap_or(0) + 1;
+        let mut prepared = [self.prepare(
+            &keys,
+            rtype,
+            id,
+            version,
+            current_version,
+            resource,
+            self.clock.now_ms(),
+        )?];
+        self.commit(&mut prepared)?;
+        let [p] = prepared;
+        Ok(Written {
+            stored: p.stored,
+            created,
+        })
+    }
+
+    /// Apply a JSON Patch (RFC 6902) to the current version.
+    pub fn patch(
+        &self,
+        rtype: &str,
+        id: &str,
+        patch: Value,
+        if_match: Option<i64>,
+    ) -> Result<Written> {
+        let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|_| {
+            RepoError::BadRequest("the body is not a valid JSON Patch document".into())
+        })?;
+        let current = self.read(rtype, id)?;
+        if let Some(expected) = if_match {
+            if expected != current.version {
+                return Err(RepoError::PreconditionFailed(
+                    "If-Match does not match the current version",
+                ));
+            }
+        }
+        let mut doc = current.resource.ok_or(RepoError::Gone)?;
+        json_patch::patch(&mut doc, &patch)
+            .map_err(|_| RepoError::BadRequest("the JSON Patch could not be applied".into()))?;
+        if doc.get("id").and_then(Value::as_str) != Some(id)
+            || doc.get("resourceType").and_then(Value::as_str) != Some(rtype)
+        {
+            return Err(RepoError::BadRequest(
+                "a patch may not change the resource type or id".into(),
+            ));
+        }
+        // Pin the version we patched so a concurrent update makes this fail, not overwrite.
+        self.update(rtype, id, doc, Some(current.version))
+    }
+
+    /// Delete (idempotent). Returns the deletion version, or `None` if nothing was live.
+    pub fn delete(&self, rtype: &str, id: &str, if_match: Option<i64>) -> Result<Option<i64>> {
+        check_type(rtype)?;
+        check_id(id)?;
+        let _keys = self.keys()?;
+        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(current) = self.store.current(rtype, id)? else {
+            return Ok(None);
+        };
+        if let Some(expected) = if_match {
+            if current.is_deleted() || current.version != expected {
+                return Err(RepoError::PreconditionFailed(
+                    "If-Match does not match the current version",
+                ));
+            }
+        }
+        if current.is_deleted() {
+            return Ok(None);
+        }
+        let version = current.version + 1;
+        let new = NewVersion {
+            record: VersionRecord {
+                rtype: rtype.into(),
+                id: id.into(),
+                version,
+                updated_ms: self.clock.now_ms(),
+                owner: current.owner.clone(),
+                body: None,
+            },
+            expected_current: Some(current.version),
+            tokens: Vec::new(),
+        };
+        self.store.write(&[new]).map_err(|e| match e {
+            StoreError::Conflict => RepoError::Conflict,
+            e => RepoError::Store(e),
+        })?;
+        Ok(Some(version))
+    }
+
+    /// History of one resource or a whole type, newest first.
+    pub fn history(
+        &self,
+        rtype: &str,
+        id: Option<&str>,
+        offset: usize,
+        count: usize,
+    ) -> Result<Page> {
+        check_type(rtype)?;
+        if let Some(id) = id {
+            check_id(id)?;
+        }
+        let keys = self.keys()?;
+        let count = count.min(MAX_COUNT);
+        let page = self.store.history(rtype, id, offset, count)?;
+        if id.is_some() && page.total == 0 {
+            return Err(RepoError::NotFound);
+        }
+        let entries = page
+            .records
+            .iter()
+            .map(|r| self.open(&keys, r))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page {
+            entries,
+            total: page.total,
+            offset,
+            count,
+        })
+    }
+
+    /// Search current resources of a type.
+    pub fn search(&self, rtype: &str, pairs: &[(String, String)]) -> Result<Page> {
+        check_type(rtype)?;
+        let keys = self.keys()?;
+        self.search_with_keys(&keys, rtype, pairs, None)
+    }
+
+    fn search_with_keys(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        pairs: &[(String, String)],
+        count_override: Option<usize>,
+    ) -> Result<Page> {
+        let query = medvault_fhir::parse_search(rtype, pairs)?;
+        let count = count_override
+            .or(query.count)
+            .unwrap_or(DEFAULT_COUNT)
+            .min(MAX_COUNT);
+        let offset = query.offset;
+        let store_query = self.store_query(keys, &query)?;
+        let needs_filter = query.clauses.iter().any(|c| c.exact.is_some());
+        if !needs_filter {
+            let page = self.store.search(&store_query, offset, count)?;
+            let entries = page
+                .records
+                .iter()
+                .map(|r| self.open(keys, r))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(Page {
+                entries,
+                total: page.total,
+                offset,
+                count,
+            });
+        }
+        // Date ranges are matched by coarse buckets in the index; decrypt the candidates and
+        // keep the exact matches, so totals and pages are computed after filtering.
+        let mut matched = Vec::new();
+        for rec in self.store.search_all(&store_query)? {
+            let stored = self.open(keys, &rec)?;
+            if stored
+                .resource
+                .as_ref()
+                .is_some_and(|r| medvault_fhir::matches(&query, r))
+            {
+                matched.push(stored);
+            }
+        }
+        let total = matched.len() as u64;
+        let entries = matched.into_iter().skip(offset).take(count).collect();
+        Ok(Page {
+            entries,
+            total,
+            offset,
+            count,
+        })
+    }
+
+    fn store_query(&self, keys: &Keys, query: &SearchQuery) -> Result<StoreQuery> {
+        let all_of = query
+            .clauses
+            .iter()
+            .map(|c| {
+                c.any_of
+                    .iter()
+                    .map(|v| keys.blind().token(&c.field, v))
+                    .collect()
+            })
+            .collect();
+        let (updated_from_ms, updated_until_ms) =
+            crate::search_time::last_updated_range(&query.last_updated);
+        Ok(StoreQuery {
+            rtype: query.resource_type.clone(),
+            all_of,
+            ids: query.ids.clone(),
+            updated_from_ms,
+            updated_until_ms,
+        })
+    }
+
+    /// Re-wrap up to `limit` data keys that are not under the current KEK.
+    pub fn rewrap_step(&self, limit: usize) -> Result<RewrapProgress> {
+        let keys = self.keys()?;
+        let current = keys.current_kek();
+        let mut rewrapped = 0;
+        for rec in self.store.data_keys_not_at_version(current, limit)? {
+            let dek = keys
+                .unwrap_dek(&rec.owner, rec.kek_version, &rec.wrapped)
+                .map_err(|_| {
+                    self.integrity_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("a wrapped data key failed its integrity check during re-wrap");
+                    RepoError::Integrity
+                })?;
+            let wrapped = keys
+                .wrap_dek(&rec.owner, &dek, &*self.rng)
+                .map_err(RepoError::Crypto)?;
+            let new = DataKeyRecord {
+                owner: rec.owner.clone(),
+                kek_version: current,
+                wrapped,
+            };
+            if self.store.rewrap_data_key(&new, rec.kek_version)? {
+                rewrapped += 1;
+            }
+        }
+        Ok(RewrapProgress {
+            rewrapped,
+            remaining: self.keys_not_current(current)?,
+        })
+    }
+
+    fn keys_not_current(&self, current: u32) -> Result<u64> {
+        Ok(self
+            .store
+            .data_key_versions()?
+            .iter()
+            .filter(|(v, _)| *v != current)
+            .map(|(_, n)| n)
+            .sum())
+    }
+
+    /// Counts of data keys per KEK version.
+    pub fn key_versions(&self) -> Result<Vec<(u32, u64)>> {
+        Ok(self.store.data_key_versions()?)
+    }
+
+    /// Process a transaction (all or nothing) or batch (each entry alone) Bundle.
+    pub fn bundle(&self, bundle: Value) -> Result<Value> {
+        crate::bundle::process(self, bundle)
+    }
+
+    // --- pieces used by bundle processing ---
+
+    pub(crate) fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn keys_for_bundle(&self) -> Result<Arc<Keys>> {
+        self.keys()
+    }
+
+    pub(crate) fn current_record(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {
+        Ok(self.store.current(rtype, id)?)
+    }
+
+    pub(crate) fn conditional_match_locked(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        query: &str,
+    ) -> Result<Option<Stored>> {
+        self.conditional_match(keys, rtype, query)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn prepare_version(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        id: &str,
+        version: i64,
+        expected_current: Option<i64>,
+        resource: Value,
+        now_ms: i64,
+    ) -> Result<PreparedWrite> {
+        Ok(PreparedWrite(self.prepare(
+            keys,
+            rtype,
+            id,
+            version,
+            expected_current,
+            resource,
+            now_ms,
+        )?))
+    }
+
+    pub(crate) fn prepare_delete(&self, current: &VersionRecord, now_ms: i64) -> PreparedWrite {
+        PreparedWrite(Prepared {
+            new: NewVersion {
+                record: VersionRecord {
+                    rtype: current.rtype.clone(),
+                    id: current.id.clone(),
+                    version: current.version + 1,
+                    updated_ms: now_ms,
+                    owner: current.owner.clone(),
+                    body: None,
+                },
+                expected_current: Some(current.version),
+                tokens: Vec::new(),
+            },
+            blob: None,
+            stored: Stored {
+                rtype: current.rtype.clone(),
+                id: current.id.clone(),
+                version: current.version + 1,
+                updated_ms: now_ms,
+                resource: None,
+            },
+        })
+    }
+
+    pub(crate) fn commit_all(&self, writes: Vec<PreparedWrite>) -> Result<Vec<Stored>> {
+        let mut prepared: Vec<Prepared> = writes.into_iter().map(|w| w.0).collect();
+        self.commit(&mut prepared)?;
+        Ok(prepared.into_iter().map(|p| p.stored).collect())
+    }
+}
+
+/// A write ready to commit (opaque outside this module).
+pub(crate) struct PreparedWrite(Prepared);
+
+/// Split `a=b&c=d` into percent-decoded pairs (`+` is a space, as in forms).
+pub fn parse_query_string(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON OperationOutcome-ready description of validation issues.
+pub fn issues_json(issues: &[Issue]) -> Vec<Value> {
+    issues
+        .iter()
+        .map(|i| {
+            json!({
+                "severity": "error",
+                "code": i.code.as_str(),
+                "diagnostics": i.diagnostics,
+                "expression": [i.expression],
+            })
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Repository>();
+    let _: HashMap<(), ()> = HashMap::new();
+}

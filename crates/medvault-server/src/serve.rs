@@ -1,0 +1,186 @@
+//! Opening a data directory and running the HTTP(S) listener with its secure defaults:
+//! plain HTTP only on loopback, TLS through rustls everywhere else.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use medvault_store::{BlobStore, SqliteStore, StoreError};
+
+use crate::api::{router, AppState};
+use crate::repo::Repository;
+
+/// Errors starting or running the server. Shown to the operator as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("refusing plain HTTP on non-loopback address {0}: give --tls-cert/--tls-key, or accept the risk with --danger-allow-plain-http")]
+    PlainHttpNotLoopback(SocketAddr),
+    #[error("refusing to expose the unauthenticated FHIR API on non-loopback address {0}: accounts and access control are not built yet; accept the risk with --danger-no-auth")]
+    NoAuthNotLoopback(SocketAddr),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("TLS configuration: {0}")]
+    Tls(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Certificate chain and private key, PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// How to listen.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    /// Public base URL used in `Location` headers and paging links; defaults to the
+    /// listen address.
+    pub public_url: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub danger_allow_plain_http: bool,
+    pub danger_no_auth: bool,
+}
+
+/// An opened data directory.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub store: Arc<SqliteStore>,
+    pub blobs: BlobStore,
+}
+
+impl DataDir {
+    /// Path of the SQLite database inside a data directory.
+    pub fn database_path(dir: &Path) -> PathBuf {
+        dir.join("medvault.db")
+    }
+}
+
+/// Open (creating if needed, owner-only permissions) a data directory.
+pub fn open_data_dir(path: &Path) -> Result<DataDir, ServeError> {
+    let io = |source| ServeError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    let store = Arc::new(SqliteStore::open(&DataDir::database_path(path))?);
+    let blobs = BlobStore::local(&path.join("blobs"))?;
+    Ok(DataDir {
+        path: path.to_path_buf(),
+        store,
+        blobs,
+    })
+}
+
+/// The listen policy: loopback may use plain HTTP; anything else needs TLS (or the named
+/// danger flag), and — until accounts exist — an explicit acceptance that /fhir is open.
+pub fn check_listen(
+    addr: SocketAddr,
+    tls: bool,
+    danger_allow_plain_http: bool,
+    danger_no_auth: bool,
+) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !tls && !danger_allow_plain_http {
+        return Err(ServeError::PlainHttpNotLoopback(addr));
+    }
+    if !danger_no_auth {
+        return Err(ServeError::NoAuthNotLoopback(addr));
+    }
+    Ok(())
+}
+
+/// Serve until Ctrl-C / SIGTERM. `ready` is called with the bound address and base URL
+/// once the socket accepts connections.
+pub async fn serve(
+    repo: Arc<Repository>,
+    opts: ServeOptions,
+    ready: impl FnOnce(SocketAddr, &str),
+) -> Result<(), ServeError> {
+    check_listen(
+        opts.listen,
+        opts.tls.is_some(),
+        opts.danger_allow_plain_http,
+        opts.danger_no_auth,
+    )?;
+    let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| ServeError::Bind {
+        addr: opts.listen,
+        source,
+    })?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    let public = opts
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let app = router(AppState::new(repo, &public));
+
+    match &opts.tls {
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            ready(addr, &public);
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+        }
+        Some(tls) => {
+            // One process-wide rustls provider (ring); ignore "already installed".
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(ServeError::Tls)?;
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+            });
+            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            ready(addr, &public);
+            server.serve(app.into_make_service()).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}

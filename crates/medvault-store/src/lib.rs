@@ -1,0 +1,70 @@
+//! Storage for medvault: the `Store` trait every backend implements, its SQLite implementation
+//! and the blob store for large envelopes.
+//!
+//! The store only ever sees ciphertext envelopes, keyed tokens and non-clinical metadata
+//! (resource type, id, version, timestamps); it holds no keys and does no cryptography.
+
+mod blob;
+mod error;
+mod sqlite;
+mod types;
+
+pub use blob::BlobStore;
+pub use error::StoreError;
+pub use sqlite::SqliteStore;
+pub use types::{
+    Body, DataKeyRecord, HistoryPage, NewVersion, SearchPage, StoreQuery, Token, VaultRecord,
+    VersionRecord,
+};
+
+/// Result alias for store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The one storage interface. Implementations must make every successful `write` durable
+/// before returning (the server acknowledges a write only after this returns `Ok`).
+///
+/// All methods are synchronous; the server calls them from blocking threads.
+pub trait Store: Send + Sync {
+    /// The vault configuration, or `None` if the data directory was never initialized.
+    fn vault(&self) -> Result<Option<VaultRecord>>;
+    /// Create the vault row, share commitments and bootstrap token hash.
+    /// Fails with `AlreadyInitialized` if a vault exists.
+    fn init_vault(&self, vault: &VaultRecord, bootstrap_token_hash: &[u8; 32]) -> Result<()>;
+    /// Replace the vault row (new keyring and/or new share set) if its generation is still
+    /// `expected_generation`; the new record must carry `expected_generation + 1`.
+    fn replace_vault(&self, vault: &VaultRecord, expected_generation: i64) -> Result<()>;
+
+    /// Look up a wrapped data key by owner token.
+    fn data_key(&self, owner: &[u8]) -> Result<Option<DataKeyRecord>>;
+    /// Insert a data key unless one exists for the owner; returns the stored record (which is
+    /// the existing one if another writer won the race).
+    fn insert_data_key(&self, key: &DataKeyRecord) -> Result<DataKeyRecord>;
+    /// Up to `limit` data keys wrapped by a KEK version other than `version`.
+    fn data_keys_not_at_version(&self, version: u32, limit: usize) -> Result<Vec<DataKeyRecord>>;
+    /// Replace a data key's wrapping if it is still at `expected_version`; returns whether it did.
+    fn rewrap_data_key(&self, key: &DataKeyRecord, expected_version: u32) -> Result<bool>;
+    /// Counts of data keys per KEK version, ascending by version.
+    fn data_key_versions(&self) -> Result<Vec<(u32, u64)>>;
+
+    /// Atomically apply new versions (all or nothing). Each entry's precondition on the
+    /// current version is checked inside the transaction; any mismatch is `Conflict`.
+    fn write(&self, batch: &[NewVersion]) -> Result<()>;
+    /// The current version of a resource (including a deletion marker).
+    fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;
+    /// One specific version.
+    fn version(&self, rtype: &str, id: &str, version: i64) -> Result<Option<VersionRecord>>;
+    /// History, newest first: of one resource if `id` is given, else of the whole type.
+    fn history(
+        &self,
+        rtype: &str,
+        id: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<HistoryPage>;
+    /// One page of current, non-deleted resources matching the query, in insertion order,
+    /// with the total number of matches.
+    fn search(&self, query: &StoreQuery, offset: usize, limit: usize) -> Result<SearchPage>;
+    /// Every current, non-deleted resource matching the query, in insertion order (for
+    /// queries the caller must filter further after decryption).
+    fn search_all(&self, query: &StoreQuery) -> Result<Vec<VersionRecord>>;
+}

@@ -1,0 +1,458 @@
+//! The SQLite implementation of `Store`: WAL journal, `synchronous=FULL`, one writer
+//! connection and a small pool of reader connections.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::types::{
+    Body, DataKeyRecord, HistoryPage, NewVersion, SearchPage, StoreQuery, VaultRecord,
+    VersionRecord,
+};
+use crate::{Result, Store, StoreError};
+
+/// Migrations in order; the schema version is the number of migrations applied.
+const MIGRATIONS: &[&str] = &[include_str!("../sql/sqlite/0001_init.sql")];
+const READERS: usize = 4;
+const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
+
+/// A `Store` in one SQLite file.
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Open (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        let writer = Connection::open(path)?;
+        configure(&writer)?;
+        migrate(&writer)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let conn = Connection::open(path)?;
+            configure(&conn)?;
+            readers.push(Mutex::new(conn));
+        }
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            readers,
+            next_reader: AtomicUsize::new(0),
+        })
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A poisoned lock only means another thread panicked mid-call; SQLite rolled back
+        // its open transaction, so the connection is still consistent.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..self.readers.len() {
+            if let Ok(guard) = self.readers[(start + i) % self.readers.len()].try_lock() {
+                return guard;
+            }
+        }
+        self.readers[start % self.readers.len()]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    // WAL lets readers run beside the writer; synchronous=FULL makes every commit durable
+    // before it returns, which is what lets the server acknowledge a write.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let supported = MIGRATIONS.len() as i64;
+    if current > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn array<const N: usize>(v: Vec<u8>, what: &'static str) -> Result<[u8; N]> {
+    v.try_into().map_err(|_| StoreError::Corrupt(what))
+}
+
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRecord> {
+    let body: Option<Vec<u8>> = row.get(5)?;
+    let blob_ref: Option<String> = row.get(6)?;
+    Ok(VersionRecord {
+        rtype: row.get(0)?,
+        id: row.get(1)?,
+        version: row.get(2)?,
+        updated_ms: row.get(3)?,
+        owner: row.get(4)?,
+        body: match (body, blob_ref) {
+            (Some(b), _) => Some(Body::Inline(b)),
+            (None, Some(r)) => Some(Body::Blob(r)),
+            (None, None) => None,
+        },
+    })
+}
+
+/// SQL text and parameters for the WHERE clause of a search.
+fn search_filter(query: &StoreQuery) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value;
+    let mut sql = String::from("r.rtype = ? AND r.is_current = 1 AND r.deleted = 0");
+    let mut args = vec![Value::Text(query.rtype.clone())];
+    if let Some(ids) = &query.ids {
+        sql.push_str(" AND r.id IN (");
+        sql.push_str(&vec!["?"; ids.len().max(1)].join(","));
+        sql.push(')');
+        if ids.is_empty() {
+            args.push(Value::Null);
+        }
+        args.extend(ids.iter().map(|i| Value::Text(i.clone())));
+    }
+    if let Some(from) = query.updated_from_ms {
+        sql.push_str(" AND r.updated_ms >= ?");
+        args.push(Value::Integer(from));
+    }
+    if let Some(until) = query.updated_until_ms {
+        sql.push_str(" AND r.updated_ms < ?");
+        args.push(Value::Integer(until));
+    }
+    for any in &query.all_of {
+        sql.push_str(" AND r.id IN (SELECT id FROM search_token WHERE rtype = ? AND token IN (");
+        sql.push_str(&vec!["?"; any.len().max(1)].join(","));
+        sql.push_str("))");
+        args.push(Value::Text(query.rtype.clone()));
+        if any.is_empty() {
+            args.push(Value::Null);
+        }
+        args.extend(any.iter().map(|t| Value::Blob(t.to_vec())));
+    }
+    (sql, args)
+}
+
+impl Store for SqliteStore {
+    fn vault(&self) -> Result<Option<VaultRecord>> {
+        let conn = self.reader();
+        let row = conn
+            .query_row(
+                "SELECT set_id, threshold, share_count, check_value, keyring, generation FROM vault WHERE id = 1",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, Vec<u8>>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Vec<u8>>(3)?,
+                        r.get::<_, Vec<u8>>(4)?,
+                        r.get::<_, i64>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((set_id, threshold, share_count, check_value, keyring, generation)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare("SELECT x, commitment FROM share_commitment ORDER BY x")?;
+        let mut commitments = Vec::new();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))? {
+            let (x, c) = row?;
+            let x = u8::try_from(x).map_err(|_| StoreError::Corrupt("share x"))?;
+            commitments.push((x, array(c, "share commitment")?));
+        }
+        Ok(Some(VaultRecord {
+            set_id: array(set_id, "set id")?,
+            threshold: u8::try_from(threshold).map_err(|_| StoreError::Corrupt("threshold"))?,
+            share_count: u8::try_from(share_count)
+                .map_err(|_| StoreError::Corrupt("share count"))?,
+            check_value: array(check_value, "check value")?,
+            keyring,
+            commitments,
+            generation,
+        }))
+    }
+
+    fn init_vault(&self, vault: &VaultRecord, bootstrap_token_hash: &[u8; 32]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: i64 = tx.query_row("SELECT count(*) FROM vault", [], |r| r.get(0))?;
+        if exists > 0 {
+            return Err(StoreError::AlreadyInitialized);
+        }
+        write_vault(&tx, vault)?;
+        tx.execute(
+            "INSERT INTO bootstrap_token (id, token_hash, used) VALUES (1, ?, 0)",
+            params![bootstrap_token_hash.to_vec()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn replace_vault(&self, vault: &VaultRecord, expected_generation: i64) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<i64> = tx
+            .query_row("SELECT generation FROM vault WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if current != Some(expected_generation) || vault.generation != expected_generation + 1 {
+            return Err(StoreError::Conflict);
+        }
+        tx.execute("DELETE FROM vault", [])?;
+        tx.execute("DELETE FROM share_commitment", [])?;
+        write_vault(&tx, vault)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn data_key(&self, owner: &[u8]) -> Result<Option<DataKeyRecord>> {
+        let conn = self.reader();
+        let mut stmt =
+            conn.prepare_cached("SELECT kek_version, wrapped FROM data_key WHERE owner = ?")?;
+        let row = stmt
+            .query_row(params![owner], |r| {
+                Ok(DataKeyRecord {
+                    owner: owner.to_vec(),
+                    kek_version: r.get(0)?,
+                    wrapped: r.get(1)?,
+                })
+            })
+            .optional()?;
+        Ok(row)
+    }
+
+    fn insert_data_key(&self, key: &DataKeyRecord) -> Result<DataKeyRecord> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO data_key (owner, kek_version, wrapped) VALUES (?, ?, ?)",
+            params![key.owner, key.kek_version, key.wrapped],
+        )?;
+        let stored = tx.query_row(
+            "SELECT kek_version, wrapped FROM data_key WHERE owner = ?",
+            params![key.owner],
+            |r| {
+                Ok(DataKeyRecord {
+                    owner: key.owner.clone(),
+                    kek_version: r.get(0)?,
+                    wrapped: r.get(1)?,
+                })
+            },
+        )?;
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    fn data_keys_not_at_version(&self, version: u32, limit: usize) -> Result<Vec<DataKeyRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            "SELECT owner, kek_version, wrapped FROM data_key WHERE kek_version <> ? LIMIT ?",
+        )?;
+        let rows = stmt.query_map(params![version, limit as i64], |r| {
+            Ok(DataKeyRecord {
+                owner: r.get(0)?,
+                kek_version: r.get(1)?,
+                wrapped: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn rewrap_data_key(&self, key: &DataKeyRecord, expected_version: u32) -> Result<bool> {
+        let conn = self.writer();
+        let n = conn.execute(
+            "UPDATE data_key SET kek_version = ?, wrapped = ? WHERE owner = ? AND kek_version = ?",
+            params![key.kek_version, key.wrapped, key.owner, expected_version],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn data_key_versions(&self) -> Result<Vec<(u32, u64)>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare(
+            "SELECT kek_version, count(*) FROM data_key GROUP BY kek_version ORDER BY kek_version",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn write(&self, batch: &[NewVersion]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut current = tx.prepare_cached(
+                "SELECT version FROM resource_version WHERE rtype = ? AND id = ? AND is_current = 1",
+            )?;
+            let mut retire = tx.prepare_cached(
+                "UPDATE resource_version SET is_current = 0 WHERE rtype = ? AND id = ? AND is_current = 1",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, blob_ref)
+                 VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?)",
+            )?;
+            let mut drop_tokens =
+                tx.prepare_cached("DELETE FROM search_token WHERE rtype = ? AND id = ?")?;
+            let mut add_token = tx.prepare_cached(
+                "INSERT OR IGNORE INTO search_token (rtype, token, id) VALUES (?, ?, ?)",
+            )?;
+            for entry in batch {
+                let r = &entry.record;
+                let found: Option<i64> = current
+                    .query_row(params![r.rtype, r.id], |row| row.get(0))
+                    .optional()?;
+                if found != entry.expected_current {
+                    return Err(StoreError::Conflict);
+                }
+                if found.is_some() {
+                    retire.execute(params![r.rtype, r.id])?;
+                    drop_tokens.execute(params![r.rtype, r.id])?;
+                }
+                let (body, blob_ref) = match &r.body {
+                    Some(Body::Inline(b)) => (Some(b.as_slice()), None),
+                    Some(Body::Blob(name)) => (None, Some(name.as_str())),
+                    None => (None, None),
+                };
+                insert.execute(params![
+                    r.rtype,
+                    r.id,
+                    r.version,
+                    r.body.is_none(),
+                    r.updated_ms,
+                    r.owner,
+                    body,
+                    blob_ref
+                ])?;
+                if r.body.is_some() {
+                    for token in &entry.tokens {
+                        add_token.execute(params![r.rtype, token.as_slice(), r.id])?;
+                    }
+                }
+            }
+        }
+        // With synchronous=FULL the commit is on disk when this returns.
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version WHERE rtype = ? AND id = ? AND is_current = 1"
+        ))?;
+        Ok(stmt.query_row(params![rtype, id], version_row).optional()?)
+    }
+
+    fn version(&self, rtype: &str, id: &str, version: i64) -> Result<Option<VersionRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version WHERE rtype = ? AND id = ? AND version = ?"
+        ))?;
+        Ok(stmt
+            .query_row(params![rtype, id, version], version_row)
+            .optional()?)
+    }
+
+    fn history(
+        &self,
+        rtype: &str,
+        id: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        let conn = self.reader();
+        let (filter, args): (&str, Vec<&dyn rusqlite::ToSql>) = match &id {
+            Some(id) => ("rtype = ? AND id = ?", vec![&rtype, id]),
+            None => ("rtype = ?", vec![&rtype]),
+        };
+        let total: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM resource_version WHERE {filter}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version WHERE {filter} ORDER BY seq DESC LIMIT {} OFFSET {}",
+            limit as i64, offset as i64
+        ))?;
+        let records = stmt
+            .query_map(params_from_iter(args.iter()), version_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(HistoryPage {
+            records,
+            total: total as u64,
+        })
+    }
+
+    fn search(&self, query: &StoreQuery, offset: usize, limit: usize) -> Result<SearchPage> {
+        let conn = self.reader();
+        let (filter, args) = search_filter(query);
+        let total: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM resource_version r WHERE {filter}"),
+            params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version r WHERE {filter} ORDER BY r.seq LIMIT {} OFFSET {}",
+            limit as i64, offset as i64
+        ))?;
+        let records = stmt
+            .query_map(params_from_iter(args.iter()), version_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(SearchPage {
+            records,
+            total: total as u64,
+        })
+    }
+
+    fn search_all(&self, query: &StoreQuery) -> Result<Vec<VersionRecord>> {
+        let conn = self.reader();
+        let (filter, args) = search_filter(query);
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version r WHERE {filter} ORDER BY r.seq"
+        ))?;
+        let records = stmt
+            .query_map(params_from_iter(args.iter()), version_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(records)
+    }
+}
+
+fn write_vault(tx: &rusqlite::Transaction<'_>, vault: &VaultRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO vault (id, set_id, threshold, share_count, check_value, keyring, generation)
+         VALUES (1, ?, ?, ?, ?, ?, ?)",
+        params![
+            vault.set_id.to_vec(),
+            vault.threshold,
+            vault.share_count,
+            vault.check_value.to_vec(),
+            vault.keyring,
+            vault.generation
+        ],
+    )?;
+    for (x, c) in &vault.commitments {
+        tx.execute(
+            "INSERT INTO share_commitment (x, commitment) VALUES (?, ?)",
+            params![x, c.to_vec()],
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+//! Plain records exchanged between the server and a `Store`.
+
+/// A 16-byte keyed blind-index token.
+pub type Token = [u8; 16];
+
+/// The sealed-vault configuration row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VaultRecord {
+    /// Identifies the current share set (shares of an older set are refused by name).
+    pub set_id: [u8; 8],
+    pub threshold: u8,
+    pub share_count: u8,
+    /// Lets the server verify a reconstructed root key.
+    pub check_value: [u8; 32],
+    /// The keyring envelope, wrapped under a key derived from the root key.
+    pub keyring: Vec<u8>,
+    /// Share commitments `(x, commitment)` of the current set.
+    pub commitments: Vec<(u8, [u8; 32])>,
+    /// Incremented on every rotate/rekey so concurrent changes cannot both win.
+    pub generation: i64,
+}
+
+/// A wrapped data key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataKeyRecord {
+    pub owner: Vec<u8>,
+    pub kek_version: u32,
+    pub wrapped: Vec<u8>,
+}
+
+/// Where a version's envelope lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// The envelope itself, in the database row.
+    Inline(Vec<u8>),
+    /// The name of an object in the blob store holding the envelope.
+    Blob(String),
+}
+
+/// One stored version of a resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionRecord {
+    pub rtype: String,
+    pub id: String,
+    pub version: i64,
+    /// Milliseconds since the Unix epoch (server clock).
+    pub updated_ms: i64,
+    /// Keyed token naming the data key (and patient) this version is encrypted under.
+    pub owner: Vec<u8>,
+    /// `None` for a deletion.
+    pub body: Option<Body>,
+}
+
+impl VersionRecord {
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// A version to append, with its precondition and the index tokens of its content.
+#[derive(Clone, Debug)]
+pub struct NewVersion {
+    pub record: VersionRecord,
+    /// `None`: the resource must not exist yet. `Some(v)`: its current version must be `v`.
+    pub expected_current: Option<i64>,
+    /// Blind-index tokens of this version (ignored for deletions, which drop all tokens).
+    pub tokens: Vec<Token>,
+}
+
+/// A search over current, non-deleted resources of one type.
+#[derive(Clone, Debug, Default)]
+pub struct StoreQuery {
+    pub rtype: String,
+    /// AND over the outer list, OR within each inner list.
+    pub all_of: Vec<Vec<Token>>,
+    /// Restrict to these ids (`_id`).
+    pub ids: Option<Vec<String>>,
+    /// Inclusive lower bound on `updated_ms`.
+    pub updated_from_ms: Option<i64>,
+    /// Exclusive upper bound on `updated_ms`.
+    pub updated_until_ms: Option<i64>,
+}
+
+/// A page of search results.
+#[derive(Clone, Debug)]
+pub struct SearchPage {
+    pub records: Vec<VersionRecord>,
+    pub total: u64,
+}
+
+/// A page of history entries, newest first.
+#[derive(Clone, Debug)]
+pub struct HistoryPage {
+    pub records: Vec<VersionRecord>,
+    pub total: u64,
+}

@@ -1,0 +1,189 @@
+//! `medvault bench`: benchmarks that print ratios against a baseline measured in the same run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use clap::Subcommand;
+use medvault_crypto::{Random, SystemRandom};
+use medvault_server::clock::SystemClock;
+use medvault_server::open_data_dir;
+use medvault_server::repo::Repository;
+use medvault_server::vault::Vault;
+use serde_json::Value;
+
+use crate::gen::transaction_bundle;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Ingest generated transaction Bundles: medvault's full path (validation, encryption,
+    /// blind indexes, durable commit) against plain SQLite inserts of the same JSON.
+    Ingest {
+        /// Number of transaction Bundles.
+        #[arg(long, default_value_t = 40)]
+        bundles: usize,
+        /// Patients per Bundle (each brings an Encounter, observations, a Condition and a MedicationRequest).
+        #[arg(long, default_value_t = 20)]
+        patients: usize,
+        /// Observations per patient.
+        #[arg(long, default_value_t = 10)]
+        observations: usize,
+        /// Rounds; the best round of each side is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Scratch directory (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Ingest {
+            bundles,
+            patients,
+            observations,
+            rounds,
+            dir,
+        } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let scratch = dir
+                .unwrap_or_else(std::env::temp_dir)
+                .join(format!("medvault-bench-{}", std::process::id()));
+            let result = runtime.block_on(async move {
+                tokio::task::spawn_blocking(move || {
+                    ingest(&scratch, bundles, patients, observations, rounds.max(1))
+                })
+                .await
+                .map_err(|_| anyhow!("benchmark thread failed"))?
+            });
+            result
+        }
+    }
+}
+
+fn ingest(
+    scratch: &std::path::Path,
+    bundles: usize,
+    patients: usize,
+    observations: usize,
+    rounds: usize,
+) -> Result<()> {
+    let data: Vec<Value> = (0..bundles)
+        .map(|i| transaction_bundle(i as u64 + 1, patients, observations).0)
+        .collect();
+    let resources: usize = data
+        .iter()
+        .map(|b| b["entry"].as_array().map_or(0, Vec::len))
+        .sum();
+    println!(
+        "bench ingest: {bundles} transaction Bundles, {resources} resources, {rounds} round(s)"
+    );
+    println!("machine: {}", machine());
+    let mut best_plain = 0.0f64;
+    let mut best_full = 0.0f64;
+    for round in 1..=rounds {
+        let dir = scratch.join(format!("round-{round}"));
+        let plain = plain_sqlite(&dir.join("plain"), &data)?;
+        let full = full_path(&dir.join("medvault"), &data)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        let plain_rate = resources as f64 / plain;
+        let full_rate = resources as f64 / full;
+        println!(
+            "  round {round}: plain SQLite {plain_rate:>9.0} resources/s   medvault full path {full_rate:>9.0} resources/s   ratio {:.2}",
+            full_rate / plain_rate
+        );
+        best_plain = best_plain.max(plain_rate);
+        best_full = best_full.max(full_rate);
+    }
+    let _ = std::fs::remove_dir_all(scratch);
+    println!("best of {rounds}:");
+    println!("  baseline  plain SQLite inserts (same JSON, WAL, synchronous=FULL, one tx per Bundle): {best_plain:.0} resources/s");
+    println!("  medvault  full path (validate, AES-256-GCM per patient key, blind indexes, history):  {best_full:.0} resources/s");
+    println!(
+        "  ratio full/baseline: {:.2}  (target >= 0.50)",
+        best_full / best_plain
+    );
+    Ok(())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!(
+        "{cpu}, {cores} cores, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
+}
+
+/// Baseline: the same JSON inserted into one table, same durability settings, no crypto or indexes.
+fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+    std::fs::create_dir_all(dir)?;
+    let mut conn = rusqlite::Connection::open(dir.join("plain.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, json BLOB NOT NULL, UNIQUE (rtype, id, version))",
+    )?;
+    let start = Instant::now();
+    let mut n: u64 = 0;
+    for bundle in data {
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO resource (rtype, id, version, json) VALUES (?, ?, 1, ?)",
+            )?;
+            for e in bundle["entry"].as_array().into_iter().flatten() {
+                n += 1;
+                let r = &e["resource"];
+                let json = serde_json::to_vec(r)?;
+                stmt.execute(rusqlite::params![
+                    r["resourceType"].as_str(),
+                    format!("id-{n}"),
+                    json
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// medvault's full path, in process (no HTTP), through the same code the API uses.
+fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+    let dd = open_data_dir(dir)?;
+    let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
+    let (issued, _) = Vault::initialize(&*dd.store, &*rng, 1, 1)?;
+    let vault = Arc::new(Vault::new(dd.store.clone(), rng.clone()));
+    let share = issued
+        .shares
+        .first()
+        .ok_or_else(|| anyhow!("no share"))?
+        .encode();
+    vault.submit_share(&share)?;
+    let repo = Repository::new(
+        dd.store.clone(),
+        dd.blobs.clone(),
+        vault,
+        Arc::new(SystemClock),
+        rng,
+    );
+    let bundles: Vec<Value> = data.to_vec();
+    let start = Instant::now();
+    for b in bundles {
+        repo.bundle(b).map_err(|e| anyhow!("ingest failed: {e}"))?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}

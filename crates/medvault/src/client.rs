@@ -1,0 +1,97 @@
+//! A small blocking HTTP client for the operator commands (unseal, status, import, ...).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+/// A client for one medvault server.
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+}
+
+impl Client {
+    /// `ca_cert`: PEM file of the CA (or self-signed certificate) to trust for https.
+    pub fn new(server: &str, ca_cert: Option<&Path>) -> Result<Client> {
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(600)));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("reading CA certificate {}", path.display()))?;
+            let cert = ureq::tls::Certificate::from_pem(&pem)
+                .map_err(|e| anyhow!("CA certificate {}: {e}", path.display()))?;
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+                    .build(),
+            );
+        }
+        Ok(Client {
+            agent: config.build().new_agent(),
+            base: server.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// GET a JSON document.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        let resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
+        Self::json(resp)
+    }
+
+    /// POST a JSON document with the given content type.
+    pub fn post(&self, path: &str, content_type: &str, body: &Value) -> Result<Value> {
+        let resp = self
+            .agent
+            .post(&format!("{}{path}", self.base))
+            .header("Content-Type", content_type)
+            .send(body.to_string())
+            .map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
+        Self::json(resp)
+    }
+
+    fn json(mut resp: ureq::http::Response<ureq::Body>) -> Result<Value> {
+        let status = resp.status();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| anyhow!("reading the response: {e}"))?;
+        let value: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .map_err(|_| anyhow!("the server answered {status} with a non-JSON body"))?
+        };
+        if !status.is_success() {
+            bail!("{} (HTTP {})", outcome_text(&value), status.as_u16());
+        }
+        Ok(value)
+    }
+}
+
+/// The diagnostics of an OperationOutcome, joined.
+pub fn outcome_text(v: &Value) -> String {
+    let issues = v.get("issue").and_then(Value::as_array);
+    match issues {
+        Some(list) if !list.is_empty() => list
+            .iter()
+            .map(|i| {
+                let diag = i
+                    .get("diagnostics")
+                    .and_then(Value::as_str)
+                    .unwrap_or("error");
+                match i.pointer("/expression/0").and_then(Value::as_str) {
+                    Some(expr) => format!("{expr}: {diag}"),
+                    None => diag.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => "the server refused the request".to_string(),
+    }
+}

@@ -1,0 +1,541 @@
+//! The `medvault` binary: runs the server and is the operator's CLI (init, unseal, seal,
+//! status, keys rotate, rekey, import, gen, bench).
+
+mod bench;
+mod client;
+mod gen;
+mod import;
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use medvault_crypto::{Random, SystemRandom};
+use medvault_server::clock::SystemClock;
+use medvault_server::repo::Repository;
+use medvault_server::vault::Vault;
+use medvault_server::{open_data_dir, ServeOptions, TlsFiles};
+use medvault_store::Store;
+use serde_json::json;
+
+use crate::client::Client;
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8200";
+const DEV_SHARE_FILE: &str = "dev-unseal-share";
+
+#[derive(Parser)]
+#[command(
+    name = "medvault",
+    version,
+    about = "A secure FHIR R4 health-records server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Base URL of the medvault server.
+    #[arg(long, env = "MEDVAULT_SERVER", default_value = DEFAULT_SERVER)]
+    server: String,
+    /// PEM file of the CA certificate to trust for https (e.g. a self-signed server cert).
+    #[arg(long, env = "MEDVAULT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    fn client(&self) -> Result<Client> {
+        Client::new(&self.server, self.ca_cert.as_deref())
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new vault in an empty data directory and print its key shares once.
+    Init {
+        #[arg(long, env = "MEDVAULT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Number of key shares to issue (one per admin).
+        #[arg(long)]
+        shares: u8,
+        /// Number of shares needed to unseal.
+        #[arg(long)]
+        threshold: u8,
+        /// Print the shares and bootstrap token as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the server. It starts sealed unless --dev.
+    Serve {
+        #[arg(long, env = "MEDVAULT_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "MEDVAULT_LISTEN", default_value = "127.0.0.1:8200")]
+        listen: SocketAddr,
+        /// Public base URL (for Location headers and paging links), e.g. https://ehr.example.org
+        #[arg(long, env = "MEDVAULT_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// PEM certificate chain for TLS.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Allow plain HTTP on a non-loopback address (traffic, including shares, in clear).
+        #[arg(long)]
+        danger_allow_plain_http: bool,
+        /// Allow a non-loopback listener although the FHIR API has no authentication yet.
+        #[arg(long)]
+        danger_no_auth: bool,
+        /// Development mode: initialize 1-of-1 if needed, keep the share ON DISK in the data
+        /// directory and unseal automatically. Never use with real data.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Submit one key share (read from stdin) towards unsealing.
+    Unseal {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Forget the shares submitted so far instead.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Seal the server (drop all keys from memory); authorized by one share on stdin.
+    Seal {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show seal status and health.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Key-encryption-key management.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Issue a new share set (new threshold/count) from current shares read from stdin, one per line.
+    Rekey {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        shares: u8,
+        #[arg(long)]
+        threshold: u8,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load transaction/batch Bundles (.json) or NDJSON resources (.ndjson) into the server.
+    Import {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Resources per transaction when importing NDJSON.
+        #[arg(long, default_value_t = 500)]
+        batch: usize,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write synthetic transaction Bundles (test data, no real people) to a file.
+    Gen {
+        #[arg(long, default_value_t = 10)]
+        patients: usize,
+        #[arg(long, default_value_t = 5)]
+        observations: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a key-encryption-key version online and re-wrap data keys in the background;
+    /// authorized by one share on stdin.
+    Rotate {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Return at once instead of following the re-wrap progress.
+        #[arg(long)]
+        no_wait: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MEDVAULT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init {
+            data_dir,
+            shares,
+            threshold,
+            json,
+        } => init(&data_dir, shares, threshold, json),
+        Command::Serve {
+            data_dir,
+            listen,
+            public_url,
+            tls_cert,
+            tls_key,
+            danger_allow_plain_http,
+            danger_no_auth,
+            dev,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            };
+            let data_dir = match (data_dir, dev) {
+                (Some(d), _) => d,
+                (None, true) => PathBuf::from("medvault-data"),
+                (None, false) => bail!("--data-dir is required (or --dev for a throw-away setup)"),
+            };
+            serve(
+                &data_dir,
+                ServeOptions {
+                    listen,
+                    public_url,
+                    tls,
+                    danger_allow_plain_http,
+                    danger_no_auth,
+                },
+                dev,
+            )
+        }
+        Command::Unseal { server, reset } => {
+            let client = server.client()?;
+            let status = if reset {
+                client.post("/sys/unseal", "application/json", &json!({"reset": true}))?
+            } else {
+                let share = read_one_share()?;
+                client.post(
+                    "/sys/unseal",
+                    "application/json",
+                    &json!({"share": share.trim()}),
+                )?
+            };
+            print_seal_status(&status);
+            Ok(())
+        }
+        Command::Seal { server } => {
+            let share = read_one_share()?;
+            let status = server.client()?.post(
+                "/sys/seal",
+                "application/json",
+                &json!({"share": share.trim()}),
+            )?;
+            print_seal_status(&status);
+            Ok(())
+        }
+        Command::Status { server } => {
+            let client = server.client()?;
+            let status = client.get("/sys/seal-status")?;
+            let health = client.get("/sys/health")?;
+            print_seal_status(&status);
+            println!(
+                "integrity errors since start: {}",
+                health
+                    .get("integrity_errors")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0)
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate { server, no_wait },
+        } => rotate(&server, no_wait),
+        Command::Rekey {
+            server,
+            shares,
+            threshold,
+            json,
+        } => rekey(&server, shares, threshold, json),
+        Command::Import {
+            server,
+            batch,
+            files,
+        } => import::run(&server.client()?, &files, batch),
+        Command::Gen {
+            patients,
+            observations,
+            seed,
+            out,
+        } => {
+            let (bundle, n) = gen::transaction_bundle(seed, patients, observations);
+            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote a transaction Bundle of {n} resources to {}",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Bench { command } => bench::run(command),
+    }
+}
+
+/// Read one share from stdin (prompting if it is a terminal).
+fn read_one_share() -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("key share: ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    if line.trim().is_empty() {
+        bail!("no share on stdin");
+    }
+    Ok(line)
+}
+
+fn print_seal_status(s: &serde_json::Value) {
+    let get = |k: &str| s.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    if get("initialized") == json!(false) {
+        println!("not initialized");
+        return;
+    }
+    if get("sealed") == json!(true) {
+        println!(
+            "sealed: {} of {} shares provided (threshold {} of {})",
+            get("progress"),
+            get("threshold"),
+            get("threshold"),
+            get("shares")
+        );
+    } else {
+        println!(
+            "unsealed (threshold {} of {}, key version {})",
+            get("threshold"),
+            get("shares"),
+            get("key_version")
+        );
+    }
+}
+
+fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()> {
+    if threshold == 0 || shares == 0 || threshold > shares {
+        bail!("need 1 <= --threshold <= --shares <= 255");
+    }
+    let dir = open_data_dir(data_dir)?;
+    let rng = SystemRandom::new();
+    let (issued, token) = Vault::initialize(&*dir.store, &rng, threshold, shares)
+        .map_err(|e| anyhow!("{e} ({})", data_dir.display()))?;
+    if as_json {
+        let shares: Vec<String> = issued
+            .shares
+            .iter()
+            .map(|s| s.encode().to_string())
+            .collect();
+        println!(
+            "{}",
+            json!({"threshold": threshold, "shares": shares, "bootstrap_token": token.as_str()})
+        );
+        return Ok(());
+    }
+    println!(
+        "Initialized {} with {shares} key shares; {threshold} are needed to unseal.\n",
+        data_dir.display()
+    );
+    for s in &issued.shares {
+        println!("  {}", s.encode().as_str());
+    }
+    println!(
+        "\nGive each share to a different administrator. They are shown ONCE and are not stored;"
+    );
+    println!(
+        "losing more than {} of them makes the data unrecoverable.",
+        shares - threshold
+    );
+    println!(
+        "\nOne-time bootstrap token for the first admin account:\n  {}",
+        token.as_str()
+    );
+    Ok(())
+}
+
+fn serve(data_dir: &Path, opts: ServeOptions, dev: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let dir = open_data_dir(data_dir)?;
+    let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
+    let share_file = data_dir.join(DEV_SHARE_FILE);
+    if dev {
+        eprintln!("\n**********************************************************************");
+        eprintln!("*  DEV MODE: the unseal key share is stored ON DISK next to the data  *");
+        eprintln!(
+            "*  ({}). Anyone who can read it can read everything.",
+            share_file.display()
+        );
+        eprintln!("*  Never use --dev with real patient data.                           *");
+        eprintln!("**********************************************************************\n");
+        if dir.store.vault()?.is_none() {
+            let (issued, _token) = Vault::initialize(&*dir.store, &*rng, 1, 1)?;
+            let share = issued
+                .shares
+                .first()
+                .ok_or_else(|| anyhow!("initialization issued no share"))?
+                .encode();
+            write_private(&share_file, share.as_bytes())?;
+        }
+    } else if dir.store.vault()?.is_none() {
+        bail!(
+            "{} is not initialized; run `medvault init --data-dir {} --shares N --threshold K` first (or use --dev)",
+            data_dir.display(),
+            data_dir.display()
+        );
+    }
+    let vault = Arc::new(Vault::new(dir.store.clone(), rng.clone()));
+    if dev {
+        let mut share = String::new();
+        std::fs::File::open(&share_file)
+            .and_then(|mut f| f.read_to_string(&mut share))
+            .with_context(|| format!("dev mode needs its share file {}", share_file.display()))?;
+        vault.submit_share(share.trim())?;
+    }
+    let repo = Arc::new(Repository::new(
+        dir.store.clone(),
+        dir.blobs.clone(),
+        vault,
+        Arc::new(SystemClock),
+        rng,
+    ));
+    let sealed = repo.vault().is_sealed();
+    runtime.block_on(medvault_server::serve(repo, opts, |addr, url| {
+        println!("medvault listening on {url} ({addr})");
+        if sealed {
+            println!("the vault is SEALED: run `medvault unseal --server {url}` with key shares");
+        }
+        let _ = std::io::stdout().flush();
+    }))?;
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn rotate(server: &ServerArgs, no_wait: bool) -> Result<()> {
+    let client = server.client()?;
+    let share = read_one_share()?;
+    let r = client.post(
+        "/sys/rotate",
+        "application/json",
+        &json!({"share": share.trim()}),
+    )?;
+    println!(
+        "new key-encryption key version {}",
+        r.get("key_version").cloned().unwrap_or_default()
+    );
+    if no_wait {
+        return Ok(());
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "re-wrapping data keys {bar:40} {pos}/{len} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let s = client.get("/sys/rotate")?;
+        let rewrap = s.get("rewrap").cloned().unwrap_or_default();
+        let done = rewrap
+            .get("rewrapped")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        let remaining = rewrap
+            .get("remaining")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        bar.set_length(done + remaining);
+        bar.set_position(done);
+        if let Some(err) = rewrap.get("error").and_then(|v| v.as_str()) {
+            bar.abandon();
+            bail!("re-wrap stopped: {err}");
+        }
+        if rewrap.get("running") != Some(&json!(true)) {
+            bar.finish();
+            println!("all data keys are wrapped by the new version ({done} re-wrapped)");
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+fn rekey(server: &ServerArgs, count: u8, threshold: u8, as_json: bool) -> Result<()> {
+    if threshold == 0 || count == 0 || threshold > count {
+        bail!("need 1 <= --threshold <= --shares <= 255");
+    }
+    if std::io::stdin().is_terminal() {
+        eprintln!("enter current key shares, one per line, then Ctrl-D:");
+    }
+    let shares: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(|l| l.ok())
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if shares.is_empty() {
+        bail!("no shares on stdin");
+    }
+    let r = server.client()?.post(
+        "/sys/rekey",
+        "application/json",
+        &json!({"shares": shares, "new_threshold": threshold, "new_shares": count}),
+    )?;
+    if as_json {
+        println!("{r}");
+        return Ok(());
+    }
+    println!("New share set: {threshold} of {count}. The old shares no longer work.\n");
+    for s in r
+        .get("shares")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        println!("  {}", s.as_str().unwrap_or_default());
+    }
+    Ok(())
+}
