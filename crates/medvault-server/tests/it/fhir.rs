@@ -1,0 +1,575 @@
+//! FHIR REST behaviour through the router: CRUD, history, conditional create, If-Match,
+//! paging, transactions (rewrite and rollback), batch, patch, validation and error shapes.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::support::{observation, patient, Harness, BASE};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_vread_and_history() {
+    let h = Harness::unsealed();
+    let created = h
+        .call(
+            "POST",
+            "/fhir/Patient",
+            Some(patient("Smith", "Ana", "1980-02-29")),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json["id"].as_str().unwrap().to_string();
+    assert_eq!(created.header("etag"), Some("W/\"1\""));
+    assert_eq!(
+        created.header("location").unwrap(),
+        format!("{BASE}/fhir/Patient/{id}/_history/1")
+    );
+    assert_eq!(created.json["meta"]["versionId"], "1");
+    assert_eq!(
+        created.json["meta"]["lastUpdated"],
+        "2026-11-23T10:00:00.000Z"
+    );
+
+    let read = h.call("GET", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json["name"][0]["family"], "Smith");
+    assert_eq!(
+        read.header("content-type"),
+        Some("application/fhir+json; charset=utf-8")
+    );
+
+    h.clock.advance(60_000);
+    let mut changed = read.json.clone();
+    changed["name"][0]["family"] = json!("Smith-Jones");
+    let updated = h
+        .call("PUT", &format!("/fhir/Patient/{id}"), Some(changed))
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.json);
+    assert_eq!(updated.json["meta"]["versionId"], "2");
+
+    let v1 = h
+        .call("GET", &format!("/fhir/Patient/{id}/_history/1"), None)
+        .await;
+    assert_eq!(v1.json["name"][0]["family"], "Smith");
+    let v2 = h
+        .call("GET", &format!("/fhir/Patient/{id}/_history/2"), None)
+        .await;
+    assert_eq!(v2.json["name"][0]["family"], "Smith-Jones");
+    h.call("GET", &format!("/fhir/Patient/{id}/_history/3"), None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+
+    let deleted = h.call("DELETE", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    h.call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .assert_outcome(StatusCode::GONE);
+    // Deleting again is idempotent.
+    let again = h.call("DELETE", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+
+    let hist = h
+        .call("GET", &format!("/fhir/Patient/{id}/_history"), None)
+        .await;
+    assert_eq!(hist.json["type"], "history");
+    assert_eq!(hist.json["total"], 3);
+    let methods: Vec<&str> = hist.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["DELETE", "PUT", "POST"]);
+    assert!(hist.json["entry"][0].get("resource").is_none());
+
+    let type_hist = h.call("GET", "/fhir/Patient/_history", None).await;
+    assert_eq!(type_hist.json["total"], 3);
+    h.call("GET", "/fhir/Patient/does-not-exist", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_can_create_with_client_id_and_checks_ids() {
+    let h = Harness::unsealed();
+    let mut p = patient("Lee", "Mei", "1990-01-01");
+    p["id"] = json!("p-1");
+    let r = h.call("PUT", "/fhir/Patient/p-1", Some(p.clone())).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    h.call("PUT", "/fhir/Patient/p-2", Some(p.clone()))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    p["id"] = json!("bad id!");
+    h.call("PUT", "/fhir/Patient/bad%20id!", Some(p))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_match_and_conditional_create() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Okafor", "Chidi", "1975-06-01")).await;
+    let mut body = h
+        .call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .json;
+    body["gender"] = json!("male");
+    h.call_with(
+        "PUT",
+        &format!("/fhir/Patient/{id}"),
+        Some(body.clone()),
+        &[("if-match", "W/\"7\"")],
+    )
+    .await
+    .assert_outcome(StatusCode::PRECONDITION_FAILED);
+    // Nothing changed.
+    let still = h.call("GET", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(still.json["meta"]["versionId"], "1");
+    let ok = h
+        .call_with(
+            "PUT",
+            &format!("/fhir/Patient/{id}"),
+            Some(body),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    h.call_with(
+        "DELETE",
+        &format!("/fhir/Patient/{id}"),
+        None,
+        &[("if-match", "W/\"1\"")],
+    )
+    .await
+    .assert_outcome(StatusCode::PRECONDITION_FAILED);
+
+    // Conditional create: the first creates, the second finds it, a broad match is refused.
+    let cond = [("if-none-exist", "identifier=urn:mrn|MRN-Garcia-Rafael")];
+    let first = h
+        .call_with(
+            "POST",
+            "/fhir/Patient",
+            Some(patient("Garcia", "Rafael", "1960")),
+            &cond,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let second = h
+        .call_with(
+            "POST",
+            "/fhir/Patient",
+            Some(patient("Garcia", "Rafael", "1960")),
+            &cond,
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.json["id"], first.json["id"]);
+    h.call_with(
+        "POST",
+        "/fhir/Patient",
+        Some(patient("X", "Y", "1960")),
+        &[("if-none-exist", "gender=female,male")],
+    )
+    .await
+    .assert_outcome(StatusCode::PRECONDITION_FAILED);
+    let all = h.call("GET", "/fhir/Patient", None).await;
+    assert_eq!(all.json["total"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_parameters_and_paging() {
+    let h = Harness::unsealed();
+    let ana = h.create(patient("Smith", "Ana", "1980-02-29")).await;
+    let bob = h.create(patient("Smythe", "Bob", "1991-07-04")).await;
+    for i in 0..7 {
+        h.create(observation(
+            &ana,
+            "8867-4",
+            &format!("2024-03-0{}", i + 1),
+            60 + i,
+        ))
+        .await;
+    }
+    h.create(observation(&bob, "8867-4", "2024-03-02", 80))
+        .await;
+    h.create(observation(&ana, "2339-0", "2023-12-31", 99))
+        .await;
+
+    let total = |v: &Value| v["total"].as_u64().unwrap();
+    let h = &h;
+    let q = |s: &'static str| async move { h.call("GET", s, None).await.json };
+    assert_eq!(total(&q("/fhir/Patient?family=smi").await), 1);
+    assert_eq!(total(&q("/fhir/Patient?name=SM").await), 2);
+    assert_eq!(total(&q("/fhir/Patient?given=bob").await), 1);
+    assert_eq!(total(&q("/fhir/Patient?birthdate=1980-02-29").await), 1);
+    assert_eq!(total(&q("/fhir/Patient?birthdate=ge1985").await), 1);
+    assert_eq!(total(&q("/fhir/Patient?gender=female").await), 2);
+    assert_eq!(
+        total(&q("/fhir/Patient?identifier=urn:mrn|MRN-Smith-Ana").await),
+        1
+    );
+    let by_patient = h
+        .call(
+            "GET",
+            &format!("/fhir/Observation?patient={ana}&code=8867-4"),
+            None,
+        )
+        .await
+        .json;
+    assert_eq!(total(&by_patient), 7);
+    let by_subject = h
+        .call(
+            "GET",
+            &format!("/fhir/Observation?subject=Patient/{bob}"),
+            None,
+        )
+        .await
+        .json;
+    assert_eq!(total(&by_subject), 1);
+    assert_eq!(
+        total(&q("/fhir/Observation?code=http://loinc.org|8867-4&date=ge2024-03-03&date=le2024-03-05").await),
+        3
+    );
+    assert_eq!(total(&q("/fhir/Observation?date=lt2024").await), 1);
+    assert_eq!(total(&q("/fhir/Observation?status=final").await), 9);
+    assert_eq!(
+        total(&q("/fhir/Observation?_lastUpdated=ge2026-11-23").await),
+        9
+    );
+    assert_eq!(
+        total(&q("/fhir/Observation?_lastUpdated=lt2026-11-23").await),
+        0
+    );
+    let by_id = h
+        .call("GET", &format!("/fhir/Patient?_id={bob}"), None)
+        .await
+        .json;
+    assert_eq!(total(&by_id), 1);
+    assert_eq!(by_id["entry"][0]["resource"]["id"], json!(bob));
+
+    // Paging: absolute next links that start with the public base; walk them to the end.
+    let mut url = format!("/fhir/Observation?patient={ana}&_count=3");
+    let mut seen = Vec::new();
+    loop {
+        let page = h.call("GET", &url, None).await.json;
+        assert_eq!(total(&page), 8);
+        for e in page["entry"].as_array().unwrap() {
+            seen.push(e["resource"]["id"].as_str().unwrap().to_string());
+            assert!(e["fullUrl"].as_str().unwrap().starts_with(BASE));
+        }
+        let next = page["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .map(|l| l["url"].as_str().unwrap().to_string());
+        match next {
+            Some(n) => {
+                assert!(n.starts_with(&format!("{BASE}/fhir/Observation?")), "{n}");
+                url = n.trim_start_matches(BASE).to_string();
+            }
+            None => break,
+        }
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 8);
+
+    // Paging through a post-filtered (date range) search gives the same totals.
+    let page = q("/fhir/Observation?date=ge2024-03-01&_count=2").await;
+    assert_eq!(total(&page), 8);
+    assert_eq!(page["entry"].as_array().unwrap().len(), 2);
+
+    h.call("GET", "/fhir/Patient?unknown=1", None)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call("GET", "/fhir/Patient?birthdate=ne2000", None)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+}
+
+fn tx(entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_rewrites_urn_uuid_references() {
+    let h = Harness::unsealed();
+    let bundle = tx(vec![
+        json!({"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111",
+               "resource": patient("Tanaka", "Aiko", "2001-01-01"),
+               "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": observation("x", "8867-4", "2024-01-01", 70),
+               "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    let mut bundle = bundle;
+    bundle["entry"][1]["resource"]["subject"]["reference"] =
+        json!("urn:uuid:11111111-1111-4111-8111-111111111111");
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["type"], "transaction-response");
+    assert_eq!(r.json["entry"][0]["response"]["status"], "201 Created");
+    let loc = r.json["entry"][0]["response"]["location"].as_str().unwrap();
+    let pid = loc.split('/').nth(1).unwrap().to_string();
+    let obs = h
+        .call("GET", &format!("/fhir/Observation?patient={pid}"), None)
+        .await;
+    assert_eq!(obs.json["total"], 1);
+    assert_eq!(
+        obs.json["entry"][0]["resource"]["subject"]["reference"],
+        json!(format!("Patient/{pid}"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_with_one_bad_entry_stores_nothing() {
+    let h = Harness::unsealed();
+    let existing = h.create(patient("Silva", "Rafael", "1950-05-05")).await;
+    let mut bad_obs = observation(&existing, "8867-4", "2024-13-01", 70);
+    bad_obs["status"] = json!("final");
+    let mut update = h
+        .call("GET", &format!("/fhir/Patient/{existing}"), None)
+        .await
+        .json;
+    update["gender"] = json!("male");
+    let bundle = tx(vec![
+        json!({"resource": patient("New", "One", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": update, "request": {"method": "PUT", "url": format!("Patient/{existing}")}}),
+        json!({"resource": bad_obs, "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["expression"][0],
+        "Bundle.entry[2].resource.Observation.effectiveDateTime"
+    );
+    // Nothing of the transaction is visible: no new patient, no update, no observation.
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+    let p = h
+        .call("GET", &format!("/fhir/Patient/{existing}"), None)
+        .await
+        .json;
+    assert_eq!(p["meta"]["versionId"], "1");
+    assert_eq!(p["gender"], "female");
+    assert_eq!(
+        h.call("GET", "/fhir/Observation/_history", None).await.json["total"],
+        0
+    );
+    assert_eq!(
+        h.call("GET", "/fhir/Patient/_history", None).await.json["total"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_reports_each_entry() {
+    let h = Harness::unsealed();
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient("Ok", "One", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Patient", "gender": "robot"}, "request": {"method": "POST", "url": "Patient"}},
+        {"request": {"method": "GET", "url": "Patient/nope"}},
+    ]});
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["type"], "batch-response");
+    assert_eq!(r.json["entry"][0]["response"]["status"], "201 Created");
+    assert_eq!(r.json["entry"][1]["response"]["status"], "400");
+    assert_eq!(
+        r.json["entry"][1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert_eq!(r.json["entry"][2]["response"]["status"], "404");
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patch() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Haddad", "Yusuf", "1988-08-08")).await;
+    let ops = json!([{"op": "replace", "path": "/gender", "value": "male"}]);
+    let r = h
+        .call_with(
+            "PATCH",
+            &format!("/fhir/Patient/{id}"),
+            Some(ops.clone()),
+            &[
+                ("content-type", "application/json-patch+json"),
+                ("if-match", "W/\"1\""),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["gender"], "male");
+    assert_eq!(r.json["meta"]["versionId"], "2");
+    // A stale If-Match, a patch that breaks validation, and one that changes the id all fail.
+    h.call_with(
+        "PATCH",
+        &format!("/fhir/Patient/{id}"),
+        Some(ops),
+        &[
+            ("content-type", "application/json-patch+json"),
+            ("if-match", "W/\"1\""),
+        ],
+    )
+    .await
+    .assert_outcome(StatusCode::PRECONDITION_FAILED);
+    h.call_with(
+        "PATCH",
+        &format!("/fhir/Patient/{id}"),
+        Some(json!([{"op": "replace", "path": "/gender", "value": "robot"}])),
+        &[("content-type", "application/json-patch+json")],
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call_with(
+        "PATCH",
+        &format!("/fhir/Patient/{id}"),
+        Some(json!([{"op": "replace", "path": "/id", "value": "other"}])),
+        &[("content-type", "application/json-patch+json")],
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    let now = h.call("GET", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(now.json["meta"]["versionId"], "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_is_refused_with_operation_outcomes_and_stores_nothing() {
+    let h = Harness::unsealed();
+    let bad = [
+        json!({"resourceType": "Patient", "birthDate": "1980-02-30"}),
+        json!({"resourceType": "Patient", "gender": "robot"}),
+        json!({"resourceType": "Patient", "shoeSize": 42}),
+        json!({"resourceType": "Patient", "name": "not-an-array"}),
+        json!({"resourceType": "Observation", "status": "final"}),
+        json!({"resourceType": "Practitioner"}),
+    ];
+    for body in bad {
+        let r = h.call("POST", "/fhir/Patient", Some(body.clone())).await;
+        r.assert_outcome(StatusCode::BAD_REQUEST);
+        let text = r.json.to_string();
+        assert!(
+            !text.contains("1980-02-30") && !text.contains("robot"),
+            "{text}"
+        );
+    }
+    let r = h
+        .call(
+            "POST",
+            "/fhir/Observation",
+            Some(json!({"resourceType": "Observation", "status": "final"})),
+        )
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(r.json["issue"][0]["code"], "required");
+
+    // Not JSON, wrong media type, unknown type, unknown route.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient")
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from("{not json"))
+        .unwrap();
+    h.raw(req).await.assert_outcome(StatusCode::BAD_REQUEST);
+    h.call_with(
+        "POST",
+        "/fhir/Patient",
+        Some(patient("A", "B", "2000")),
+        &[("content-type", "text/plain")],
+    )
+    .await
+    .assert_outcome(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    h.call("GET", "/fhir/Spaceship/1", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+    h.call("GET", "/nowhere", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+    // application/json is accepted as well as application/fhir+json.
+    let ok = h
+        .call_with(
+            "POST",
+            "/fhir/Patient",
+            Some(patient("A", "B", "2000")),
+            &[("content-type", "application/json")],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED);
+    assert_eq!(
+        h.call("GET", "/fhir/Patient/_history", None).await.json["total"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_statement() {
+    let h = Harness::unsealed();
+    let r = h.call("GET", "/fhir/metadata", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["resourceType"], "CapabilityStatement");
+    assert_eq!(r.json["fhirVersion"], "4.0.1");
+    let patient = r.json["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "Patient")
+        .unwrap();
+    let names: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "identifier",
+        "name",
+        "family",
+        "given",
+        "birthdate",
+        "gender",
+        "_id",
+        "_lastUpdated",
+    ] {
+        assert!(names.contains(&n), "{n} missing from {names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_resources_go_to_the_blob_store() {
+    let h = Harness::unsealed();
+    let big = "x".repeat(400 * 1024);
+    let doc = json!({
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": {"contentType": "text/plain", "data": base64_of(&big)}}],
+    });
+    let id = h.create(doc).await;
+    let r = h
+        .call("GET", &format!("/fhir/DocumentReference/{id}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json["content"][0]["attachment"]["data"]
+            .as_str()
+            .unwrap()
+            .len(),
+        base64_of(&big).len()
+    );
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let blob_ref: Option<String> = conn
+        .query_row(
+            "SELECT blob_ref FROM resource_version WHERE id = ?",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        blob_ref.unwrap(),
+        format!("resources/DocumentReference/{id}/1")
+    );
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}

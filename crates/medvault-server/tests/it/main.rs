@@ -1,0 +1,9 @@
+//! Integration tests of the server crate: FHIR behaviour through `Router::oneshot`, the seal
+//! lifecycle, tamper detection on a real SQLite file, and the TLS listener on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod fhir;
+mod listen;
+mod seal;
+mod support;
+mod tamper;

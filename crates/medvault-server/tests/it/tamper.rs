@@ -1,0 +1,234 @@
+//! What an attacker with the database file can and cannot do: no searchable plaintext in the
+//! file, and edited, swapped or rolled-back ciphertext rows fail loudly and are counted.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::support::{observation, patient, Harness};
+
+fn files_bytes(h: &Harness) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in walk(&h.data.path) {
+        all.extend(std::fs::read(entry).unwrap());
+    }
+    all
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_holds_none_of_the_plaintext() {
+    let h = Harness::unsealed();
+    let mut p = patient("Zebrowska", "Quintessa", "1987-04-23");
+    p["identifier"] =
+        json!([{"system": "urn:oid:2.16.840.1.113883.4.1", "value": "SSN-987-65-4321"}]);
+    p["telecom"] = json!([{"system": "phone", "value": "+1-555-0199"}]);
+    let pid = h.create(p).await;
+    let mut o = observation(&pid, "72166-2", "2024-02-29", 123);
+    o["note"] = json!([{"text": "Patient reports Xylophone allergy"}]);
+    h.create(o).await;
+    // Large resource through the blob store too.
+    let big = format!("Quintessa-{}", "y".repeat(300 * 1024));
+    h.create(json!({
+        "resourceType": "DocumentReference", "status": "current",
+        "subject": {"reference": format!("Patient/{pid}")},
+        "description": big,
+        "content": [{"attachment": {"contentType": "text/plain", "title": "Zebrowska letter"}}],
+    }))
+    .await;
+    // Searches by these values work (so the index really holds them, blinded).
+    assert_eq!(
+        h.call("GET", "/fhir/Patient?family=Zebrowska", None)
+            .await
+            .json["total"],
+        1
+    );
+    assert_eq!(
+        h.call("GET", "/fhir/Observation?code=72166-2", None)
+            .await
+            .json["total"],
+        1
+    );
+    let bytes = files_bytes(&h);
+    assert!(bytes.len() > 300 * 1024, "blob missing from the scan");
+    for needle in [
+        "Zebrowska",
+        "zebrowska",
+        "Quintessa",
+        "quintessa",
+        "1987-04-23",
+        "SSN-987-65-4321",
+        "555-0199",
+        "72166-2",
+        "2024-02-29",
+        "Xylophone",
+        "http://loinc.org",
+        "female",
+    ] {
+        assert!(
+            !contains(&bytes, needle),
+            "plaintext {needle:?} found in the data directory"
+        );
+    }
+}
+
+fn body_of(conn: &rusqlite::Connection, id: &str, version: i64) -> Vec<u8> {
+    conn.query_row(
+        "SELECT body FROM resource_version WHERE id = ? AND version = ?",
+        rusqlite::params![id, version],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+fn set_body(conn: &rusqlite::Connection, id: &str, version: i64, body: &[u8]) {
+    let n = conn
+        .execute(
+            "UPDATE resource_version SET body = ? WHERE id = ? AND version = ?",
+            rusqlite::params![body, id, version],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+async fn assert_integrity_failure(h: &Harness, path: &str, expected_count: u64) {
+    let r = h.call("GET", path, None).await;
+    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.json["issue"][0]["code"], "security");
+    assert_eq!(h.repo.integrity_errors(), expected_count);
+    let health = h.call("GET", "/sys/health", None).await;
+    assert_eq!(health.json["integrity_errors"], expected_count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_ciphertext_byte_fails_the_read() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Edit", "Me", "1970-01-01")).await;
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let mut body = body_of(&conn, &id, 1);
+    let mid = body.len() / 2;
+    body[mid] ^= 0x01;
+    set_body(&conn, &id, 1, &body);
+    assert_integrity_failure(&h, &format!("/fhir/Patient/{id}"), 1).await;
+    // Searches that would return it fail too rather than serve or silently skip it.
+    h.call("GET", "/fhir/Patient?family=edit", None)
+        .await
+        .assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ciphertexts_swapped_across_patients_fail_the_read() {
+    let h = Harness::unsealed();
+    let a = h.create(patient("Alpha", "A", "1970-01-01")).await;
+    let b = h.create(patient("Bravo", "B", "1980-01-01")).await;
+    let oa = h.create(observation(&a, "8867-4", "2024-01-01", 60)).await;
+    let ob = h.create(observation(&b, "8867-4", "2024-01-01", 90)).await;
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let (ba, bb) = (body_of(&conn, &oa, 1), body_of(&conn, &ob, 1));
+    set_body(&conn, &oa, 1, &bb);
+    set_body(&conn, &ob, 1, &ba);
+    assert_integrity_failure(&h, &format!("/fhir/Observation/{oa}"), 1).await;
+    assert_integrity_failure(&h, &format!("/fhir/Observation/{ob}"), 2).await;
+    // Swapping the owner column along with the body does not help: the AAD binds the id.
+    let owner_of = |id: &str| -> Vec<u8> {
+        conn.query_row(
+            "SELECT owner FROM resource_version WHERE id = ?",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let (wa, wb) = (owner_of(&oa), owner_of(&ob));
+    conn.execute(
+        "UPDATE resource_version SET owner = ? WHERE id = ?",
+        rusqlite::params![wb, oa],
+    )
+    .unwrap();
+    conn.execute(
+        "UPDATE resource_version SET owner = ? WHERE id = ?",
+        rusqlite::params![wa, ob],
+    )
+    .unwrap();
+    assert_integrity_failure(&h, &format!("/fhir/Observation/{oa}"), 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_rolled_back_to_an_older_version_fails_the_read() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Rollback", "R", "1970-01-01")).await;
+    let mut v = h
+        .call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .json;
+    v["gender"] = json!("male");
+    assert_eq!(
+        h.call("PUT", &format!("/fhir/Patient/{id}"), Some(v))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let old = body_of(&conn, &id, 1);
+    set_body(&conn, &id, 2, &old);
+    assert_integrity_failure(&h, &format!("/fhir/Patient/{id}"), 1).await;
+    // The untouched old version is still readable by vread.
+    assert_eq!(
+        h.call("GET", &format!("/fhir/Patient/{id}/_history/1"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrapped_data_key_moved_to_another_patient_fails() {
+    let h = Harness::unsealed();
+    let a = h.create(patient("Key", "A", "1970-01-01")).await;
+    let b = h.create(patient("Key", "B", "1970-01-01")).await;
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let owner_of = |id: &str| -> Vec<u8> {
+        conn.query_row(
+            "SELECT owner FROM resource_version WHERE id = ?",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let wrapped_a: Vec<u8> = conn
+        .query_row(
+            "SELECT wrapped FROM data_key WHERE owner = ?",
+            [owner_of(&a)],
+            |r| r.get(0),
+        )
+        .unwrap();
+    conn.execute(
+        "UPDATE data_key SET wrapped = ? WHERE owner = ?",
+        rusqlite::params![wrapped_a, owner_of(&b)],
+    )
+    .unwrap();
+    // A fresh key cache, as after a restart.
+    h.repo.vault().seal(&h.shares[0]).unwrap();
+    h.repo.vault().submit_share(&h.shares[0]).unwrap();
+    assert_integrity_failure(&h, &format!("/fhir/Patient/{b}"), 1).await;
+    assert_eq!(
+        h.call("GET", &format!("/fhir/Patient/{a}"), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
