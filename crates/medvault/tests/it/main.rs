@@ -1,0 +1,339 @@
+//! End-to-end tests of the `medvault` binary: real processes, a real SQLite data directory
+//! and real HTTP on loopback (init, serve, unseal, import, rotate, rekey, seal, dev mode).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_medvault");
+
+/// A running `medvault serve`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &[&str]) -> Server {
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MEDVAULT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines
+        .next()
+        .expect("server exited before listening")
+        .unwrap();
+    let url = first
+        .strip_prefix("medvault listening on ")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn medvault(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("MEDVAULT_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The one-line error of a failed command.
+fn fails(out: &Output) -> String {
+    assert!(!out.status.success(), "command unexpectedly succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    lines[0].to_string()
+}
+
+fn http(method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let resp = match body {
+        Some(b) => agent
+            .post(url)
+            .header("Content-Type", "application/fhir+json")
+            .send(b.to_string()),
+        None if method == "GET" => agent.get(url).call(),
+        None => panic!("unsupported"),
+    }
+    .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn init(dir: &Path, shares: u8, threshold: u8) -> Vec<String> {
+    let out = medvault(
+        &[
+            "init",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--shares",
+            &shares.to_string(),
+            "--threshold",
+            &threshold.to_string(),
+            "--json",
+        ],
+        "",
+    );
+    let v: Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert!(v["bootstrap_token"].as_str().unwrap().starts_with("mvb_"));
+    v["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn operator_lifecycle_over_http_and_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let d = data.to_str().unwrap();
+    let shares = init(&data, 3, 2);
+    assert_eq!(shares.len(), 3);
+    // Re-initializing is refused and changes nothing.
+    let again = medvault(
+        &["init", "--data-dir", d, "--shares", "1", "--threshold", "1"],
+        "",
+    );
+    assert!(fails(&again).contains("already initialized"));
+
+    let server = start(&["--data-dir", d]);
+    let url = server.url.clone();
+    let status = ok(&medvault(&["status", "--server", &url], ""));
+    assert!(status.contains("sealed: 0 of 2"), "{status}");
+    let (code, body) = http("GET", &format!("{url}/fhir/Patient"), None);
+    assert_eq!(code, 503);
+    assert_eq!(body["resourceType"], "OperationOutcome");
+
+    // A malformed share and a duplicate are refused with a clear message; progress stays.
+    let bad = fails(&medvault(
+        &["unseal", "--server", &url],
+        "medvault-share:v1:nope\n",
+    ));
+    assert!(bad.contains("malformed share"), "{bad}");
+    let one = ok(&medvault(&["unseal", "--server", &url], &shares[0]));
+    assert!(one.contains("1 of 2"), "{one}");
+    let dup = fails(&medvault(&["unseal", "--server", &url], &shares[0]));
+    assert!(dup.contains("already provided"), "{dup}");
+    let two = ok(&medvault(&["unseal", "--server", &url], &shares[2]));
+    assert!(two.contains("unsealed"), "{two}");
+
+    // Import a generated multi-patient transaction Bundle and an NDJSON file.
+    let bundle = tmp.path().join("bundle.json");
+    ok(&medvault(
+        &[
+            "gen",
+            "--patients",
+            "6",
+            "--observations",
+            "3",
+            "--seed",
+            "5",
+            "--out",
+            bundle.to_str().unwrap(),
+        ],
+        "",
+    ));
+    let ndjson = tmp.path().join("practitioners.ndjson");
+    let lines: Vec<String> = (0..7)
+        .map(|i| {
+            json!({"resourceType": "Practitioner", "id": format!("pr-{i}"),
+                   "identifier": [{"system": "urn:npi", "value": format!("NPI{i}")}],
+                   "name": [{"family": "Doctor", "given": [format!("G{i}")]}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&ndjson, lines.join("\n")).unwrap();
+    let imported = ok(&medvault(
+        &[
+            "import",
+            "--server",
+            &url,
+            "--batch",
+            "3",
+            bundle.to_str().unwrap(),
+            ndjson.to_str().unwrap(),
+        ],
+        "",
+    ));
+    assert!(imported.contains("imported 49 resources"), "{imported}");
+    let total = |q: &str| {
+        http("GET", &format!("{url}/fhir/{q}"), None).1["total"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(total("Patient"), 6);
+    assert_eq!(total("Observation"), 18);
+    assert_eq!(total("Encounter"), 6);
+    assert_eq!(total("Practitioner?identifier=urn:npi|NPI3"), 1);
+    let (_, pats) = http("GET", &format!("{url}/fhir/Patient?_count=1"), None);
+    let pid = pats["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(total(&format!("Observation?patient={pid}")), 3);
+    // An invalid file is refused with a one-line error, and nothing of it is stored.
+    let bad_file = tmp.path().join("bad.json");
+    std::fs::write(
+        &bad_file,
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+            {"resource": {"resourceType": "Patient", "gender": "robot"}, "request": {"method": "POST", "url": "Patient"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let err = fails(&medvault(
+        &["import", "--server", &url, bad_file.to_str().unwrap()],
+        "",
+    ));
+    assert!(err.contains("Patient.gender"), "{err}");
+    assert_eq!(total("Patient"), 6);
+
+    // Rotate the KEK online: the CLI follows the re-wrap to the end.
+    let rotated = ok(&medvault(&["keys", "rotate", "--server", &url], &shares[1]));
+    assert!(
+        rotated.contains("new key-encryption key version 2"),
+        "{rotated}"
+    );
+    assert!(
+        rotated.contains("all data keys are wrapped by the new version"),
+        "{rotated}"
+    );
+    assert_eq!(total("Patient"), 6);
+
+    // Rekey to 1 of 2 with two old shares.
+    let rekeyed = ok(&medvault(
+        &[
+            "rekey",
+            "--server",
+            &url,
+            "--shares",
+            "2",
+            "--threshold",
+            "1",
+            "--json",
+        ],
+        &format!("{}\n{}\n", shares[0], shares[1]),
+    ));
+    let new: Value = serde_json::from_str(&rekeyed).unwrap();
+    let new_share = new["shares"][1].as_str().unwrap().to_string();
+
+    // Seal with the new share; the old one is refused.
+    assert!(
+        fails(&medvault(&["seal", "--server", &url], &shares[2])).contains("different share set")
+    );
+    let sealed = ok(&medvault(&["seal", "--server", &url], &new_share));
+    assert!(sealed.contains("sealed: 0 of 1"), "{sealed}");
+    assert_eq!(http("GET", &format!("{url}/fhir/Patient"), None).0, 503);
+
+    // Restart: the server comes up sealed; the new share unseals; everything is there.
+    drop(server);
+    let server = start(&["--data-dir", d]);
+    let url = server.url.clone();
+    assert_eq!(http("GET", &format!("{url}/fhir/Patient"), None).0, 503);
+    ok(&medvault(&["unseal", "--server", &url], &new_share));
+    let total = |q: &str| {
+        http("GET", &format!("{url}/fhir/{q}"), None).1["total"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(total("Patient"), 6);
+    assert_eq!(total("Practitioner"), 7);
+}
+
+#[test]
+fn serve_refuses_unsafe_or_missing_setups() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("fresh");
+    let d = d.to_str().unwrap();
+    let err = fails(&medvault(
+        &["serve", "--data-dir", d, "--listen", "127.0.0.1:0"],
+        "",
+    ));
+    assert!(err.contains("not initialized"), "{err}");
+    init(Path::new(d), 1, 1);
+    let err = fails(&medvault(
+        &["serve", "--data-dir", d, "--listen", "0.0.0.0:0"],
+        "",
+    ));
+    assert!(err.contains("--danger-allow-plain-http"), "{err}");
+    let err = fails(&medvault(
+        &["init", "--data-dir", d, "--shares", "2", "--threshold", "3"],
+        "",
+    ));
+    assert!(err.contains("threshold"), "{err}");
+}
+
+#[test]
+fn dev_mode_initializes_unseals_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("dev");
+    let ds = d.to_str().unwrap();
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (code, _) = http(
+        "POST",
+        &format!("{}/fhir/Patient", server.url),
+        Some(&json!({"resourceType": "Patient", "name": [{"family": "Dev"}]})),
+    );
+    assert_eq!(code, 201);
+    let share_file = d.join("dev-unseal-share");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&share_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(server);
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (_, found) = http(
+        "GET",
+        &format!("{}/fhir/Patient?family=dev", server.url),
+        None,
+    );
+    assert_eq!(found["total"], 1);
+}
