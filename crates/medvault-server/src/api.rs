@@ -1,6 +1,10 @@
 //! The HTTP API: `/sys/*` seal lifecycle and `/fhir/*` FHIR R4 REST. This module is the only
 //! place that knows the JSON wire shapes; it maps everything to the repository and the vault.
 
+// Helpers return a finished error `Response` in `Err`; it is built once per failed request,
+// so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -72,7 +76,9 @@ pub fn router(state: AppState) -> Router {
         .route("/sys/rekey", post(rekey))
         .nest("/fhir", fhir)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
+        .layer(middleware::from_fn(outcome_for_every_error))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -95,6 +101,36 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
         );
     }
     next.run(req).await
+}
+
+/// Errors produced outside the handlers (body too large, bad path encoding, ...) come from
+/// axum as plain text; give them an OperationOutcome body like every other error.
+async fn outcome_for_every_error(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/fhir+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too-costly",
+        StatusCode::METHOD_NOT_ALLOWED => "not-supported",
+        StatusCode::NOT_FOUND => "not-found",
+        s if s.is_server_error() => "exception",
+        _ => "invalid",
+    };
+    let text = status.canonical_reason().unwrap_or("error");
+    fhir_response(status, operation_outcome(code, text))
+}
+
+async fn method_not_allowed() -> Response {
+    fhir_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        operation_outcome("not-supported", "this method is not supported on this path"),
+    )
 }
 
 fn fhir_response(status: StatusCode, body: Value) -> Response {
@@ -259,17 +295,26 @@ async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
         Err(_) => return bad_request("expected a JSON object"),
     };
     let vault = state.repo.vault().clone();
-    if v.get("reset").and_then(Value::as_bool) == Some(true) {
-        vault.reset_progress();
-        return seal_status(State(state)).await;
-    }
     let Some(share) = v.get("share").and_then(Value::as_str).map(String::from) else {
-        return bad_request("expected {\"share\": \"medvault-share:...\"} or {\"reset\": true}");
+        return bad_request(
+            "expected {\"share\": \"medvault-share:...\"} (and \"reset\": true to start over)",
+        );
     };
+    if v.get("reset").and_then(Value::as_bool) == Some(true) {
+        // Starting over needs a valid share too, or anyone could wipe the admins' progress.
+        let v2 = vault.clone();
+        return match tokio::task::spawn_blocking(move || v2.reset_progress(&share)).await {
+            Ok(Ok(())) => seal_status(State(state)).await,
+            Ok(Err(e)) => vault_error(e),
+            Err(_) => repo_error(RepoError::Internal("worker failed")),
+        };
+    }
     match tokio::task::spawn_blocking(move || vault.submit_share(&share)).await {
         Ok(Ok(status)) => {
             if !status.sealed {
                 tracing::info!("vault unsealed");
+                // Finish any re-wrap a rotation before a restart or seal left unfinished.
+                start_rewrap(&state);
             }
             Json(status).into_response()
         }
@@ -345,9 +390,18 @@ pub fn start_rewrap(state: &AppState) {
                     total += rewrapped;
                     s.rewrapped = total;
                     s.remaining = remaining;
-                    if remaining == 0 || rewrapped == 0 {
+                    if remaining == 0 {
                         s.running = false;
-                        tracing::info!(rewrapped = total, "data-key re-wrap finished");
+                        if total > 0 {
+                            tracing::info!(rewrapped = total, "data-key re-wrap finished");
+                        }
+                        return;
+                    }
+                    if rewrapped == 0 {
+                        // Keys remain but none could be moved: do not spin; report it.
+                        s.running = false;
+                        s.error = Some(format!("{remaining} data keys could not be re-wrapped"));
+                        tracing::error!(remaining, "data-key re-wrap made no progress");
                         return;
                     }
                 }
@@ -510,10 +564,12 @@ async fn create(
         Ok(v) => v,
         Err(r) => return r,
     };
-    let if_none_exist = headers
-        .get("if-none-exist")
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
+    // A header that is present but unreadable must not turn into an unconditional create.
+    let if_none_exist = match headers.get("if-none-exist").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v.to_string()),
+        Some(Err(_)) => return bad_request("If-None-Exist must be a percent-encoded query"),
+    };
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
         r.create(&rtype, value, if_none_exist.as_deref())
@@ -752,8 +808,9 @@ fn page_bundle(
 ) -> Value {
     let mut links =
         vec![json!({"relation": "self", "url": page_url(base, pairs, page.offset, page.count)})];
-    if page.count > 0 && (page.offset + page.count) < page.total as usize {
-        links.push(json!({"relation": "next", "url": page_url(base, pairs, page.offset + page.count, page.count)}));
+    let next = page.offset.saturating_add(page.count);
+    if page.count > 0 && (next as u64) < page.total {
+        links.push(json!({"relation": "next", "url": page_url(base, pairs, next, page.count)}));
     }
     if page.offset > 0 {
         links.push(json!({"relation": "previous", "url": page_url(base, pairs, page.offset.saturating_sub(page.count), page.count)}));

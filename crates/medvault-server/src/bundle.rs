@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use crate::clock::format_instant;
 use crate::outcome;
-use crate::repo::{new_uuid, parse_query_string, RepoError, Repository, Result, Stored};
+use crate::repo::{
+    new_uuid, parse_query_string, PendingKeys, RepoError, Repository, Result, Stored,
+};
 
 /// Largest number of entries accepted in one Bundle.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -257,7 +259,24 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
             return Err(bad(e.index, "resource type is not supported"));
         }
         let plan = match e.method {
-            Method::Get => Plan::Get,
+            Method::Get => {
+                // Check reads before anything is written: once the writes are committed a
+                // read can no longer fail the transaction.
+                if !medvault_fhir::is_supported_type(rtype) {
+                    return Err(bad(e.index, "resource type is not supported"));
+                }
+                match (id, split_url(&e.url).2) {
+                    (Some(id), _) if !medvault_fhir::is_valid_id(id) => {
+                        return Err(bad(e.index, "invalid resource id"))
+                    }
+                    (None, query) => {
+                        let pairs = parse_query_string(query.unwrap_or(""));
+                        medvault_fhir::parse_search(rtype, &pairs)?;
+                    }
+                    _ => {}
+                }
+                Plan::Get
+            }
             Method::Post => {
                 if id.is_some() {
                     return Err(bad(e.index, "POST url must be a resource type"));
@@ -316,6 +335,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
 
     // 2. Rewrite references, then prepare every write (validation happens here).
     let mut writes = Vec::new();
+    let mut pending = PendingKeys::default();
     let mut write_slot = vec![None; entries.len()];
     for (e, plan) in entries.iter_mut().zip(&plans) {
         if let Some(r) = e.resource.as_mut() {
@@ -325,7 +345,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
             Plan::Create { rtype, id } => {
                 let r = e.resource.take().unwrap_or(Value::Null);
                 Some((
-                    repo.prepare_version(&keys, rtype, id, 1, None, r, now),
+                    repo.prepare_version(&keys, rtype, id, 1, None, r, now, &mut pending),
                     true,
                 ))
             }
@@ -355,7 +375,16 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                 let created = current.as_ref().is_none_or(|c| c.is_deleted());
                 let cur = current.map(|c| c.version);
                 Some((
-                    repo.prepare_version(&keys, rtype, id, cur.unwrap_or(0) + 1, cur, r, now),
+                    repo.prepare_version(
+                        &keys,
+                        rtype,
+                        id,
+                        cur.unwrap_or(0) + 1,
+                        cur,
+                        r,
+                        now,
+                        &mut pending,
+                    ),
                     created,
                 ))
             }
@@ -367,6 +396,11 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                         ));
                     }
                     Some((Ok(repo.prepare_delete(&cur, now)), false))
+                }
+                _ if e.if_match.is_some() => {
+                    return Err(RepoError::PreconditionFailed(
+                        "If-Match given for a resource that does not exist",
+                    ))
                 }
                 _ => None,
             },
@@ -392,7 +426,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
     }
 
     // 3. One atomic commit for all writes.
-    let stored = repo.commit_all(writes)?;
+    let stored = repo.commit_all(&keys, writes, pending)?;
 
     // 4. Reads run after the writes, as FHIR orders them.
     let mut out = Vec::with_capacity(entries.len());
@@ -401,7 +435,11 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
             Plan::Existing(s) => json!({ "response": response("200 OK", Some(&s)) }),
             Plan::Get => {
                 let (rtype, id, query) = split_url(&e.url);
-                read_entry(repo, rtype, id, query)?
+                // Committed already: a failing read is reported in its entry only.
+                read_entry(repo, rtype, id, query).unwrap_or_else(|err| {
+                    let (status, oo) = outcome::for_repo_error(&err);
+                    json!({ "response": { "status": status.as_u16().to_string(), "outcome": oo } })
+                })
             }
             Plan::Delete { .. } => json!({ "response": { "status": "204 No Content" } }),
             Plan::Create { .. } | Plan::Update { .. } => {

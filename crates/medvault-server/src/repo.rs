@@ -102,6 +102,20 @@ pub struct RewrapProgress {
     pub remaining: u64,
 }
 
+/// Data keys created while preparing one operation. They are stored in the same
+/// transaction as the versions encrypted under them, so a refused operation leaves nothing.
+#[derive(Default)]
+pub(crate) struct PendingKeys {
+    map: HashMap<Vec<u8>, (Arc<AeadKey>, DataKeyRecord)>,
+}
+
+/// Largest `_offset` accepted (keeps paging arithmetic and SQL offsets in range).
+pub const MAX_OFFSET: usize = 100_000_000;
+/// Limits on JSON Patch documents: operations, and size/depth of the patched resource.
+const MAX_PATCH_OPS: usize = 100;
+const MAX_RESOURCE_BYTES: usize = 16 * 1024 * 1024;
+const MAX_DEPTH: usize = 64;
+
 /// A write prepared for `Store::write` plus an optional blob to upload first.
 struct Prepared {
     new: NewVersion,
@@ -220,25 +234,36 @@ impl Repository {
         RepoError::Integrity
     }
 
-    /// The data key of `owner`, creating and storing it if it does not exist yet.
-    fn dek(&self, keys: &Keys, owner: &[u8], create: bool) -> Result<Option<Arc<AeadKey>>> {
+    /// The data key of `owner`. If none exists and `pending` is given, a new one is created
+    /// there (stored later, with the versions that use it).
+    fn dek(
+        &self,
+        keys: &Keys,
+        owner: &[u8],
+        pending: Option<&mut PendingKeys>,
+    ) -> Result<Option<Arc<AeadKey>>> {
         if let Some(k) = keys.cached_dek(owner) {
             return Ok(Some(k));
         }
-        let record = match self.store.data_key(owner)? {
-            Some(r) => r,
-            None if create => {
-                let dek = SecretKey::generate(&*self.rng).map_err(RepoError::Crypto)?;
-                let wrapped = keys
-                    .wrap_dek(owner, &dek, &*self.rng)
-                    .map_err(RepoError::Crypto)?;
-                self.store.insert_data_key(&DataKeyRecord {
-                    owner: owner.to_vec(),
-                    kek_version: keys.current_kek(),
-                    wrapped,
-                })?
-            }
-            None => return Ok(None),
+        if let Some((k, _)) = pending.as_ref().and_then(|p| p.map.get(owner)) {
+            return Ok(Some(k.clone()));
+        }
+        let Some(record) = self.store.data_key(owner)? else {
+            let Some(pending) = pending else {
+                return Ok(None);
+            };
+            let dek = SecretKey::generate(&*self.rng).map_err(RepoError::Crypto)?;
+            let wrapped = keys
+                .wrap_dek(owner, &dek, &*self.rng)
+                .map_err(RepoError::Crypto)?;
+            let key = Arc::new(AeadKey::new(&dek, 0));
+            let record = DataKeyRecord {
+                owner: owner.to_vec(),
+                kek_version: keys.current_kek(),
+                wrapped,
+            };
+            pending.map.insert(owner.to_vec(), (key.clone(), record));
+            return Ok(Some(key));
         };
         let dek = keys
             .unwrap_dek(owner, record.kek_version, &record.wrapped)
@@ -249,6 +274,7 @@ impl Repository {
     }
 
     /// Validate, stamp, encrypt and index one resource version.
+    #[allow(clippy::too_many_arguments)]
     fn prepare(
         &self,
         keys: &Keys,
@@ -258,6 +284,7 @@ impl Repository {
         expected_current: Option<i64>,
         mut resource: Value,
         now_ms: i64,
+        pending: &mut PendingKeys,
     ) -> Result<Prepared> {
         if resource.get("resourceType").and_then(Value::as_str) != Some(rtype) {
             return Err(RepoError::BadRequest(format!(
@@ -283,6 +310,17 @@ impl Repository {
         meta.insert("versionId".into(), Value::String(version.to_string()));
         meta.insert("lastUpdated".into(), Value::String(format_instant(now_ms)));
         medvault_fhir::validate(&resource).map_err(RepoError::Invalid)?;
+        // A urn: reference left after transaction rewriting points nowhere; storing it would
+        // also hide which patient the resource belongs to (and so which key encrypts it).
+        if medvault_fhir::references(&resource)
+            .iter()
+            .any(|r| r.starts_with("urn:"))
+        {
+            return Err(RepoError::BadRequest(
+                "the resource has a urn: reference that no entry of this transaction resolves"
+                    .into(),
+            ));
+        }
 
         let owner_name = match medvault_fhir::patient_of(&resource) {
             Some(patient) => format!("Patient/{patient}"),
@@ -290,7 +328,7 @@ impl Repository {
         };
         let owner = keys.owner_token(&owner_name);
         let dek = self
-            .dek(keys, &owner, true)?
+            .dek(keys, &owner, Some(pending))?
             .ok_or(RepoError::Internal("data key"))?;
         let plaintext = zeroize::Zeroizing::new(
             serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
@@ -307,7 +345,12 @@ impl Repository {
             .map(|e| keys.blind().token(&e.field, &e.value))
             .collect();
         let (body, blob) = if BlobStore::wants(envelope.len()) {
-            let name = format!("resources/{rtype}/{id}/{version}");
+            // A random suffix: a writer that loses the version race must not overwrite the
+            // winner's object.
+            let mut nonce = [0u8; 8];
+            self.rng.fill(&mut nonce).map_err(RepoError::Crypto)?;
+            let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+            let name = format!("resources/{rtype}/{id}/{version}-{suffix}");
             (Body::Blob(name.clone()), Some((name, envelope)))
         } else {
             (Body::Inline(envelope), None)
@@ -336,18 +379,25 @@ impl Repository {
         })
     }
 
-    /// Upload blobs, then commit all versions atomically.
-    fn commit(&self, prepared: &mut [Prepared]) -> Result<()> {
+    /// Upload blobs, then commit all versions (and new data keys) atomically.
+    fn commit(&self, keys: &Keys, prepared: &mut [Prepared], pending: PendingKeys) -> Result<()> {
         for p in prepared.iter_mut() {
             if let Some((name, bytes)) = p.blob.take() {
                 block_on(self.blobs.put(&name, bytes))??;
             }
         }
         let batch: Vec<NewVersion> = prepared.iter().map(|p| p.new.clone()).collect();
-        self.store.write(&batch).map_err(|e| match e {
-            StoreError::Conflict => RepoError::Conflict,
-            e => RepoError::Store(e),
-        })
+        let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
+        self.store
+            .write_with_keys(&new_keys, &batch)
+            .map_err(|e| match e {
+                StoreError::Conflict => RepoError::Conflict,
+                e => RepoError::Store(e),
+            })?;
+        for (owner, (key, _)) in pending.map {
+            keys.cache_dek(owner, key);
+        }
+        Ok(())
     }
 
     /// Decrypt and verify one stored version.
@@ -366,7 +416,7 @@ impl Repository {
             Body::Blob(name) => block_on(self.blobs.get(name))?
                 .map_err(|_| self.integrity_failure(rec, "blob missing"))?,
         };
-        let dek = match self.dek(keys, &rec.owner, false) {
+        let dek = match self.dek(keys, &rec.owner, None) {
             Ok(Some(k)) => k,
             Ok(None) | Err(RepoError::Integrity) => {
                 return Err(self.integrity_failure(rec, "data key"))
@@ -447,9 +497,18 @@ impl Repository {
             }
         }
         let id = new_uuid(&*self.rng)?;
-        let mut prepared =
-            [self.prepare(&keys, rtype, &id, 1, None, resource, self.clock.now_ms())?];
-        self.commit(&mut prepared)?;
+        let mut pending = PendingKeys::default();
+        let mut prepared = [self.prepare(
+            &keys,
+            rtype,
+            &id,
+            1,
+            None,
+            resource,
+            self.clock.now_ms(),
+            &mut pending,
+        )?];
+        self.commit(&keys, &mut prepared, pending)?;
         let [p] = prepared;
         Ok(Written {
             stored: p.stored,
@@ -462,6 +521,14 @@ impl Repository {
         let pairs = parse_query_string(query.trim_start_matches('?'));
         if pairs.is_empty() {
             return Err(RepoError::BadRequest("empty If-None-Exist query".into()));
+        }
+        if pairs
+            .iter()
+            .any(|(k, _)| matches!(k.as_str(), "_count" | "_offset"))
+        {
+            return Err(RepoError::BadRequest(
+                "If-None-Exist may not contain _count or _offset".into(),
+            ));
         }
         let page = self.search_with_keys(keys, rtype, &pairs, Some(2))?;
         match page.total {
@@ -509,6 +576,7 @@ impl Repository {
         }
         let created = current.as_ref().is_none_or(|c| c.is_deleted());
         let version = current_version.unwrap_or(0) + 1;
+        let mut pending = PendingKeys::default();
         let mut prepared = [self.prepare(
             &keys,
             rtype,
@@ -517,8 +585,9 @@ impl Repository {
             current_version,
             resource,
             self.clock.now_ms(),
+            &mut pending,
         )?];
-        self.commit(&mut prepared)?;
+        self.commit(&keys, &mut prepared, pending)?;
         let [p] = prepared;
         Ok(Written {
             stored: p.stored,
@@ -537,6 +606,11 @@ impl Repository {
         let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|_| {
             RepoError::BadRequest("the body is not a valid JSON Patch document".into())
         })?;
+        if patch.0.len() > MAX_PATCH_OPS {
+            return Err(RepoError::BadRequest(format!(
+                "a JSON Patch may have at most {MAX_PATCH_OPS} operations"
+            )));
+        }
         let current = self.read(rtype, id)?;
         if let Some(expected) = if_match {
             if expected != current.version {
@@ -546,8 +620,17 @@ impl Repository {
             }
         }
         let mut doc = current.resource.ok_or(RepoError::Gone)?;
-        json_patch::patch(&mut doc, &patch)
-            .map_err(|_| RepoError::BadRequest("the JSON Patch could not be applied".into()))?;
+        // One operation at a time, bounding size and depth after each, so `copy` cannot
+        // double the document until memory runs out and `add` cannot nest without limit.
+        for op in patch.0 {
+            json_patch::patch(&mut doc, &[op])
+                .map_err(|_| RepoError::BadRequest("the JSON Patch could not be applied".into()))?;
+            if depth(&doc, 0) > MAX_DEPTH || !fits(&doc, MAX_RESOURCE_BYTES) {
+                return Err(RepoError::BadRequest(
+                    "the patched resource would be too large or too deeply nested".into(),
+                ));
+            }
+        }
         if doc.get("id").and_then(Value::as_str) != Some(id)
             || doc.get("resourceType").and_then(Value::as_str) != Some(rtype)
         {
@@ -555,8 +638,12 @@ impl Repository {
                 "a patch may not change the resource type or id".into(),
             ));
         }
-        // Pin the version we patched so a concurrent update makes this fail, not overwrite.
-        self.update(rtype, id, doc, Some(current.version))
+        // Pin the version we patched: a concurrent update makes this a conflict, not a
+        // silent overwrite.
+        match self.update(rtype, id, doc, Some(current.version)) {
+            Err(RepoError::PreconditionFailed(_)) if if_match.is_none() => Err(RepoError::Conflict),
+            other => other,
+        }
     }
 
     /// Delete (idempotent). Returns the deletion version, or `None` if nothing was live.
@@ -566,6 +653,11 @@ impl Repository {
         let _keys = self.keys()?;
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let Some(current) = self.store.current(rtype, id)? else {
+            if if_match.is_some() {
+                return Err(RepoError::PreconditionFailed(
+                    "If-Match given for a resource that does not exist",
+                ));
+            }
             return Ok(None);
         };
         if let Some(expected) = if_match {
@@ -612,6 +704,11 @@ impl Repository {
         }
         let keys = self.keys()?;
         let count = count.min(MAX_COUNT);
+        if offset > MAX_OFFSET {
+            return Err(RepoError::BadRequest(format!(
+                "_offset may be at most {MAX_OFFSET}"
+            )));
+        }
         let page = self.store.history(rtype, id, offset, count)?;
         if id.is_some() && page.total == 0 {
             return Err(RepoError::NotFound);
@@ -643,13 +740,34 @@ impl Repository {
         pairs: &[(String, String)],
         count_override: Option<usize>,
     ) -> Result<Page> {
-        let query = medvault_fhir::parse_search(rtype, pairs)?;
+        // _lastUpdated is answered from the store's own timestamps at full precision; the
+        // rest of the query is FHIR search over blind indexes.
+        let updated: Vec<&str> = pairs
+            .iter()
+            .filter(|(k, _)| k == "_lastUpdated")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        let rest: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| k != "_lastUpdated")
+            .cloned()
+            .collect();
+        let (updated_from_ms, updated_until_ms) = crate::search_time::last_updated_range(&updated)
+            .map_err(|m| RepoError::BadRequest(m.into()))?;
+        let query = medvault_fhir::parse_search(rtype, &rest)?;
         let count = count_override
             .or(query.count)
             .unwrap_or(DEFAULT_COUNT)
             .min(MAX_COUNT);
         let offset = query.offset;
-        let store_query = self.store_query(keys, &query)?;
+        if offset > MAX_OFFSET {
+            return Err(RepoError::BadRequest(format!(
+                "_offset may be at most {MAX_OFFSET}"
+            )));
+        }
+        let mut store_query = self.store_query(keys, &query);
+        store_query.updated_from_ms = updated_from_ms;
+        store_query.updated_until_ms = updated_until_ms;
         let needs_filter = query.clauses.iter().any(|c| c.exact.is_some());
         if !needs_filter {
             let page = self.store.search(&store_query, offset, count)?;
@@ -688,7 +806,7 @@ impl Repository {
         })
     }
 
-    fn store_query(&self, keys: &Keys, query: &SearchQuery) -> Result<StoreQuery> {
+    fn store_query(&self, keys: &Keys, query: &SearchQuery) -> StoreQuery {
         let all_of = query
             .clauses
             .iter()
@@ -699,15 +817,13 @@ impl Repository {
                     .collect()
             })
             .collect();
-        let (updated_from_ms, updated_until_ms) =
-            crate::search_time::last_updated_range(&query.last_updated);
-        Ok(StoreQuery {
+        StoreQuery {
             rtype: query.resource_type.clone(),
             all_of,
             ids: query.ids.clone(),
-            updated_from_ms,
-            updated_until_ms,
-        })
+            updated_from_ms: None,
+            updated_until_ms: None,
+        }
     }
 
     /// Re-wrap up to `limit` data keys that are not under the current KEK.
@@ -794,6 +910,7 @@ impl Repository {
         expected_current: Option<i64>,
         resource: Value,
         now_ms: i64,
+        pending: &mut PendingKeys,
     ) -> Result<PreparedWrite> {
         Ok(PreparedWrite(self.prepare(
             keys,
@@ -803,6 +920,7 @@ impl Repository {
             expected_current,
             resource,
             now_ms,
+            pending,
         )?))
     }
 
@@ -831,9 +949,14 @@ impl Repository {
         })
     }
 
-    pub(crate) fn commit_all(&self, writes: Vec<PreparedWrite>) -> Result<Vec<Stored>> {
+    pub(crate) fn commit_all(
+        &self,
+        keys: &Keys,
+        writes: Vec<PreparedWrite>,
+        pending: PendingKeys,
+    ) -> Result<Vec<Stored>> {
         let mut prepared: Vec<Prepared> = writes.into_iter().map(|w| w.0).collect();
-        self.commit(&mut prepared)?;
+        self.commit(keys, &mut prepared, pending)?;
         Ok(prepared.into_iter().map(|p| p.stored).collect())
     }
 }
@@ -860,9 +983,11 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1 => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
+            b'%' if i + 2 < bytes.len() => {
+                // Both bytes must be hex digits (from_str_radix alone would accept "+a").
+                let hex = (bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit())
+                    .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+                    .flatten()
                     .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => {
@@ -894,9 +1019,32 @@ pub fn issues_json(issues: &[Issue]) -> Vec<Value> {
         .collect()
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn check<T: Send + Sync>() {}
-    check::<Repository>();
-    let _: HashMap<(), ()> = HashMap::new();
+/// Nesting depth of a JSON value (stops counting past the limit).
+fn depth(v: &Value, at: usize) -> usize {
+    if at > MAX_DEPTH {
+        return at;
+    }
+    match v {
+        Value::Array(a) => a.iter().map(|x| depth(x, at + 1)).max().unwrap_or(at + 1),
+        Value::Object(o) => o.values().map(|x| depth(x, at + 1)).max().unwrap_or(at + 1),
+        _ => at,
+    }
+}
+
+/// Whether the serialized value fits in `limit` bytes (stops writing once it does not).
+fn fits(v: &Value, limit: usize) -> bool {
+    struct Counter(usize, usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            if self.0 > self.1 {
+                return Err(std::io::Error::other("too large"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Counter(0, limit), v).is_ok()
 }

@@ -31,6 +31,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("listening on the unspecified address {0} needs --public-url (the base clients use in links)")]
+    NeedPublicUrl(SocketAddr),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -122,6 +124,9 @@ pub async fn serve(
         opts.danger_allow_plain_http,
         opts.danger_no_auth,
     )?;
+    if opts.listen.ip().is_unspecified() && opts.public_url.is_none() {
+        return Err(ServeError::NeedPublicUrl(opts.listen));
+    }
     let listener = std::net::TcpListener::bind(opts.listen).map_err(|source| ServeError::Bind {
         addr: opts.listen,
         source,

@@ -1,5 +1,5 @@
 //! The sealed key hierarchy: initialization, unsealing with k-of-n shares, sealing, KEK
-//! rotation and rekeying. The root key exists only in memory, and only while unsealing.
+//! rotation and rekeying. The root key exists only in memory, and only while unsealed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -15,6 +15,8 @@ use zeroize::Zeroizing;
 const KEYRING_MAGIC: &[u8; 4] = b"MVKR";
 const KEYRING_AAD: &[u8] = b"medvault/keyring/v1";
 const WRAP_LABEL: &str = "medvault/keyring-wrap/v1";
+/// Unwrapped data keys kept in memory at most (one per patient recently touched).
+const MAX_CACHED_DEKS: usize = 100_000;
 
 /// Errors of the seal lifecycle. Messages are safe to show to the operator.
 #[derive(Debug, thiserror::Error)]
@@ -184,12 +186,14 @@ impl Keys {
             .cloned()
     }
 
-    /// Remember an unwrapped data key.
+    /// Remember an unwrapped data key. The cache is bounded: when full it starts over
+    /// (keys are re-read from the store on demand).
     pub fn cache_dek(&self, owner: Vec<u8>, key: Arc<AeadKey>) {
-        self.deks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(owner, key);
+        let mut deks = self.deks.lock().unwrap_or_else(|e| e.into_inner());
+        if deks.len() >= MAX_CACHED_DEKS {
+            deks.clear();
+        }
+        deks.insert(owner, key);
     }
 
     /// Wrap a data key for `owner` under the current KEK.
@@ -397,10 +401,12 @@ impl Vault {
     /// Submit one share towards unsealing. A malformed, foreign, unknown or duplicate share
     /// is refused on its own and the progress made so far is kept.
     pub fn submit_share(&self, text: &str) -> Result<SealStatus, VaultError> {
-        let record = self.record()?;
-        let share = self.verify_share(&record, text)?;
         {
             let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            // Read the share set under the state lock: a concurrent rekey (which also takes
+            // it) cannot slip between checking a share and counting it.
+            let record = self.record()?;
+            let share = self.verify_share(&record, text)?;
             let State::Sealed { progress } = &mut *state else {
                 return Err(VaultError::AlreadyUnsealed);
             };
@@ -409,8 +415,8 @@ impl Vault {
             }
             progress.push(share);
             if progress.len() >= record.threshold as usize {
-                let shares = std::mem::take(progress);
-                let root = SecretKey::from_slice(&shamir::combine(&shares)?)?;
+                // Progress is only consumed once unsealing has succeeded.
+                let root = SecretKey::from_slice(&shamir::combine(progress)?)?;
                 if !constant_time_eq(&root.check_value(), &record.check_value) {
                     // Unreachable with verified commitments unless the vault row was edited.
                     return Err(VaultError::KeyCheckFailed);
@@ -422,12 +428,15 @@ impl Vault {
         self.status()
     }
 
-    /// Forget shares submitted so far.
-    pub fn reset_progress(&self) {
+    /// Forget the shares submitted so far; authorized by a valid share of the current set.
+    pub fn reset_progress(&self, authorization: &str) -> Result<(), VaultError> {
+        let record = self.record()?;
+        self.verify_share(&record, authorization)?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         if let State::Sealed { progress } = &mut *state {
             progress.clear();
         }
+        Ok(())
     }
 
     /// Seal: drop every key from memory. `authorization` must be a valid share of the

@@ -48,7 +48,13 @@ pub trait Store: Send + Sync {
 
     /// Atomically apply new versions (all or nothing). Each entry's precondition on the
     /// current version is checked inside the transaction; any mismatch is `Conflict`.
-    fn write(&self, batch: &[NewVersion]) -> Result<()>;
+    fn write(&self, batch: &[NewVersion]) -> Result<()> {
+        self.write_with_keys(&[], batch)
+    }
+    /// `write`, also inserting the new data keys the versions are encrypted under, in the
+    /// same transaction. If another writer already stored a different key for one of the
+    /// owners, nothing is written and the result is `Conflict`.
+    fn write_with_keys(&self, keys: &[DataKeyRecord], batch: &[NewVersion]) -> Result<()>;
     /// The current version of a resource (including a deletion marker).
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;
     /// One specific version.
@@ -61,10 +67,10 @@ pub trait Store: Send + Sync {
         offset: usize,
         limit: usize,
     ) -> Result<HistoryPage>;
-    /// One page of current, non-deleted resources matching the query, in insertion order,
-    /// with the total number of matches.
+    /// One page of current, non-deleted resources matching the query, ordered by their last
+    /// change (oldest first), with the total number of matches.
     fn search(&self, query: &StoreQuery, offset: usize, limit: usize) -> Result<SearchPage>;
-    /// Every current, non-deleted resource matching the query, in insertion order (for
+    /// Every current, non-deleted resource matching the query, ordered by last change (for
     /// queries the caller must filter further after decryption).
     fn search_all(&self, query: &StoreQuery) -> Result<Vec<VersionRecord>>;
 }

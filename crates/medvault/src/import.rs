@@ -124,11 +124,49 @@ pub fn run(client: &Client, files: &[PathBuf], batch: usize) -> Result<()> {
     );
     let mut done = 0;
     for u in units {
-        if let Err(e) = client.post("/fhir", "application/fhir+json", &u.bundle) {
+        let answer = match client.post("/fhir", "application/fhir+json", &u.bundle) {
+            Ok(a) => a,
+            Err(e) => {
+                bar.abandon();
+                bail!(
+                    "{}: {e:#} — {done} of {total} resources were imported before this",
+                    u.origin
+                );
+            }
+        };
+        // A batch answers 200 even when entries fail; look at each entry's status.
+        let failed: Vec<String> = answer
+            .get("entry")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter(|(_, e)| {
+                !e.pointer("/response/status")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.starts_with('2'))
+            })
+            .map(|(i, e)| {
+                let why = e
+                    .pointer("/response/outcome")
+                    .map(crate::client::outcome_text)
+                    .unwrap_or_else(|| "failed".into());
+                format!("entry {i}: {why}")
+            })
+            .collect();
+        if !failed.is_empty() {
             bar.abandon();
             bail!(
-                "{}: {e:#} — {done} of {total} resources were imported before this",
-                u.origin
+                "{}: {} of {} entries failed ({}) — the others were stored",
+                u.origin,
+                failed.len(),
+                u.resources,
+                failed
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
         done += u.resources;

@@ -100,7 +100,7 @@ enum Command {
     Unseal {
         #[command(flatten)]
         server: ServerArgs,
-        /// Forget the shares submitted so far instead.
+        /// Forget the shares submitted so far instead (authorized by the share on stdin).
         #[arg(long)]
         reset: bool,
     },
@@ -230,16 +230,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Unseal { server, reset } => {
             let client = server.client()?;
-            let status = if reset {
-                client.post("/sys/unseal", "application/json", &json!({"reset": true}))?
+            let share = read_one_share()?;
+            let body = if reset {
+                json!({"reset": true, "share": share.trim()})
             } else {
-                let share = read_one_share()?;
-                client.post(
-                    "/sys/unseal",
-                    "application/json",
-                    &json!({"share": share.trim()}),
-                )?
+                json!({"share": share.trim()})
             };
+            let status = client.post("/sys/unseal", "application/json", &body)?;
             print_seal_status(&status);
             Ok(())
         }
@@ -397,6 +394,12 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool) -> Result<()> {
         eprintln!("*  Never use --dev with real patient data.                           *");
         eprintln!("**********************************************************************\n");
         if dir.store.vault()?.is_none() {
+            // A share file without a vault is left over from a deleted database; it unseals
+            // nothing, and keeping it would block writing the new one.
+            if share_file.exists() {
+                std::fs::remove_file(&share_file)
+                    .with_context(|| format!("removing stale {}", share_file.display()))?;
+            }
             let (issued, _token) = Vault::initialize(&*dir.store, &*rng, 1, 1)?;
             let share = issued
                 .shares

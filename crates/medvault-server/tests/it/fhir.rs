@@ -563,13 +563,196 @@ async fn large_resources_go_to_the_blob_store() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(
-        blob_ref.unwrap(),
-        format!("resources/DocumentReference/{id}/1")
+    let name = blob_ref.unwrap();
+    assert!(
+        name.starts_with(&format!("resources/DocumentReference/{id}/1-")),
+        "{name}"
     );
 }
 
 fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_patch_bombs_are_refused() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Bomb", "Copy", "1970-01-01")).await;
+    let patch_ct = [("content-type", "application/json-patch+json")];
+    // Doubling by copy: refused once the document grows past the size limit.
+    let doubling: Vec<Value> = (0..40)
+        .map(|_| json!({"op": "copy", "from": "/name", "path": "/name/-"}))
+        .collect();
+    let r = h
+        .call_with(
+            "PATCH",
+            &format!("/fhir/Patient/{id}"),
+            Some(json!(doubling)),
+            &patch_ct,
+        )
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    // Deep nesting built up operation by operation: refused at the depth limit.
+    let mut deep = json!("x");
+    for _ in 0..60 {
+        deep = json!({ "url": "urn:x", "extension": [deep] });
+    }
+    let ops = json!([
+        {"op": "add", "path": "/extension", "value": [deep.clone()]},
+        {"op": "add", "path": "/extension/0/extension/0/extension/0/extension/-", "value": deep},
+    ]);
+    h.call_with(
+        "PATCH",
+        &format!("/fhir/Patient/{id}"),
+        Some(ops),
+        &patch_ct,
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    // Too many operations.
+    let many: Vec<Value> = (0..101)
+        .map(|_| json!({"op": "test", "path": "/id", "value": id}))
+        .collect();
+    h.call_with(
+        "PATCH",
+        &format!("/fhir/Patient/{id}"),
+        Some(json!(many)),
+        &patch_ct,
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    let now = h.call("GET", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(now.json["meta"]["versionId"], "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_reads_are_checked_before_writing() {
+    let h = Harness::unsealed();
+    // An unsupported type or a bad search in a GET entry fails the transaction up front.
+    for get in ["Spaceship/1", "Patient?bogus=1"] {
+        let bundle = tx(vec![
+            json!({"resource": patient("Tx", "Get", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}}),
+            json!({"request": {"method": "GET", "url": get}}),
+        ]);
+        let r = h.call("POST", "/fhir", Some(bundle)).await;
+        assert!(r.status.is_client_error(), "{}", r.json);
+        assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 0);
+    }
+    // A read of a missing resource after the writes is reported in its entry only.
+    let bundle = tx(vec![
+        json!({"resource": patient("Tx", "Get", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}}),
+        json!({"request": {"method": "GET", "url": "Patient/missing"}}),
+    ]);
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["entry"][1]["response"]["status"], "404");
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolved_urn_references_and_failed_transactions_leave_nothing() {
+    let h = Harness::unsealed();
+    let mut obs = observation("x", "8867-4", "2024-01-01", 70);
+    obs["subject"]["reference"] = json!("urn:uuid:99999999-9999-4999-8999-999999999999");
+    let bundle = tx(vec![
+        json!({"resource": patient("Dangling", "Ref", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": obs.clone(), "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    h.call("POST", "/fhir", Some(bundle))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call("POST", "/fhir/Observation", Some(obs))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    // Not even a data key for the refused patient was stored.
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let keys: i64 = conn
+        .query_row("SELECT count(*) FROM data_key", [], |r| r.get(0))
+        .unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((keys, rows), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_updated_honours_time_and_zone() {
+    let h = Harness::unsealed(); // clock at 2026-11-23T10:00:00Z
+    let early = h.create(patient("Early", "E", "2000-01-01")).await;
+    h.clock.advance(5 * 60 * 60 * 1000); // 15:00Z
+    let late = h.create(patient("Late", "L", "2000-01-01")).await;
+    let ids = |v: &Value| -> Vec<String> {
+        v["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let r = h
+        .call(
+            "GET",
+            "/fhir/Patient?_lastUpdated=gt2026-11-23T10:00:00Z",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.json), [late]);
+    let r = h
+        .call(
+            "GET",
+            "/fhir/Patient?_lastUpdated=lt2026-11-23T12:00:00%2B01:00",
+            None,
+        )
+        .await;
+    assert_eq!(ids(&r.json), [early]);
+    let r = h
+        .call("GET", "/fhir/Patient?_lastUpdated=2026-11-23", None)
+        .await;
+    assert_eq!(r.json["total"], 2);
+    h.call(
+        "GET",
+        "/fhir/Patient?_lastUpdated=ge2026-11-23T10:00:00",
+        None,
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_operation_outcomes_too() {
+    let h = Harness::unsealed();
+    h.call("DELETE", "/fhir/Patient", None)
+        .await
+        .assert_outcome(StatusCode::METHOD_NOT_ALLOWED);
+    let huge = vec![b' '; medvault_server::api::MAX_BODY + 1];
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient")
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from(huge))
+        .unwrap();
+    h.raw(req)
+        .await
+        .assert_outcome(StatusCode::PAYLOAD_TOO_LARGE);
+    h.call_with(
+        "DELETE",
+        "/fhir/Patient/never-existed",
+        None,
+        &[("if-match", "W/\"1\"")],
+    )
+    .await
+    .assert_outcome(StatusCode::PRECONDITION_FAILED);
+    h.call_with(
+        "POST",
+        "/fhir/Patient",
+        Some(patient("A", "B", "2000")),
+        &[("if-none-exist", "gender=female&_offset=1")],
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call("GET", "/fhir/Patient?_offset=18446744073709551615", None)
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 0);
 }

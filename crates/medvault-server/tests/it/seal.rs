@@ -100,12 +100,29 @@ async fn unseal_share_by_share_refusing_bad_shares_without_losing_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unseal_progress_can_be_reset() {
+async fn unseal_progress_can_be_reset_only_by_a_share_holder() {
     let h = Harness::sealed(3, 5, 14);
+    let other = Harness::sealed(3, 5, 16);
     h.call("POST", "/sys/unseal", Some(json!({"share": h.shares[4]})))
         .await;
+    h.call("POST", "/sys/unseal", Some(json!({"reset": true})))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call(
+        "POST",
+        "/sys/unseal",
+        Some(json!({"reset": true, "share": other.shares[0]})),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    let st = h.call("GET", "/sys/seal-status", None).await;
+    assert_eq!(st.json["progress"], 1);
     let r = h
-        .call("POST", "/sys/unseal", Some(json!({"reset": true})))
+        .call(
+            "POST",
+            "/sys/unseal",
+            Some(json!({"reset": true, "share": h.shares[0]})),
+        )
         .await;
     assert_eq!(r.json["progress"], 0);
 }

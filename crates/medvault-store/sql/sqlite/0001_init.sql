@@ -37,6 +37,9 @@ CREATE INDEX data_key_version ON data_key (kek_version);
 
 -- Every version of every resource. `body` holds the envelope inline, or `blob_ref` names an
 -- object in the blob store for large envelopes. Deletions are versions with no body.
+-- The current version is the highest one (found through the UNIQUE index); `is_current`
+-- mirrors that for searches over a whole type. `tokens` lists the version's blind-index
+-- tokens (16 bytes each) so they can be removed when the version stops being current.
 CREATE TABLE resource_version (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     rtype        TEXT    NOT NULL,
@@ -48,16 +51,15 @@ CREATE TABLE resource_version (
     owner        BLOB    NOT NULL,
     body         BLOB,
     blob_ref     TEXT,
+    tokens       BLOB,
     UNIQUE (rtype, id, version)
 );
-CREATE INDEX resource_current ON resource_version (rtype, id) WHERE is_current = 1;
 CREATE INDEX resource_type_current ON resource_version (rtype, is_current, seq);
 
--- Blind-index tokens of the current, non-deleted version of each resource.
+-- Blind-index tokens of the current, non-deleted version of each resource, pointing at the
+-- version row. Tokens are keyed per "Type.param", so they never collide across types.
 CREATE TABLE search_token (
-    rtype        TEXT    NOT NULL,
     token        BLOB    NOT NULL,
-    id           TEXT    NOT NULL,
-    PRIMARY KEY (rtype, token, id)
+    seq          INTEGER NOT NULL,
+    PRIMARY KEY (token, seq)
 ) WITHOUT ROWID;
-CREATE INDEX search_token_by_id ON search_token (rtype, id);

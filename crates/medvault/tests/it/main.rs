@@ -233,6 +233,26 @@ fn operator_lifecycle_over_http_and_cli() {
     ));
     assert!(err.contains("Patient.gender"), "{err}");
     assert_eq!(total("Patient"), 6);
+    // A batch with one bad entry: the good one is stored, and the import says what failed.
+    let batch_file = tmp.path().join("batch.json");
+    std::fs::write(
+        &batch_file,
+        json!({"resourceType": "Bundle", "type": "batch", "entry": [
+            {"resource": {"resourceType": "Patient", "name": [{"family": "Batch"}]}, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": {"resourceType": "Patient", "birthDate": "2020-02-31"}, "request": {"method": "POST", "url": "Patient"}}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let err = fails(&medvault(
+        &["import", "--server", &url, batch_file.to_str().unwrap()],
+        "",
+    ));
+    assert!(
+        err.contains("1 of 2 entries failed") && err.contains("Patient.birthDate"),
+        "{err}"
+    );
+    assert_eq!(total("Patient"), 7);
 
     // Rotate the KEK online: the CLI follows the re-wrap to the end.
     let rotated = ok(&medvault(&["keys", "rotate", "--server", &url], &shares[1]));
@@ -244,7 +264,7 @@ fn operator_lifecycle_over_http_and_cli() {
         rotated.contains("all data keys are wrapped by the new version"),
         "{rotated}"
     );
-    assert_eq!(total("Patient"), 6);
+    assert_eq!(total("Patient"), 7);
 
     // Rekey to 1 of 2 with two old shares.
     let rekeyed = ok(&medvault(
@@ -282,7 +302,7 @@ fn operator_lifecycle_over_http_and_cli() {
             .as_u64()
             .unwrap()
     };
-    assert_eq!(total("Patient"), 6);
+    assert_eq!(total("Patient"), 7);
     assert_eq!(total("Practitioner"), 7);
 }
 
@@ -336,4 +356,12 @@ fn dev_mode_initializes_unseals_and_restarts() {
         None,
     );
     assert_eq!(found["total"], 1);
+    // Database deleted but share file left behind: dev mode starts a fresh vault.
+    drop(server);
+    for f in ["medvault.db", "medvault.db-wal", "medvault.db-shm"] {
+        let _ = std::fs::remove_file(d.join(f));
+    }
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (_, found) = http("GET", &format!("{}/fhir/Patient", server.url), None);
+    assert_eq!(found["total"], 0);
 }

@@ -1,0 +1,123 @@
+//! Shared fixtures for the store integration tests: temp databases and record builders.
+
+use std::path::{Path, PathBuf};
+
+use medvault_store::{
+    Body, NewVersion, Result, SqliteStore, StoreError, Token, VaultRecord, VersionRecord,
+};
+use tempfile::TempDir;
+
+/// The database file inside a test directory.
+pub fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("medvault.db")
+}
+
+/// A fresh temp directory with a store opened on `medvault.db` inside it.
+pub fn open_store() -> (TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir)).unwrap();
+    (dir, store)
+}
+
+/// A raw rusqlite connection to a database file, independent of any store.
+pub fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+/// A token whose 16 bytes are all `n`.
+pub fn tok(n: u8) -> Token {
+    [n; 16]
+}
+
+/// An inline envelope distinct per (id, version).
+pub fn envelope(id: &str, version: i64) -> Vec<u8> {
+    format!("envelope:{id}:v{version}").into_bytes()
+}
+
+/// A version record with an inline body, owner `b"owner-<id>"`.
+pub fn record(rtype: &str, id: &str, version: i64, updated_ms: i64) -> VersionRecord {
+    VersionRecord {
+        rtype: rtype.to_owned(),
+        id: id.to_owned(),
+        version,
+        updated_ms,
+        owner: format!("owner-{id}").into_bytes(),
+        body: Some(Body::Inline(envelope(id, version))),
+    }
+}
+
+/// A new resource (version 1, must not exist yet).
+pub fn create(rtype: &str, id: &str, updated_ms: i64, tokens: &[Token]) -> NewVersion {
+    NewVersion {
+        record: record(rtype, id, 1, updated_ms),
+        expected_current: None,
+        tokens: tokens.to_vec(),
+    }
+}
+
+/// An update to `version`, expecting the current version to be `version - 1`.
+pub fn update(
+    rtype: &str,
+    id: &str,
+    version: i64,
+    updated_ms: i64,
+    tokens: &[Token],
+) -> NewVersion {
+    NewVersion {
+        record: record(rtype, id, version, updated_ms),
+        expected_current: Some(version - 1),
+        tokens: tokens.to_vec(),
+    }
+}
+
+/// A deletion marker as `version`, expecting the current version to be `version - 1`.
+pub fn delete(rtype: &str, id: &str, version: i64, updated_ms: i64) -> NewVersion {
+    let mut record = record(rtype, id, version, updated_ms);
+    record.body = None;
+    NewVersion {
+        record,
+        expected_current: Some(version - 1),
+        tokens: Vec::new(),
+    }
+}
+
+/// A vault record with distinctive bytes in every field.
+pub fn vault_record(generation: i64, commitments: &[u8]) -> VaultRecord {
+    VaultRecord {
+        set_id: [generation as u8, 1, 2, 3, 4, 5, 6, 0xFF],
+        threshold: 3,
+        share_count: 5,
+        check_value: [0xC0 ^ generation as u8; 32],
+        keyring: format!("keyring-gen-{generation}").into_bytes(),
+        commitments: commitments
+            .iter()
+            .map(|&x| (x, [x.wrapping_mul(7) ^ generation as u8; 32]))
+            .collect(),
+        generation,
+    }
+}
+
+/// Fails the test unless `r` is `Err(StoreError::Conflict)`.
+pub fn assert_conflict<T: std::fmt::Debug>(r: Result<T>) {
+    match r {
+        Err(StoreError::Conflict) => {}
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+}
+
+/// The ids of a list of records, in order.
+pub fn ids(records: &[VersionRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.id.as_str()).collect()
+}
+
+/// Number of search-token rows stored for one resource (read directly from the file).
+pub fn token_rows(path: &Path, rtype: &str, id: &str) -> i64 {
+    raw(path)
+        .query_row(
+            "SELECT count(*) FROM search_token t JOIN resource_version r ON r.seq = t.seq
+             WHERE r.rtype = ? AND r.id = ?",
+            rusqlite::params![rtype, id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}

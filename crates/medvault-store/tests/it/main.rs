@@ -1,0 +1,11 @@
+//! Integration tests for medvault-store: the SQLite `Store` on real files and the blob store.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod blob;
+mod common;
+mod data_keys;
+mod durability;
+mod migrations;
+mod search;
+mod vault;
+mod versions;

@@ -1,0 +1,175 @@
+//! Opening a database: schema creation, user_version, WAL mode, reopening and too-new schemas.
+
+use medvault_store::{SqliteStore, Store, StoreError};
+
+use crate::common::{create, db_path, open_store, raw, record, vault_record};
+
+fn user_version(conn: &rusqlite::Connection) -> i64 {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap()
+}
+
+fn journal_mode(conn: &rusqlite::Connection) -> String {
+    conn.pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn open_creates_schema_at_user_version_1() {
+    let (dir, _store) = open_store();
+    let conn = raw(&db_path(&dir));
+    assert_eq!(user_version(&conn), 1);
+
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .unwrap();
+    let tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for expected in [
+        "bootstrap_token",
+        "data_key",
+        "resource_version",
+        "search_token",
+        "share_commitment",
+        "vault",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == expected),
+            "table {expected} missing from {tables:?}"
+        );
+    }
+}
+
+#[test]
+fn open_puts_the_file_in_wal_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+
+    // Baseline: a database SQLite creates on its own is not in WAL mode, so the check
+    // below really depends on what `SqliteStore::open` did.
+    let other = dir.path().join("plain.db");
+    {
+        let conn = raw(&other);
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        assert_eq!(journal_mode(&conn), "delete");
+    }
+
+    let store = SqliteStore::open(&path).unwrap();
+    // journal_mode=WAL is persistent: a fresh connection that sets nothing sees it.
+    let conn = raw(&path);
+    assert_eq!(journal_mode(&conn), "wal");
+    drop(conn);
+
+    // While the store is open and has written, the WAL file sits beside the database.
+    store.write(&[create("Patient", "p1", 1, &[])]).unwrap();
+    let wal = dir.path().join("medvault.db-wal");
+    assert!(wal.exists(), "no WAL file at {}", wal.display());
+
+    drop(store);
+    assert_eq!(journal_mode(&raw(&path)), "wal");
+}
+
+#[test]
+fn reopening_an_existing_file_keeps_schema_and_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .init_vault(&vault_record(1, &[1, 2]), &[9; 32])
+            .unwrap();
+        store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
+    }
+    // Reopening must not re-run the migration (it would fail on CREATE TABLE).
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&raw(&path)), 1);
+    assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
+    assert_eq!(
+        store.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 1, 10))
+    );
+    drop(store);
+
+    // And a third time, to be sure reopening is repeatable.
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.history("Patient", None, 0, 10).unwrap().total, 1);
+}
+
+#[test]
+fn two_stores_on_one_file_see_each_others_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let a = SqliteStore::open(&path).unwrap();
+    let b = SqliteStore::open(&path).unwrap();
+    a.write(&[create("Patient", "p1", 10, &[])]).unwrap();
+    assert_eq!(
+        b.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 1, 10))
+    );
+    // b's precondition check sees a's commit.
+    crate::common::assert_conflict(b.write(&[create("Patient", "p1", 11, &[])]));
+}
+
+#[test]
+fn schema_newer_than_supported_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        let store = SqliteStore::open(&path).unwrap();
+        store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
+    }
+    raw(&path).pragma_update(None, "user_version", 2).unwrap();
+
+    match SqliteStore::open(&path) {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!(found, 2);
+            assert_eq!(supported, 1);
+        }
+        Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
+        Ok(_) => panic!("expected SchemaTooNew, the store opened"),
+    }
+
+    // The refused open left the file alone.
+    let conn = raw(&path);
+    assert_eq!(user_version(&conn), 2);
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+}
+
+#[test]
+fn empty_file_with_future_user_version_is_refused_without_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    raw(&path).pragma_update(None, "user_version", 7).unwrap();
+
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::SchemaTooNew {
+            found: 7,
+            supported: 1
+        })
+    ));
+    let tables: i64 = raw(&path)
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "no migration may run on a too-new schema");
+}
+
+#[test]
+fn open_in_a_missing_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no/such/dir/medvault.db");
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::Database(_))
+    ));
+}

@@ -1,0 +1,268 @@
+//! Search over current resources: token AND/OR, id and time filters, paging and ordering.
+
+use medvault_store::{SqliteStore, Store, StoreQuery, Token};
+use tempfile::TempDir;
+
+use crate::common::{create, delete, ids, open_store, record, tok, update};
+
+const A: u8 = 0xA;
+const B: u8 = 0xB;
+const C: u8 = 0xC;
+
+/// Patients written in this order (deliberately not sorted by id), with tokens and times:
+/// p3 {A,B} @1000, p1 {A,C} @2000, p5 {B,C} @3000, p2 {A} @4000, p4 {} @5000.
+/// Plus an Observation "o1" carrying every token, which a Patient search must never return.
+fn fixture() -> (TempDir, SqliteStore) {
+    let (dir, store) = open_store();
+    let rows: [(&str, i64, &[Token]); 5] = [
+        ("p3", 1000, &[tok(A), tok(B)]),
+        ("p1", 2000, &[tok(A), tok(C)]),
+        ("p5", 3000, &[tok(B), tok(C)]),
+        ("p2", 4000, &[tok(A)]),
+        ("p4", 5000, &[]),
+    ];
+    for (id, ms, tokens) in rows {
+        store.write(&[create("Patient", id, ms, tokens)]).unwrap();
+    }
+    store
+        .write(&[create("Observation", "o1", 1500, &[tok(A), tok(B), tok(C)])])
+        .unwrap();
+    (dir, store)
+}
+
+fn patients() -> StoreQuery {
+    StoreQuery {
+        rtype: "Patient".into(),
+        ..StoreQuery::default()
+    }
+}
+
+fn tokens(groups: &[&[u8]]) -> StoreQuery {
+    StoreQuery {
+        all_of: groups
+            .iter()
+            .map(|g| g.iter().map(|&t| tok(t)).collect())
+            .collect(),
+        ..patients()
+    }
+}
+
+/// Runs the query both paged (one big page) and unpaged and checks they agree.
+fn found(store: &SqliteStore, query: &StoreQuery) -> Vec<String> {
+    let all = store.search_all(query).unwrap();
+    let page = store.search(query, 0, 1000).unwrap();
+    assert_eq!(page.records, all, "search and search_all disagree");
+    assert_eq!(page.total, all.len() as u64);
+    all.into_iter().map(|r| r.id).collect()
+}
+
+#[test]
+fn no_filters_returns_every_current_resource_in_insertion_order() {
+    let (_dir, store) = fixture();
+    assert_eq!(found(&store, &patients()), ["p3", "p1", "p5", "p2", "p4"]);
+    assert_eq!(
+        store.search_all(&patients()).unwrap()[1],
+        record("Patient", "p1", 1, 2000)
+    );
+    let obs = StoreQuery {
+        rtype: "Observation".into(),
+        ..StoreQuery::default()
+    };
+    assert_eq!(found(&store, &obs), ["o1"]);
+    let none = StoreQuery {
+        rtype: "Encounter".into(),
+        ..StoreQuery::default()
+    };
+    assert!(found(&store, &none).is_empty());
+}
+
+#[test]
+fn single_token() {
+    let (_dir, store) = fixture();
+    assert_eq!(found(&store, &tokens(&[&[A]])), ["p3", "p1", "p2"]);
+    assert_eq!(found(&store, &tokens(&[&[B]])), ["p3", "p5"]);
+    assert!(found(&store, &tokens(&[&[0xEE]])).is_empty());
+}
+
+#[test]
+fn and_across_groups() {
+    let (_dir, store) = fixture();
+    assert_eq!(found(&store, &tokens(&[&[A], &[B]])), ["p3"]);
+    assert_eq!(found(&store, &tokens(&[&[A], &[C]])), ["p1"]);
+    assert!(found(&store, &tokens(&[&[A], &[B], &[C]])).is_empty());
+    // The same group twice is the same as once.
+    assert_eq!(found(&store, &tokens(&[&[A], &[A]])), ["p3", "p1", "p2"]);
+}
+
+#[test]
+fn or_within_a_group() {
+    let (_dir, store) = fixture();
+    assert_eq!(found(&store, &tokens(&[&[B, C]])), ["p3", "p1", "p5"]);
+    assert_eq!(
+        found(&store, &tokens(&[&[A, B, C]])),
+        ["p3", "p1", "p5", "p2"]
+    );
+    // A resource matching several alternatives is returned once.
+    assert_eq!(found(&store, &tokens(&[&[A, B]])), ["p3", "p1", "p5", "p2"]);
+}
+
+#[test]
+fn and_of_ors() {
+    let (_dir, store) = fixture();
+    // (A) AND (B OR C)
+    assert_eq!(found(&store, &tokens(&[&[A], &[B, C]])), ["p3", "p1"]);
+    // (A OR B) AND (C OR 0xEE)
+    assert_eq!(found(&store, &tokens(&[&[A, B], &[C, 0xEE]])), ["p1", "p5"]);
+}
+
+#[test]
+fn an_empty_group_matches_nothing() {
+    let (_dir, store) = fixture();
+    assert!(found(&store, &tokens(&[&[]])).is_empty());
+    assert!(found(&store, &tokens(&[&[A], &[]])).is_empty());
+}
+
+#[test]
+fn ids_filter() {
+    let (_dir, store) = fixture();
+    let q = StoreQuery {
+        ids: Some(vec![
+            "p2".into(),
+            "p3".into(),
+            "missing".into(),
+            "o1".into(),
+        ]),
+        ..patients()
+    };
+    // Insertion order, not the order of the id list.
+    assert_eq!(found(&store, &q), ["p3", "p2"]);
+
+    let q = StoreQuery {
+        ids: Some(vec!["p1".into(), "p2".into(), "p5".into()]),
+        ..tokens(&[&[A]])
+    };
+    assert_eq!(found(&store, &q), ["p1", "p2"]);
+
+    let q = StoreQuery {
+        ids: Some(Vec::new()),
+        ..patients()
+    };
+    assert!(found(&store, &q).is_empty());
+}
+
+#[test]
+fn updated_bounds_are_inclusive_from_and_exclusive_until() {
+    let (_dir, store) = fixture();
+    let q = |from: Option<i64>, until: Option<i64>| StoreQuery {
+        updated_from_ms: from,
+        updated_until_ms: until,
+        ..patients()
+    };
+    assert_eq!(found(&store, &q(Some(2000), Some(4000))), ["p1", "p5"]);
+    assert_eq!(found(&store, &q(Some(2001), Some(4001))), ["p5", "p2"]);
+    assert_eq!(found(&store, &q(Some(4000), None)), ["p2", "p4"]);
+    assert_eq!(found(&store, &q(None, Some(2000))), ["p3"]);
+    assert!(found(&store, &q(Some(3000), Some(3000))).is_empty());
+
+    let combined = StoreQuery {
+        updated_from_ms: Some(1500),
+        ..tokens(&[&[A]])
+    };
+    assert_eq!(found(&store, &combined), ["p1", "p2"]);
+}
+
+#[test]
+fn paging_with_total() {
+    let (_dir, store) = fixture();
+    let q = patients();
+
+    let page = store.search(&q, 0, 2).unwrap();
+    assert_eq!(ids(&page.records), ["p3", "p1"]);
+    assert_eq!(page.total, 5);
+
+    let page = store.search(&q, 2, 2).unwrap();
+    assert_eq!(ids(&page.records), ["p5", "p2"]);
+    assert_eq!(page.total, 5);
+
+    let page = store.search(&q, 4, 2).unwrap();
+    assert_eq!(ids(&page.records), ["p4"]);
+    assert_eq!(page.total, 5);
+
+    let page = store.search(&q, 10, 2).unwrap();
+    assert!(page.records.is_empty());
+    assert_eq!(page.total, 5);
+
+    let page = store.search(&q, 0, 0).unwrap();
+    assert!(page.records.is_empty());
+    assert_eq!(page.total, 5);
+
+    // The total counts matches of the filter, not the page.
+    let page = store.search(&tokens(&[&[A]]), 1, 1).unwrap();
+    assert_eq!(ids(&page.records), ["p1"]);
+    assert_eq!(page.total, 3);
+}
+
+#[test]
+fn search_all_returns_everything_beyond_any_page_size() {
+    let (_dir, store) = open_store();
+    let batch: Vec<_> = (0..250)
+        .map(|i| create("Patient", &format!("id-{i:03}"), i, &[tok((i % 2) as u8)]))
+        .collect();
+    store.write(&batch).unwrap();
+
+    let all = store.search_all(&patients()).unwrap();
+    assert_eq!(all.len(), 250);
+    let expected: Vec<String> = (0..250).map(|i| format!("id-{i:03}")).collect();
+    assert_eq!(ids(&all), expected);
+
+    let odd = store
+        .search_all(&StoreQuery {
+            all_of: vec![vec![tok(1)]],
+            ..patients()
+        })
+        .unwrap();
+    assert_eq!(odd.len(), 125);
+    assert!(odd.iter().all(|r| r.updated_ms % 2 == 1));
+    assert_eq!(store.search(&patients(), 0, 10).unwrap().total, 250);
+}
+
+#[test]
+fn only_the_current_version_is_returned_and_old_tokens_are_gone() {
+    let (_dir, store) = fixture();
+    // p3 drops A and B for C.
+    store
+        .write(&[update("Patient", "p3", 2, 6000, &[tok(C)])])
+        .unwrap();
+
+    assert_eq!(found(&store, &tokens(&[&[A]])), ["p1", "p2"]);
+    assert_eq!(found(&store, &tokens(&[&[B]])), ["p5"]);
+    assert!(found(&store, &tokens(&[&[A], &[B]])).is_empty());
+    assert!(found(&store, &tokens(&[&[C]])).contains(&"p3".to_owned()));
+
+    // One row per resource, and it is the new version.
+    let all = store.search_all(&patients()).unwrap();
+    assert_eq!(all.len(), 5);
+    let p3 = all.iter().find(|r| r.id == "p3").unwrap();
+    assert_eq!(*p3, record("Patient", "p3", 2, 6000));
+
+    // Time filters apply to the current version only: p3's old timestamp no longer matches.
+    let early = StoreQuery {
+        updated_until_ms: Some(1500),
+        ..patients()
+    };
+    assert!(found(&store, &early).is_empty());
+}
+
+#[test]
+fn deleted_resources_are_not_found() {
+    let (_dir, store) = fixture();
+    store.write(&[delete("Patient", "p1", 2, 7000)]).unwrap();
+    assert_eq!(found(&store, &patients()), ["p3", "p5", "p2", "p4"]);
+    assert_eq!(found(&store, &tokens(&[&[C]])), ["p5"]);
+    let q = StoreQuery {
+        ids: Some(vec!["p1".into()]),
+        ..patients()
+    };
+    assert!(found(&store, &q).is_empty());
+    assert_eq!(store.search(&patients(), 0, 1).unwrap().total, 4);
+}

@@ -1,0 +1,391 @@
+//! Writing versions: preconditions, atomic batches, deletions, current/version lookups, history.
+
+use medvault_store::{Body, NewVersion, Store, StoreQuery};
+
+use crate::common::{
+    assert_conflict, create, db_path, delete, ids, open_store, record, tok, token_rows, update,
+};
+
+fn by_token(rtype: &str, t: u8) -> StoreQuery {
+    StoreQuery {
+        rtype: rtype.to_owned(),
+        all_of: vec![vec![tok(t)]],
+        ..StoreQuery::default()
+    }
+}
+
+#[test]
+fn create_update_and_read_versions() {
+    let (_dir, store) = open_store();
+    assert_eq!(store.current("Patient", "p1").unwrap(), None);
+
+    store.write(&[create("Patient", "p1", 100, &[])]).unwrap();
+    assert_eq!(
+        store.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 1, 100))
+    );
+
+    store
+        .write(&[update("Patient", "p1", 2, 200, &[])])
+        .unwrap();
+    let current = store.current("Patient", "p1").unwrap().unwrap();
+    assert_eq!(current, record("Patient", "p1", 2, 200));
+    assert!(!current.is_deleted());
+
+    assert_eq!(
+        store.version("Patient", "p1", 1).unwrap(),
+        Some(record("Patient", "p1", 1, 100))
+    );
+    assert_eq!(
+        store.version("Patient", "p1", 2).unwrap(),
+        Some(record("Patient", "p1", 2, 200))
+    );
+    assert_eq!(store.version("Patient", "p1", 3).unwrap(), None);
+    // The type is part of the key.
+    assert_eq!(store.current("Observation", "p1").unwrap(), None);
+    assert_eq!(store.version("Observation", "p1", 1).unwrap(), None);
+}
+
+#[test]
+fn same_id_in_two_types_are_independent() {
+    let (_dir, store) = open_store();
+    store
+        .write(&[
+            create("Patient", "x", 1, &[tok(1)]),
+            create("Observation", "x", 2, &[tok(1)]),
+        ])
+        .unwrap();
+    store.write(&[update("Patient", "x", 2, 3, &[])]).unwrap();
+    assert_eq!(store.current("Patient", "x").unwrap().unwrap().version, 2);
+    assert_eq!(
+        store.current("Observation", "x").unwrap().unwrap().version,
+        1
+    );
+    assert_eq!(
+        ids(&store.search_all(&by_token("Observation", 1)).unwrap()),
+        ["x"]
+    );
+    assert!(store
+        .search_all(&by_token("Patient", 1))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn wrong_preconditions_are_conflicts_and_change_nothing() {
+    let (dir, store) = open_store();
+    store
+        .write(&[create("Patient", "p1", 100, &[tok(1)])])
+        .unwrap();
+
+    // Create of an existing resource.
+    assert_conflict(store.write(&[create("Patient", "p1", 101, &[tok(2)])]));
+    // Update expecting a stale or future version.
+    let mut stale = update("Patient", "p1", 2, 102, &[tok(2)]);
+    stale.expected_current = Some(0);
+    assert_conflict(store.write(&[stale]));
+    assert_conflict(store.write(&[update("Patient", "p1", 3, 103, &[tok(2)])]));
+    // Update of a resource that does not exist.
+    assert_conflict(store.write(&[update("Patient", "nope", 2, 104, &[])]));
+
+    assert_eq!(
+        store.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 1, 100))
+    );
+    assert_eq!(store.current("Patient", "nope").unwrap(), None);
+    assert_eq!(store.history("Patient", None, 0, 100).unwrap().total, 1);
+    assert_eq!(token_rows(&db_path(&dir), "Patient", "p1"), 1);
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 1)).unwrap()),
+        ["p1"]
+    );
+}
+
+#[test]
+fn a_conflict_late_in_a_batch_rolls_back_the_whole_batch() {
+    let (dir, store) = open_store();
+
+    // Two creates where the second has a precondition that cannot hold: neither is stored.
+    let mut bad = create("Patient", "b", 2, &[tok(2)]);
+    bad.expected_current = Some(1);
+    assert_conflict(store.write(&[create("Patient", "a", 1, &[tok(1)]), bad]));
+    assert_eq!(store.current("Patient", "a").unwrap(), None);
+    assert_eq!(store.current("Patient", "b").unwrap(), None);
+    assert_eq!(store.history("Patient", None, 0, 100).unwrap().total, 0);
+    assert_eq!(token_rows(&db_path(&dir), "Patient", "a"), 0);
+
+    // With existing resources: the first update (which would retire v1 and swap tokens)
+    // must be undone when the second entry conflicts.
+    store
+        .write(&[
+            create("Patient", "a", 10, &[tok(1)]),
+            create("Patient", "b", 11, &[tok(1)]),
+        ])
+        .unwrap();
+    assert_conflict(store.write(&[
+        update("Patient", "a", 2, 20, &[tok(9)]),
+        update("Patient", "b", 3, 21, &[tok(9)]),
+    ]));
+    assert_eq!(
+        store.current("Patient", "a").unwrap(),
+        Some(record("Patient", "a", 1, 10))
+    );
+    assert_eq!(store.version("Patient", "a", 2).unwrap(), None);
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 1)).unwrap()),
+        ["a", "b"]
+    );
+    assert!(store
+        .search_all(&by_token("Patient", 9))
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.history("Patient", None, 0, 100).unwrap().total, 2);
+
+    // The connection is still usable after the rolled-back transaction.
+    store
+        .write(&[update("Patient", "a", 2, 30, &[tok(9)])])
+        .unwrap();
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 9)).unwrap()),
+        ["a"]
+    );
+}
+
+#[test]
+fn a_batch_may_chain_versions_of_one_resource() {
+    let (_dir, store) = open_store();
+    store
+        .write(&[
+            create("Patient", "p1", 1, &[tok(1)]),
+            update("Patient", "p1", 2, 2, &[tok(2)]),
+            create("Patient", "p2", 3, &[tok(1)]),
+            update("Patient", "p1", 3, 4, &[tok(3)]),
+        ])
+        .unwrap();
+    assert_eq!(
+        store.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 3, 4))
+    );
+    assert_eq!(
+        store.history("Patient", Some("p1"), 0, 10).unwrap().total,
+        3
+    );
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 1)).unwrap()),
+        ["p2"]
+    );
+    assert!(store
+        .search_all(&by_token("Patient", 2))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 3)).unwrap()),
+        ["p1"]
+    );
+}
+
+#[test]
+fn an_empty_batch_is_a_no_op() {
+    let (_dir, store) = open_store();
+    store.write(&[]).unwrap();
+    assert_eq!(store.history("Patient", None, 0, 10).unwrap().total, 0);
+}
+
+#[test]
+fn deletion_marks_current_and_drops_tokens() {
+    let (dir, store) = open_store();
+    let path = db_path(&dir);
+    store
+        .write(&[
+            create("Patient", "p1", 100, &[tok(1), tok(2)]),
+            create("Patient", "p2", 101, &[tok(1)]),
+        ])
+        .unwrap();
+    assert_eq!(token_rows(&path, "Patient", "p1"), 2);
+
+    store.write(&[delete("Patient", "p1", 2, 200)]).unwrap();
+
+    let current = store.current("Patient", "p1").unwrap().unwrap();
+    assert!(current.is_deleted());
+    assert_eq!(current.version, 2);
+    assert_eq!(current.updated_ms, 200);
+    assert_eq!(current.body, None);
+    // The old version is still readable.
+    assert_eq!(
+        store.version("Patient", "p1", 1).unwrap(),
+        Some(record("Patient", "p1", 1, 100))
+    );
+
+    assert_eq!(token_rows(&path, "Patient", "p1"), 0);
+    assert_eq!(token_rows(&path, "Patient", "p2"), 1);
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 1)).unwrap()),
+        ["p2"]
+    );
+    assert!(store
+        .search_all(&by_token("Patient", 2))
+        .unwrap()
+        .is_empty());
+    let all = StoreQuery {
+        rtype: "Patient".into(),
+        ..StoreQuery::default()
+    };
+    let page = store.search(&all, 0, 10).unwrap();
+    assert_eq!(ids(&page.records), ["p2"]);
+    assert_eq!(page.total, 1);
+
+    // The deletion is in the history.
+    let history = store.history("Patient", Some("p1"), 0, 10).unwrap();
+    assert_eq!(history.total, 2);
+    assert!(history.records[0].is_deleted());
+
+    // Deleting again needs the deletion's version as precondition.
+    assert_conflict(store.write(&[delete("Patient", "p1", 2, 250)]));
+    // Re-creating after deletion continues the version chain and indexes again.
+    store
+        .write(&[update("Patient", "p1", 3, 300, &[tok(3)])])
+        .unwrap();
+    assert_eq!(
+        store.current("Patient", "p1").unwrap(),
+        Some(record("Patient", "p1", 3, 300))
+    );
+    assert_eq!(
+        ids(&store.search_all(&by_token("Patient", 3)).unwrap()),
+        ["p1"]
+    );
+    assert!(store
+        .search_all(&by_token("Patient", 2))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn tokens_given_with_a_deletion_are_ignored() {
+    let (dir, store) = open_store();
+    store
+        .write(&[create("Patient", "p1", 1, &[tok(1)])])
+        .unwrap();
+    let mut del = delete("Patient", "p1", 2, 2);
+    del.tokens = vec![tok(1), tok(5)];
+    store.write(&[del]).unwrap();
+    assert_eq!(token_rows(&db_path(&dir), "Patient", "p1"), 0);
+    assert!(store
+        .search_all(&by_token("Patient", 5))
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn an_empty_inline_body_is_not_a_deletion() {
+    let (_dir, store) = open_store();
+    let mut nv = create("Binary", "empty", 1, &[tok(1)]);
+    nv.record.body = Some(Body::Inline(Vec::new()));
+    store.write(std::slice::from_ref(&nv)).unwrap();
+
+    let current = store.current("Binary", "empty").unwrap().unwrap();
+    assert!(!current.is_deleted());
+    assert_eq!(current, nv.record);
+    assert_eq!(
+        ids(&store.search_all(&by_token("Binary", 1)).unwrap()),
+        ["empty"]
+    );
+}
+
+#[test]
+fn owner_and_binary_body_round_trip_exactly() {
+    let (_dir, store) = open_store();
+    let mut nv = create("Observation", "o1", -5, &[]);
+    nv.record.owner = vec![0, 0xFF, 0, 0x80];
+    nv.record.body = Some(Body::Inline((0..=255u8).collect()));
+    store.write(std::slice::from_ref(&nv)).unwrap();
+    assert_eq!(store.current("Observation", "o1").unwrap(), Some(nv.record));
+}
+
+/// Patient a: v1 v2 v3, Patient b: v1 v2, Observation o: v1, interleaved in time.
+fn history_fixture() -> (tempfile::TempDir, medvault_store::SqliteStore) {
+    let (dir, store) = open_store();
+    let steps: Vec<NewVersion> = vec![
+        create("Patient", "a", 1, &[]),
+        create("Patient", "b", 2, &[]),
+        create("Observation", "o", 3, &[]),
+        update("Patient", "a", 2, 4, &[]),
+        update("Patient", "b", 2, 5, &[]),
+        update("Patient", "a", 3, 6, &[]),
+    ];
+    for step in steps {
+        store.write(&[step]).unwrap();
+    }
+    (dir, store)
+}
+
+fn versions(records: &[medvault_store::VersionRecord]) -> Vec<(&str, i64)> {
+    records.iter().map(|r| (r.id.as_str(), r.version)).collect()
+}
+
+#[test]
+fn history_of_one_resource_is_newest_first() {
+    let (_dir, store) = history_fixture();
+    let page = store.history("Patient", Some("a"), 0, 10).unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(versions(&page.records), [("a", 3), ("a", 2), ("a", 1)]);
+    assert_eq!(page.records[2], record("Patient", "a", 1, 1));
+
+    let none = store.history("Patient", Some("zzz"), 0, 10).unwrap();
+    assert_eq!(none.total, 0);
+    assert!(none.records.is_empty());
+}
+
+#[test]
+fn history_of_a_type_is_newest_first_and_excludes_other_types() {
+    let (_dir, store) = history_fixture();
+    let page = store.history("Patient", None, 0, 10).unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(
+        versions(&page.records),
+        [("a", 3), ("b", 2), ("a", 2), ("b", 1), ("a", 1)]
+    );
+    let obs = store.history("Observation", None, 0, 10).unwrap();
+    assert_eq!(obs.total, 1);
+    assert_eq!(versions(&obs.records), [("o", 1)]);
+}
+
+#[test]
+fn history_pages_with_offset_and_limit() {
+    let (_dir, store) = history_fixture();
+
+    let page = store.history("Patient", None, 1, 2).unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(versions(&page.records), [("b", 2), ("a", 2)]);
+
+    let page = store.history("Patient", None, 4, 2).unwrap();
+    assert_eq!(page.total, 5);
+    assert_eq!(versions(&page.records), [("a", 1)]);
+
+    let page = store.history("Patient", None, 5, 2).unwrap();
+    assert_eq!(page.total, 5);
+    assert!(page.records.is_empty());
+
+    let page = store.history("Patient", Some("a"), 1, 1).unwrap();
+    assert_eq!(page.total, 3);
+    assert_eq!(versions(&page.records), [("a", 2)]);
+
+    let page = store.history("Patient", Some("a"), 0, 0).unwrap();
+    assert_eq!(page.total, 3);
+    assert!(page.records.is_empty());
+
+    // Walking the pages covers every entry exactly once, newest first.
+    let mut walked = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page = store.history("Patient", None, offset, 2).unwrap();
+        if page.records.is_empty() {
+            break;
+        }
+        offset += page.records.len();
+        walked.extend(page.records);
+    }
+    assert_eq!(
+        walked,
+        store.history("Patient", None, 0, 100).unwrap().records
+    );
+}
