@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use crate::clock::format_instant;
 use crate::outcome;
 use crate::repo::{
-    new_uuid, parse_query_string, PendingKeys, RepoError, Repository, Result, Stored,
+    new_uuid, parse_query_string, PendingKeys, PreparedWrite, RepoError, Repository, Result, Stored,
 };
+use crate::vault::Keys;
 
 /// Largest number of entries accepted in one Bundle.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -46,7 +47,7 @@ pub fn parse_etag(v: &str) -> Option<i64> {
         .ok()
 }
 
-fn parse_entries(bundle: &Value) -> Result<(bool, Vec<Entry>)> {
+fn parse_entries(mut bundle: Value) -> Result<(bool, Vec<Entry>)> {
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
         return Err(RepoError::BadRequest(
             "POST to the base URL expects a Bundle".into(),
@@ -61,9 +62,10 @@ fn parse_entries(bundle: &Value) -> Result<(bool, Vec<Entry>)> {
             ))
         }
     };
-    let raw = match bundle.get("entry") {
-        None => &[][..],
-        Some(Value::Array(a)) => a.as_slice(),
+    // Take the entries out of the bundle rather than copying every resource.
+    let mut raw = match bundle.get_mut("entry").map(Value::take) {
+        None => Vec::new(),
+        Some(Value::Array(a)) => a,
         Some(_) => {
             return Err(RepoError::BadRequest(
                 "Bundle.entry must be an array".into(),
@@ -76,7 +78,10 @@ fn parse_entries(bundle: &Value) -> Result<(bool, Vec<Entry>)> {
         )));
     }
     let mut entries = Vec::with_capacity(raw.len());
-    for (index, e) in raw.iter().enumerate() {
+    for (index, e) in raw.iter_mut().enumerate() {
+        // Take the resource first; everything else is read from what remains.
+        let resource = e.get_mut("resource").map(Value::take);
+        let e = &*e;
         let request = e
             .get("request")
             .ok_or_else(|| bad(index, "request is required"))?;
@@ -98,7 +103,6 @@ fn parse_entries(bundle: &Value) -> Result<(bool, Vec<Entry>)> {
             .ok_or_else(|| bad(index, "request.url is required"))?
             .trim_start_matches('/')
             .to_string();
-        let resource = e.get("resource").cloned();
         if matches!(method, Method::Post | Method::Put) && resource.is_none() {
             return Err(bad(index, "resource is required for POST and PUT"));
         }
@@ -147,7 +151,7 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
 }
 
 pub(crate) fn process(repo: &Repository, bundle: Value) -> Result<Value> {
-    let (transaction, entries) = parse_entries(&bundle)?;
+    let (transaction, entries) = parse_entries(bundle)?;
     if transaction {
         run_transaction(repo, entries)
     } else {
@@ -232,6 +236,94 @@ fn read_entry(
             });
             Ok(json!({ "resource": inner, "response": { "status": "200 OK" } }))
         }
+    }
+}
+
+/// A write of a transaction before preparation.
+struct Job {
+    index: usize,
+    rtype: String,
+    id: String,
+    version: i64,
+    expected: Option<i64>,
+    resource: Value,
+    created: bool,
+}
+
+enum Work {
+    Job(Job),
+    /// Already prepared (deletions need no encryption).
+    Ready(usize, PreparedWrite),
+}
+
+/// Below this many writes a transaction is prepared on the calling thread.
+const PARALLEL_MIN: usize = 64;
+
+/// Prepare every write, in entry order; the first failing entry (by index) is the error.
+fn prepare_all(
+    repo: &Repository,
+    keys: &Keys,
+    work: Vec<Work>,
+    now: i64,
+    pending: &PendingKeys,
+) -> Result<Vec<(usize, PreparedWrite, bool)>> {
+    let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
+        match w {
+            Work::Ready(index, p) => Ok((index, p, false)),
+            Work::Job(j) => {
+                let p = repo
+                    .prepare_version(
+                        keys, &j.rtype, &j.id, j.version, j.expected, j.resource, now, pending,
+                    )
+                    .map_err(|err| in_entry(j.index, err))?;
+                Ok((j.index, p, j.created))
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || work.len() < PARALLEL_MIN {
+        return work.into_iter().map(one).collect();
+    }
+    // Contiguous chunks keep entry order when the results are concatenated.
+    let chunk = work.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<Work>> = Vec::new();
+    let mut it = work.into_iter().peekable();
+    while it.peek().is_some() {
+        chunks.push(it.by_ref().take(chunk).collect());
+    }
+    let results: Vec<Result<Vec<(usize, PreparedWrite, bool)>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|c| s.spawn(|| c.into_iter().map(one).collect::<Result<Vec<_>>>()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or(Err(RepoError::Internal("worker panicked")))
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// Point validation issues at the transaction entry they came from.
+fn in_entry(index: usize, err: RepoError) -> RepoError {
+    match err {
+        RepoError::Invalid(issues) => RepoError::Invalid(
+            issues
+                .into_iter()
+                .map(|mut i| {
+                    i.expression = format!("Bundle.entry[{index}].resource.{}", i.expression);
+                    i
+                })
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -333,22 +425,22 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
         plans.push(plan);
     }
 
-    // 2. Rewrite references, then prepare every write (validation happens here).
-    let mut writes = Vec::new();
-    let mut pending = PendingKeys::default();
-    let mut write_slot = vec![None; entries.len()];
+    // 2. Rewrite references and decide each write's version (reads the store).
+    let mut work: Vec<Work> = Vec::new();
     for (e, plan) in entries.iter_mut().zip(&plans) {
         if let Some(r) = e.resource.as_mut() {
             medvault_fhir::rewrite_references(r, &map);
         }
-        let prepared = match plan {
-            Plan::Create { rtype, id } => {
-                let r = e.resource.take().unwrap_or(Value::Null);
-                Some((
-                    repo.prepare_version(&keys, rtype, id, 1, None, r, now, &mut pending),
-                    true,
-                ))
-            }
+        match plan {
+            Plan::Create { rtype, id } => work.push(Work::Job(Job {
+                index: e.index,
+                rtype: rtype.clone(),
+                id: id.clone(),
+                version: 1,
+                expected: None,
+                resource: e.resource.take().unwrap_or(Value::Null),
+                created: true,
+            })),
             Plan::Update { rtype, id } => {
                 let mut r = e.resource.take().unwrap_or(Value::Null);
                 match r.get("id").and_then(Value::as_str) {
@@ -374,19 +466,15 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                 }
                 let created = current.as_ref().is_none_or(|c| c.is_deleted());
                 let cur = current.map(|c| c.version);
-                Some((
-                    repo.prepare_version(
-                        &keys,
-                        rtype,
-                        id,
-                        cur.unwrap_or(0) + 1,
-                        cur,
-                        r,
-                        now,
-                        &mut pending,
-                    ),
+                work.push(Work::Job(Job {
+                    index: e.index,
+                    rtype: rtype.clone(),
+                    id: id.clone(),
+                    version: cur.unwrap_or(0) + 1,
+                    expected: cur,
+                    resource: r,
                     created,
-                ))
+                }));
             }
             Plan::Delete { rtype, id } => match repo.current_record(rtype, id)? {
                 Some(cur) if !cur.is_deleted() => {
@@ -395,40 +483,39 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                             "If-Match does not match the current version",
                         ));
                     }
-                    Some((Ok(repo.prepare_delete(&cur, now)), false))
+                    work.push(Work::Ready(e.index, repo.prepare_delete(&cur, now)));
                 }
                 _ if e.if_match.is_some() => {
                     return Err(RepoError::PreconditionFailed(
                         "If-Match given for a resource that does not exist",
                     ))
                 }
-                _ => None,
+                _ => {}
             },
-            Plan::Existing(_) | Plan::Get => None,
-        };
-        if let Some((p, created)) = prepared {
-            let p = p.map_err(|err| match err {
-                RepoError::Invalid(issues) => RepoError::Invalid(
-                    issues
-                        .into_iter()
-                        .map(|mut i| {
-                            i.expression =
-                                format!("Bundle.entry[{}].resource.{}", e.index, i.expression);
-                            i
-                        })
-                        .collect(),
-                ),
-                other => other,
-            })?;
-            write_slot[e.index] = Some((writes.len(), created));
-            writes.push(p);
+            Plan::Existing(_) | Plan::Get => {}
         }
     }
 
-    // 3. One atomic commit for all writes.
+    // 3. Data keys for new patients (sequential, cheap), then validate, encrypt and index
+    //    every write, on all cores for large transactions.
+    let mut pending = PendingKeys::default();
+    for w in &work {
+        if let Work::Job(j) = w {
+            repo.ensure_dek(&keys, &j.rtype, &j.id, &j.resource, &mut pending)?;
+        }
+    }
+    let prepared = prepare_all(repo, &keys, work, now, &pending)?;
+    let mut writes = Vec::with_capacity(prepared.len());
+    let mut write_slot = vec![None; entries.len()];
+    for (index, p, created) in prepared {
+        write_slot[index] = Some((writes.len(), created));
+        writes.push(p);
+    }
+
+    // 4. One atomic commit for all writes.
     let stored = repo.commit_all(&keys, writes, pending)?;
 
-    // 4. Reads run after the writes, as FHIR orders them.
+    // 5. Reads run after the writes, as FHIR orders them.
     let mut out = Vec::with_capacity(entries.len());
     for (e, plan) in entries.iter().zip(plans) {
         let v = match plan {

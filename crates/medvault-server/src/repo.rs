@@ -142,6 +142,18 @@ fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// The name of the data-key owner of a resource: its patient ("Patient/<id>"; a Patient owns
+/// itself) or, for resources outside any patient's record, the system.
+fn owner_of(rtype: &str, id: &str, resource: &Value) -> String {
+    if rtype == "Patient" {
+        return format!("Patient/{id}");
+    }
+    match medvault_fhir::patient_of(resource) {
+        Some(patient) => format!("Patient/{patient}"),
+        None => SYSTEM_OWNER.to_string(),
+    }
+}
+
 /// A random RFC 4122 version-4 UUID from the injected randomness.
 pub fn new_uuid(rng: &dyn Random) -> Result<String> {
     let mut b = [0u8; 16];
@@ -234,6 +246,30 @@ impl Repository {
         RepoError::Integrity
     }
 
+    /// The data key a new version will be encrypted under: one that exists, or one made
+    /// ready in `pending` by `ensure_dek` beforehand.
+    fn dek_ready(&self, keys: &Keys, owner: &[u8], pending: &PendingKeys) -> Result<Arc<AeadKey>> {
+        if let Some((k, _)) = pending.map.get(owner) {
+            return Ok(k.clone());
+        }
+        self.dek(keys, owner, None)?
+            .ok_or(RepoError::Internal("data key not prepared"))
+    }
+
+    /// Make sure the data key of the owner of `resource` exists or is in `pending`. Runs
+    /// before `prepare`, so preparing (the expensive part) can run on several threads.
+    pub(crate) fn ensure_dek(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        id: &str,
+        resource: &Value,
+        pending: &mut PendingKeys,
+    ) -> Result<()> {
+        let owner = keys.owner_token(&owner_of(rtype, id, resource));
+        self.dek(keys, &owner, Some(pending)).map(|_| ())
+    }
+
     /// The data key of `owner`. If none exists and `pending` is given, a new one is created
     /// there (stored later, with the versions that use it).
     fn dek(
@@ -284,7 +320,7 @@ impl Repository {
         expected_current: Option<i64>,
         mut resource: Value,
         now_ms: i64,
-        pending: &mut PendingKeys,
+        pending: &PendingKeys,
     ) -> Result<Prepared> {
         if resource.get("resourceType").and_then(Value::as_str) != Some(rtype) {
             return Err(RepoError::BadRequest(format!(
@@ -322,14 +358,8 @@ impl Repository {
             ));
         }
 
-        let owner_name = match medvault_fhir::patient_of(&resource) {
-            Some(patient) => format!("Patient/{patient}"),
-            None => SYSTEM_OWNER.to_string(),
-        };
-        let owner = keys.owner_token(&owner_name);
-        let dek = self
-            .dek(keys, &owner, Some(pending))?
-            .ok_or(RepoError::Internal("data key"))?;
+        let owner = keys.owner_token(&owner_of(rtype, id, &resource));
+        let dek = self.dek_ready(keys, &owner, pending)?;
         let plaintext = zeroize::Zeroizing::new(
             serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
         );
@@ -386,7 +416,11 @@ impl Repository {
                 block_on(self.blobs.put(&name, bytes))??;
             }
         }
-        let batch: Vec<NewVersion> = prepared.iter().map(|p| p.new.clone()).collect();
+        // Move the versions out (envelopes can be large); `stored` stays for the answer.
+        let batch: Vec<NewVersion> = prepared
+            .iter_mut()
+            .map(|p| std::mem::replace(&mut p.new, NewVersion::placeholder()))
+            .collect();
         let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
         self.store
             .write_with_keys(&new_keys, &batch)
@@ -498,6 +532,7 @@ impl Repository {
         }
         let id = new_uuid(&*self.rng)?;
         let mut pending = PendingKeys::default();
+        self.ensure_dek(&keys, rtype, &id, &resource, &mut pending)?;
         let mut prepared = [self.prepare(
             &keys,
             rtype,
@@ -506,7 +541,7 @@ impl Repository {
             None,
             resource,
             self.clock.now_ms(),
-            &mut pending,
+            &pending,
         )?];
         self.commit(&keys, &mut prepared, pending)?;
         let [p] = prepared;
@@ -577,6 +612,7 @@ impl Repository {
         let created = current.as_ref().is_none_or(|c| c.is_deleted());
         let version = current_version.unwrap_or(0) + 1;
         let mut pending = PendingKeys::default();
+        self.ensure_dek(&keys, rtype, id, &resource, &mut pending)?;
         let mut prepared = [self.prepare(
             &keys,
             rtype,
@@ -585,7 +621,7 @@ impl Repository {
             current_version,
             resource,
             self.clock.now_ms(),
-            &mut pending,
+            &pending,
         )?];
         self.commit(&keys, &mut prepared, pending)?;
         let [p] = prepared;
@@ -910,7 +946,7 @@ impl Repository {
         expected_current: Option<i64>,
         resource: Value,
         now_ms: i64,
-        pending: &mut PendingKeys,
+        pending: &PendingKeys,
     ) -> Result<PreparedWrite> {
         Ok(PreparedWrite(self.prepare(
             keys,

@@ -337,13 +337,19 @@ impl Store for SqliteStore {
                 tx.prepare_cached("DELETE FROM search_token WHERE token = ? AND seq = ?")?;
             let mut add_token =
                 tx.prepare_cached("INSERT OR IGNORE INTO search_token (token, seq) VALUES (?, ?)")?;
+            let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
             for entry in batch {
                 let r = &entry.record;
-                let found: Option<(i64, i64, Option<Vec<u8>>)> = current
-                    .query_row(params![r.rtype, r.id], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
-                    .optional()?;
+                // A create needs no lookup: version 1 of an existing resource violates the
+                // UNIQUE (rtype, id, version) constraint, which is reported as Conflict.
+                let found: Option<(i64, i64, Option<Vec<u8>>)> = match entry.expected_current {
+                    None if r.version == 1 => None,
+                    _ => current
+                        .query_row(params![r.rtype, r.id], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })
+                        .optional()?,
+                };
                 if found.as_ref().map(|f| f.1) != entry.expected_current {
                     return Err(StoreError::Conflict);
                 }
@@ -362,7 +368,7 @@ impl Store for SqliteStore {
                     .body
                     .is_some()
                     .then(|| entry.tokens.iter().flatten().copied().collect());
-                insert.execute(params![
+                let inserted = insert.execute(params![
                     r.rtype,
                     r.id,
                     r.version,
@@ -372,13 +378,25 @@ impl Store for SqliteStore {
                     body,
                     blob_ref,
                     tokens
-                ])?;
+                ]);
+                match inserted {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                    {
+                        return Err(StoreError::Conflict)
+                    }
+                    other => other?,
+                };
                 let seq = tx.last_insert_rowid();
                 if r.body.is_some() {
-                    for token in &entry.tokens {
-                        add_token.execute(params![token.as_slice(), seq])?;
-                    }
+                    new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
                 }
+            }
+            // Insert the whole batch's tokens in key order: neighbouring inserts then land on
+            // the same (cached) B-tree pages instead of all over the index.
+            new_tokens.sort_unstable();
+            for (token, seq) in &new_tokens {
+                add_token.execute(params![token.as_slice(), seq])?;
             }
         }
         // With synchronous=FULL the commit is on disk when this returns.

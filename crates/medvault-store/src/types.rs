@@ -67,6 +67,24 @@ pub struct NewVersion {
     pub tokens: Vec<Token>,
 }
 
+impl NewVersion {
+    /// An empty value to leave behind when moving a version out of a larger structure.
+    pub fn placeholder() -> NewVersion {
+        NewVersion {
+            record: VersionRecord {
+                rtype: String::new(),
+                id: String::new(),
+                version: 0,
+                updated_ms: 0,
+                owner: Vec::new(),
+                body: None,
+            },
+            expected_current: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
 /// A search over current, non-deleted resources of one type.
 #[derive(Clone, Debug, Default)]
 pub struct StoreQuery {

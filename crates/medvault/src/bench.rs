@@ -137,8 +137,8 @@ fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
     conn.execute_batch(
         "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, json BLOB NOT NULL, UNIQUE (rtype, id, version))",
     )?;
+    let rng = SystemRandom::new();
     let start = Instant::now();
-    let mut n: u64 = 0;
     for bundle in data {
         let tx = conn.transaction()?;
         {
@@ -146,14 +146,12 @@ fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
                 "INSERT INTO resource (rtype, id, version, json) VALUES (?, ?, 1, ?)",
             )?;
             for e in bundle["entry"].as_array().into_iter().flatten() {
-                n += 1;
                 let r = &e["resource"];
                 let json = serde_json::to_vec(r)?;
-                stmt.execute(rusqlite::params![
-                    r["resourceType"].as_str(),
-                    format!("id-{n}"),
-                    json
-                ])?;
+                // Random v4 ids, like the ones the server assigns (sequential ids would make
+                // the baseline's index inserts unrealistically cheap).
+                let id = medvault_server::repo::new_uuid(&rng).map_err(|e| anyhow!("{e}"))?;
+                stmt.execute(rusqlite::params![r["resourceType"].as_str(), id, json])?;
             }
         }
         tx.commit()?;

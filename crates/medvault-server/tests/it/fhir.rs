@@ -756,3 +756,59 @@ async fn protocol_errors_are_operation_outcomes_too() {
         .assert_outcome(StatusCode::BAD_REQUEST);
     assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_are_prepared_in_parallel_and_stay_atomic() {
+    let h = Harness::unsealed();
+    let mut entries = Vec::new();
+    for p in 0..20 {
+        let full = format!("urn:uuid:00000000-0000-4000-8000-{p:012}");
+        entries.push(
+            json!({"fullUrl": full, "resource": patient("Bulk", &format!("P{p}"), "1990-01-01"),
+                            "request": {"method": "POST", "url": "Patient"}}),
+        );
+        for o in 0..9 {
+            let mut obs = observation("x", "8867-4", &format!("2024-01-{:02}", o + 1), 60 + o);
+            obs["subject"]["reference"] = json!(full);
+            entries.push(
+                json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}),
+            );
+        }
+    }
+    assert_eq!(entries.len(), 200);
+    // One bad entry deep in the second half: refused, named, nothing stored.
+    let mut bad = entries.clone();
+    bad[151]["resource"]["status"] = json!("bogus");
+    let r = h.call("POST", "/fhir", Some(tx(bad))).await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["expression"][0],
+        "Bundle.entry[151].resource.Observation.status"
+    );
+    assert_eq!(
+        h.call("GET", "/fhir/Observation/_history", None).await.json["total"],
+        0
+    );
+    // The valid one stores everything, each observation under its own patient.
+    let r = h.call("POST", "/fhir", Some(tx(entries))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        h.call("GET", "/fhir/Observation", None).await.json["total"],
+        180
+    );
+    let pid = r.json["entry"][10]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mine = h
+        .call(
+            "GET",
+            &format!("/fhir/Observation?patient={pid}&_count=100"),
+            None,
+        )
+        .await;
+    assert_eq!(mine.json["total"], 9);
+}
