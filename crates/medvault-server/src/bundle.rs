@@ -259,6 +259,84 @@ enum Work {
 /// Below this many writes a transaction is prepared on the calling thread.
 const PARALLEL_MIN: usize = 64;
 
+/// Step 2 of a transaction for one entry: rewrite its references and decide its version.
+fn plan_write(
+    repo: &Repository,
+    e: &mut Entry,
+    plan: &Plan,
+    map: &HashMap<String, String>,
+    now: i64,
+    work: &mut Vec<Work>,
+) -> Result<()> {
+    if let Some(r) = e.resource.as_mut() {
+        medvault_fhir::rewrite_references(r, map);
+    }
+    match plan {
+        Plan::Create { rtype, id } => work.push(Work::Job(Job {
+            index: e.index,
+            rtype: rtype.clone(),
+            id: id.clone(),
+            version: 1,
+            expected: None,
+            resource: e.resource.take().unwrap_or(Value::Null),
+            created: true,
+        })),
+        Plan::Update { rtype, id } => {
+            let mut r = e.resource.take().unwrap_or(Value::Null);
+            match r.get("id").and_then(Value::as_str) {
+                Some(body_id) if body_id == id => {}
+                Some(_) => return Err(bad(e.index, "resource id does not match the url")),
+                None => {
+                    if let Some(o) = r.as_object_mut() {
+                        o.insert("id".into(), Value::String(id.clone()));
+                    }
+                }
+            }
+            let current = repo.current_record(rtype, id)?;
+            if let Some(expected) = e.if_match {
+                let live = current
+                    .as_ref()
+                    .filter(|c| !c.is_deleted())
+                    .map(|c| c.version);
+                if live != Some(expected) {
+                    return Err(RepoError::PreconditionFailed(
+                        "If-Match does not match the current version",
+                    ));
+                }
+            }
+            let created = current.as_ref().is_none_or(|c| c.is_deleted());
+            let cur = current.map(|c| c.version);
+            work.push(Work::Job(Job {
+                index: e.index,
+                rtype: rtype.clone(),
+                id: id.clone(),
+                version: cur.unwrap_or(0) + 1,
+                expected: cur,
+                resource: r,
+                created,
+            }));
+        }
+        Plan::Delete { rtype, id } => match repo.current_record(rtype, id)? {
+            Some(cur) if !cur.is_deleted() => {
+                if e.if_match.is_some_and(|v| v != cur.version) {
+                    return Err(RepoError::PreconditionFailed(
+                        "If-Match does not match the current version",
+                    ));
+                }
+                work.push(Work::Ready(e.index, repo.prepare_delete(&cur, now)));
+            }
+            _ if e.if_match.is_some() => {
+                return Err(RepoError::PreconditionFailed(
+                    "If-Match given for a resource that does not exist",
+                ))
+            }
+            _ => {}
+        },
+        Plan::Existing(_) | Plan::Get => {}
+    }
+    Ok(())
+}
+
 /// Prepare every write, in entry order; the first failing entry (by index) is the error.
 fn prepare_all(
     repo: &Repository,
@@ -323,6 +401,9 @@ fn in_entry(index: usize, err: RepoError) -> RepoError {
                 })
                 .collect(),
         ),
+        RepoError::BadRequest(msg) if !msg.starts_with("Bundle.entry[") => {
+            RepoError::BadRequest(format!("Bundle.entry[{index}]: {msg}"))
+        }
         other => other,
     }
 }
@@ -363,7 +444,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                     }
                     (None, query) => {
                         let pairs = parse_query_string(query.unwrap_or(""));
-                        medvault_fhir::parse_search(rtype, &pairs)?;
+                        crate::repo::parse_query(rtype, &pairs)?;
                     }
                     _ => {}
                 }
@@ -427,72 +508,13 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
 
     // 2. Rewrite references and decide each write's version (reads the store).
     let mut work: Vec<Work> = Vec::new();
+    // An entry that fails here stops planning; entries before it are still prepared so that
+    // the error reported is always the first failing entry's.
+    let mut first_err: Option<RepoError> = None;
     for (e, plan) in entries.iter_mut().zip(&plans) {
-        if let Some(r) = e.resource.as_mut() {
-            medvault_fhir::rewrite_references(r, &map);
-        }
-        match plan {
-            Plan::Create { rtype, id } => work.push(Work::Job(Job {
-                index: e.index,
-                rtype: rtype.clone(),
-                id: id.clone(),
-                version: 1,
-                expected: None,
-                resource: e.resource.take().unwrap_or(Value::Null),
-                created: true,
-            })),
-            Plan::Update { rtype, id } => {
-                let mut r = e.resource.take().unwrap_or(Value::Null);
-                match r.get("id").and_then(Value::as_str) {
-                    Some(body_id) if body_id == id => {}
-                    Some(_) => return Err(bad(e.index, "resource id does not match the url")),
-                    None => {
-                        if let Some(o) = r.as_object_mut() {
-                            o.insert("id".into(), Value::String(id.clone()));
-                        }
-                    }
-                }
-                let current = repo.current_record(rtype, id)?;
-                if let Some(expected) = e.if_match {
-                    let live = current
-                        .as_ref()
-                        .filter(|c| !c.is_deleted())
-                        .map(|c| c.version);
-                    if live != Some(expected) {
-                        return Err(RepoError::PreconditionFailed(
-                            "If-Match does not match the current version",
-                        ));
-                    }
-                }
-                let created = current.as_ref().is_none_or(|c| c.is_deleted());
-                let cur = current.map(|c| c.version);
-                work.push(Work::Job(Job {
-                    index: e.index,
-                    rtype: rtype.clone(),
-                    id: id.clone(),
-                    version: cur.unwrap_or(0) + 1,
-                    expected: cur,
-                    resource: r,
-                    created,
-                }));
-            }
-            Plan::Delete { rtype, id } => match repo.current_record(rtype, id)? {
-                Some(cur) if !cur.is_deleted() => {
-                    if e.if_match.is_some_and(|v| v != cur.version) {
-                        return Err(RepoError::PreconditionFailed(
-                            "If-Match does not match the current version",
-                        ));
-                    }
-                    work.push(Work::Ready(e.index, repo.prepare_delete(&cur, now)));
-                }
-                _ if e.if_match.is_some() => {
-                    return Err(RepoError::PreconditionFailed(
-                        "If-Match given for a resource that does not exist",
-                    ))
-                }
-                _ => {}
-            },
-            Plan::Existing(_) | Plan::Get => {}
+        if let Err(err) = plan_write(repo, e, plan, &map, now, &mut work) {
+            first_err = Some(in_entry(e.index, err));
+            break;
         }
     }
 
@@ -505,6 +527,9 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
         }
     }
     let prepared = prepare_all(repo, &keys, work, now, &pending)?;
+    if let Some(err) = first_err {
+        return Err(err);
+    }
     let mut writes = Vec::with_capacity(prepared.len());
     let mut write_slot = vec![None; entries.len()];
     for (index, p, created) in prepared {

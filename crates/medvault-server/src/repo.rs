@@ -154,6 +154,34 @@ fn owner_of(rtype: &str, id: &str, resource: &Value) -> String {
     }
 }
 
+/// Parse and check a search: `_lastUpdated` is answered from the store's own timestamps at
+/// full precision (returned as a millisecond window); the rest is FHIR search over blind
+/// indexes. Used before running a search and to check transaction reads up front.
+pub(crate) fn parse_query(
+    rtype: &str,
+    pairs: &[(String, String)],
+) -> Result<(SearchQuery, Option<i64>, Option<i64>)> {
+    let updated: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "_lastUpdated")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let rest: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| k != "_lastUpdated")
+        .cloned()
+        .collect();
+    let (from, until) = crate::search_time::last_updated_range(&updated)
+        .map_err(|m| RepoError::BadRequest(m.into()))?;
+    let query = medvault_fhir::parse_search(rtype, &rest)?;
+    if query.offset > MAX_OFFSET {
+        return Err(RepoError::BadRequest(format!(
+            "_offset may be at most {MAX_OFFSET}"
+        )));
+    }
+    Ok((query, from, until))
+}
+
 /// A random RFC 4122 version-4 UUID from the injected randomness.
 pub fn new_uuid(rng: &dyn Random) -> Result<String> {
     let mut b = [0u8; 16];
@@ -776,31 +804,12 @@ impl Repository {
         pairs: &[(String, String)],
         count_override: Option<usize>,
     ) -> Result<Page> {
-        // _lastUpdated is answered from the store's own timestamps at full precision; the
-        // rest of the query is FHIR search over blind indexes.
-        let updated: Vec<&str> = pairs
-            .iter()
-            .filter(|(k, _)| k == "_lastUpdated")
-            .map(|(_, v)| v.as_str())
-            .collect();
-        let rest: Vec<(String, String)> = pairs
-            .iter()
-            .filter(|(k, _)| k != "_lastUpdated")
-            .cloned()
-            .collect();
-        let (updated_from_ms, updated_until_ms) = crate::search_time::last_updated_range(&updated)
-            .map_err(|m| RepoError::BadRequest(m.into()))?;
-        let query = medvault_fhir::parse_search(rtype, &rest)?;
+        let (query, updated_from_ms, updated_until_ms) = parse_query(rtype, pairs)?;
         let count = count_override
             .or(query.count)
             .unwrap_or(DEFAULT_COUNT)
             .min(MAX_COUNT);
         let offset = query.offset;
-        if offset > MAX_OFFSET {
-            return Err(RepoError::BadRequest(format!(
-                "_offset may be at most {MAX_OFFSET}"
-            )));
-        }
         let mut store_query = self.store_query(keys, &query);
         store_query.updated_from_ms = updated_from_ms;
         store_query.updated_until_ms = updated_until_ms;

@@ -74,6 +74,9 @@ pub fn instant_range(v: &str) -> Result<(i64, i64), BadValue> {
         return Err(BAD);
     };
     // Split off the zone: Z, +hh:mm or -hh:mm (required when a time is given).
+    // An unencoded '+' in a query string arrives as a space.
+    let time = time.replace(' ', "+");
+    let time = time.as_str();
     let (clock, offset_ms) = if let Some(c) = time.strip_suffix('Z') {
         (c, 0)
     } else {
@@ -82,7 +85,7 @@ pub fn instant_range(v: &str) -> Result<(i64, i64), BadValue> {
         let sign = if z.starts_with('-') { -1 } else { 1 };
         let (hh, mm) = z[1..].split_once(':').ok_or(BAD)?;
         let (hh, mm) = (num(hh, 2).ok_or(BAD)?, num(mm, 2).ok_or(BAD)?);
-        if hh > 14 || mm > 59 {
+        if hh > 14 || mm > 59 || (hh == 14 && mm > 0) {
             return Err(BAD);
         }
         (c, sign * (hh * 3600 + mm * 60) * 1000)
@@ -110,10 +113,11 @@ pub fn instant_range(v: &str) -> Result<(i64, i64), BadValue> {
         + (h * 3600 + min * 60 + sec.unwrap_or(0)) * 1000
         + ms_frac
         - offset_ms;
+    // The value covers the interval its precision names: .5 is [.500, .600).
     let width = match (sec, frac) {
         (None, _) => 60_000,
         (Some(_), None) => 1000,
-        (Some(_), Some(_)) => 1,
+        (Some(_), Some(f)) => 10_i64.pow(3 - f.len().min(3) as u32),
     };
     Ok((start, start + width))
 }
@@ -176,7 +180,19 @@ mod tests {
         assert_eq!(instant_range("2024-05-01T10:00:00Z"), Ok((T, T + 1000)));
         assert_eq!(
             instant_range("2024-05-01T10:00:00.25Z"),
-            Ok((T + 250, T + 251))
+            Ok((T + 250, T + 260))
+        );
+        assert_eq!(
+            instant_range("2024-05-01T10:00:00.5Z"),
+            Ok((T + 500, T + 600))
+        );
+        assert_eq!(
+            instant_range("2024-05-01T10:00:00.1234Z"),
+            Ok((T + 123, T + 124))
+        );
+        assert_eq!(
+            instant_range("2024-05-01T12:00:00 02:00"),
+            Ok((T, T + 1000))
         );
         assert_eq!(
             instant_range("2024-05-01T12:00:00+02:00"),

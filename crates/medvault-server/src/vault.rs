@@ -415,14 +415,15 @@ impl Vault {
             }
             progress.push(share);
             if progress.len() >= record.threshold as usize {
-                // Progress is only consumed once unsealing has succeeded.
-                let root = SecretKey::from_slice(&shamir::combine(progress)?)?;
-                if !constant_time_eq(&root.check_value(), &record.check_value) {
-                    // Unreachable with verified commitments unless the vault row was edited.
-                    return Err(VaultError::KeyCheckFailed);
+                // Reachable only if the stored vault row was edited; start over rather than
+                // fail every later share the same way.
+                match unseal_with(progress, &record) {
+                    Ok(keys) => *state = State::Unsealed(Arc::new(keys)),
+                    Err(e) => {
+                        progress.clear();
+                        return Err(e);
+                    }
                 }
-                let keyring = Keyring::unwrap(&root, &record.keyring)?;
-                *state = State::Unsealed(Arc::new(Keys::new(root, keyring)));
             }
         }
         self.status()
@@ -532,6 +533,16 @@ impl Vault {
         }
         Ok(issued)
     }
+}
+
+/// Reconstruct the root key from `shares` and open the keyring.
+fn unseal_with(shares: &[Share], record: &VaultRecord) -> Result<Keys, VaultError> {
+    let root = SecretKey::from_slice(&shamir::combine(shares)?)?;
+    if !constant_time_eq(&root.check_value(), &record.check_value) {
+        return Err(VaultError::KeyCheckFailed);
+    }
+    let keyring = Keyring::unwrap(&root, &record.keyring)?;
+    Ok(Keys::new(root, keyring))
 }
 
 fn conflict(e: StoreError) -> VaultError {

@@ -355,6 +355,9 @@ impl Store for SqliteStore {
                 }
                 if let Some((old_seq, _, old_tokens)) = found {
                     retire.execute(params![old_seq])?;
+                    // A version written earlier in this same batch has its tokens still
+                    // queued; they must not be inserted for a version that is no longer current.
+                    new_tokens.retain(|&(_, s)| s != old_seq);
                     for token in old_tokens.unwrap_or_default().chunks(16) {
                         drop_token.execute(params![token, old_seq])?;
                     }
@@ -381,7 +384,7 @@ impl Store for SqliteStore {
                 ]);
                 match inserted {
                     Err(rusqlite::Error::SqliteFailure(e, _))
-                        if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
                     {
                         return Err(StoreError::Conflict)
                     }

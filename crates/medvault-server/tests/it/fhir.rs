@@ -812,3 +812,34 @@ async fn large_transactions_are_prepared_in_parallel_and_stay_atomic() {
         .await;
     assert_eq!(mine.json["total"], 9);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_reports_its_first_failing_entry() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Order", "O", "1970-01-01")).await;
+    let mut current = h
+        .call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .json;
+    current["gender"] = json!("male");
+    let bundle = tx(vec![
+        json!({"resource": {"resourceType": "Patient", "gender": "bogus"},
+               "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": current, "request": {"method": "PUT", "url": format!("Patient/{id}"), "ifMatch": "W/\"9\""}}),
+    ]);
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["expression"][0],
+        "Bundle.entry[0].resource.Patient.gender"
+    );
+    // A read that the real search would refuse is refused before anything is written.
+    let bundle = tx(vec![
+        json!({"resource": patient("Tx", "Read", "2000-01-01"), "request": {"method": "POST", "url": "Patient"}}),
+        json!({"request": {"method": "GET", "url": "Patient?_lastUpdated=ge2024-05-01T10:00:00"}}),
+    ]);
+    h.call("POST", "/fhir", Some(bundle))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+}

@@ -389,3 +389,24 @@ fn history_pages_with_offset_and_limit() {
         store.history("Patient", None, 0, 100).unwrap().records
     );
 }
+
+#[test]
+fn versions_replaced_within_one_batch_leave_no_token_rows() {
+    let (dir, store) = open_store();
+    store
+        .write(&[
+            create("Patient", "p1", 1, &[tok(1), tok(2)]),
+            update("Patient", "p1", 2, 2, &[tok(3)]),
+            create("Patient", "p2", 3, &[tok(4), tok(5)]),
+            delete("Patient", "p2", 2, 4),
+        ])
+        .unwrap();
+    let path = db_path(&dir);
+    // Only the current version's one token remains for p1; nothing for the deleted p2.
+    assert_eq!(token_rows(&path, "Patient", "p1"), 1);
+    assert_eq!(token_rows(&path, "Patient", "p2"), 0);
+    let total: i64 = crate::common::raw(&path)
+        .query_row("SELECT count(*) FROM search_token", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 1);
+}
