@@ -149,6 +149,11 @@ static APPOINTMENT_PARAMS: &[SearchParamDef] = &[
         R,
         "A practitioner participating in the appointment",
     ),
+    sp(
+        "service-type",
+        K,
+        "The specific service to be performed (serviceType)",
+    ),
     sp("date", D, "Appointment start"),
     sp("status", K, "The overall status of the appointment"),
 ];
@@ -231,6 +236,7 @@ fn source(resource_type: &str, param: &str) -> Option<Source> {
         ("MedicationRequest", "code") => P(&["medicationCodeableConcept"]),
         ("Immunization", "vaccine-code") => P(&["vaccineCode"]),
         ("Encounter", "type") => P(&["type"]),
+        ("Appointment", "service-type") => P(&["serviceType"]),
         (_, "code") => P(&["code"]),
         ("Condition" | "AllergyIntolerance", "clinical-status") => P(&["clinicalStatus"]),
         (_, "status") => P(&["status"]),

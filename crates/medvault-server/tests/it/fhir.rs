@@ -843,3 +843,74 @@ async fn a_transaction_reports_its_first_failing_entry() {
         .assert_outcome(StatusCode::BAD_REQUEST);
     assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clinical_types_search_by_patient_code_date_and_status() {
+    let h = Harness::unsealed();
+    let pid = h.create(patient("Clinic", "C", "1960-01-01")).await;
+    let other = h.create(patient("Other", "O", "1961-01-01")).await;
+    let subject = json!({"reference": format!("Patient/{pid}")});
+    let cc = |system: &str, code: &str| json!({"coding": [{"system": system, "code": code}]});
+    let resources = [
+        json!({"resourceType": "DiagnosticReport", "status": "final", "code": cc("http://loinc.org", "58410-2"),
+               "subject": subject, "effectiveDateTime": "2024-02-03T10:00:00Z"}),
+        json!({"resourceType": "Condition", "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/condition-clinical", "active"),
+               "code": cc("http://snomed.info/sct", "44054006"), "subject": subject, "recordedDate": "2024-02-03"}),
+        json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+               "medicationCodeableConcept": cc("http://www.nlm.nih.gov/research/umls/rxnorm", "860975"),
+               "subject": subject, "authoredOn": "2024-02-03"}),
+        json!({"resourceType": "Encounter", "status": "finished",
+               "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+               "type": [cc("http://snomed.info/sct", "185349003")], "subject": subject,
+               "period": {"start": "2024-02-03T09:00:00Z", "end": "2024-02-03T09:30:00Z"}}),
+        json!({"resourceType": "AllergyIntolerance", "clinicalStatus": cc("http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical", "active"),
+               "code": cc("http://snomed.info/sct", "91936005"), "patient": subject, "recordedDate": "2024-02-03"}),
+        json!({"resourceType": "Appointment", "status": "booked", "serviceType": [cc("http://snomed.info/sct", "11429006")],
+               "start": "2024-02-03T08:00:00Z", "end": "2024-02-03T08:30:00Z",
+               "participant": [{"actor": subject, "status": "accepted"}]}),
+    ];
+    for r in resources {
+        h.create(r).await;
+    }
+    let cases = [
+        (
+            "DiagnosticReport",
+            "code=http://loinc.org|58410-2",
+            "status=final",
+        ),
+        ("Condition", "code=44054006", "clinical-status=active"),
+        ("MedicationRequest", "code=860975", "status=active"),
+        ("Encounter", "type=185349003", "status=finished"),
+        (
+            "AllergyIntolerance",
+            "code=91936005",
+            "clinical-status=active",
+        ),
+        ("Appointment", "service-type=11429006", "status=booked"),
+    ];
+    for (rtype, code, status) in cases {
+        for q in [
+            format!("patient={pid}"),
+            format!("patient={pid}&{code}&{status}&date=ge2024-02-01&date=le2024-02-28"),
+        ] {
+            let r = h.call("GET", &format!("/fhir/{rtype}?{q}"), None).await;
+            assert_eq!(r.json["total"], 1, "{rtype}?{q}: {}", r.json);
+        }
+        for q in [
+            format!("patient={other}"),
+            format!("patient={pid}&date=ge2024-03-01"),
+            format!("patient={pid}&{code}x"),
+        ] {
+            let r = h.call("GET", &format!("/fhir/{rtype}?{q}"), None).await;
+            assert_eq!(r.json["total"], 0, "{rtype}?{q}: {}", r.json);
+        }
+    }
+    let by_subject = h
+        .call(
+            "GET",
+            &format!("/fhir/Condition?subject=Patient/{pid}"),
+            None,
+        )
+        .await;
+    assert_eq!(by_subject.json["total"], 1);
+}
