@@ -20,6 +20,7 @@ use crate::bundle::parse_etag;
 use crate::clock::{format_http_date, format_instant};
 use crate::outcome::{for_repo_error, for_vault_error, operation_outcome};
 use crate::repo::{parse_query_string, Page, RepoError, Repository, RewrapProgress, Stored};
+use crate::vault::{Vault, VaultError};
 
 /// Largest request body accepted (bundles can be large; resources are not).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -265,16 +266,26 @@ async fn health(State(state): State<AppState>) -> Response {
 
 use axum::Json;
 
-async fn seal_status(State(state): State<AppState>) -> Response {
+/// Run blocking vault work off the async threads; errors become their HTTP answers.
+async fn vault_blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Vault) -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, Response> {
     let vault = state.repo.vault().clone();
-    match tokio::task::spawn_blocking(move || vault.status()).await {
-        Ok(Ok(s)) => Json(s).into_response(),
-        Ok(Err(e)) => vault_error(e),
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    match tokio::task::spawn_blocking(move || f(&vault)).await {
+        Ok(r) => r.map_err(vault_error),
+        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
     }
 }
 
-fn vault_error(e: crate::vault::VaultError) -> Response {
+async fn seal_status(State(state): State<AppState>) -> Response {
+    match vault_blocking(&state, |v| v.status()).await {
+        Ok(s) => Json(s).into_response(),
+        Err(r) => r,
+    }
+}
+
+fn vault_error(e: VaultError) -> Response {
     let (status, body) = for_vault_error(&e);
     fhir_response(status, body)
 }
@@ -294,7 +305,6 @@ async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(_) => return bad_request("expected a JSON object"),
     };
-    let vault = state.repo.vault().clone();
     let Some(share) = v.get("share").and_then(Value::as_str).map(String::from) else {
         return bad_request(
             "expected {\"share\": \"medvault-share:...\"} (and \"reset\": true to start over)",
@@ -302,15 +312,17 @@ async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
     };
     if v.get("reset").and_then(Value::as_bool) == Some(true) {
         // Starting over needs a valid share too, or anyone could wipe the admins' progress.
-        let v2 = vault.clone();
-        return match tokio::task::spawn_blocking(move || v2.reset_progress(&share)).await {
-            Ok(Ok(())) => seal_status(State(state)).await,
-            Ok(Err(e)) => vault_error(e),
-            Err(_) => repo_error(RepoError::Internal("worker failed")),
+        return match vault_blocking(&state, move |v| v.reset_progress(&share)).await {
+            Ok(()) => seal_status(State(state)).await,
+            Err(r) => r,
         };
     }
-    match tokio::task::spawn_blocking(move || vault.submit_share(&share)).await {
-        Ok(Ok(status)) => {
+    let submit = move |v: &Vault| {
+        v.submit_share(&share)
+            .inspect_err(|e| tracing::warn!(reason = %e, "unseal share refused"))
+    };
+    match vault_blocking(&state, submit).await {
+        Ok(status) => {
             if !status.sealed {
                 tracing::info!("vault unsealed");
                 // Finish any re-wrap a rotation before a restart or seal left unfinished.
@@ -318,11 +330,7 @@ async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
             }
             Json(status).into_response()
         }
-        Ok(Err(e)) => {
-            tracing::warn!(reason = %e, "unseal share refused");
-            vault_error(e)
-        }
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
+        Err(r) => r,
     }
 }
 
@@ -331,14 +339,12 @@ async fn seal(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let vault = state.repo.vault().clone();
-    match tokio::task::spawn_blocking(move || vault.seal(&share)).await {
-        Ok(Ok(())) => {
+    match vault_blocking(&state, move |v| v.seal(&share)).await {
+        Ok(()) => {
             tracing::warn!("vault sealed by operator");
             seal_status(State(state)).await
         }
-        Ok(Err(e)) => vault_error(e),
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
+        Err(r) => r,
     }
 }
 
@@ -347,11 +353,9 @@ async fn rotate(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let vault = state.repo.vault().clone();
-    let version = match tokio::task::spawn_blocking(move || vault.rotate(&share)).await {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return vault_error(e),
-        Err(_) => return repo_error(RepoError::Internal("worker failed")),
+    let version = match vault_blocking(&state, move |v| v.rotate(&share)).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
     tracing::info!(key_version = version, "key-encryption key rotated");
     start_rewrap(&state);
@@ -460,9 +464,8 @@ async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
     let (Ok(threshold), Ok(count)) = (u8::try_from(threshold), u8::try_from(count)) else {
         return bad_request("new_threshold and new_shares must be between 1 and 255");
     };
-    let vault = state.repo.vault().clone();
-    match tokio::task::spawn_blocking(move || vault.rekey(&shares, threshold, count)).await {
-        Ok(Ok(issued)) => {
+    match vault_blocking(&state, move |v| v.rekey(&shares, threshold, count)).await {
+        Ok(issued) => {
             tracing::warn!(threshold, count, "vault rekeyed; old shares are void");
             let shares: Vec<String> = issued
                 .shares
@@ -471,8 +474,7 @@ async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
                 .collect();
             Json(json!({ "threshold": issued.threshold, "shares": shares })).into_response()
         }
-        Ok(Err(e)) => vault_error(e),
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
+        Err(r) => r,
     }
 }
 

@@ -9,7 +9,8 @@ use serde_json::{json, Value};
 use crate::clock::format_instant;
 use crate::outcome;
 use crate::repo::{
-    new_uuid, parse_query_string, PendingKeys, PreparedWrite, RepoError, Repository, Result, Stored,
+    check_if_match, new_uuid, parse_query_string, PendingKeys, PreparedWrite, RepoError,
+    Repository, Result, Stored,
 };
 use crate::vault::Keys;
 
@@ -293,17 +294,7 @@ fn plan_write(
                 }
             }
             let current = repo.current_record(rtype, id)?;
-            if let Some(expected) = e.if_match {
-                let live = current
-                    .as_ref()
-                    .filter(|c| !c.is_deleted())
-                    .map(|c| c.version);
-                if live != Some(expected) {
-                    return Err(RepoError::PreconditionFailed(
-                        "If-Match does not match the current version",
-                    ));
-                }
-            }
+            check_if_match(current.as_ref(), e.if_match)?;
             let created = current.as_ref().is_none_or(|c| c.is_deleted());
             let cur = current.map(|c| c.version);
             work.push(Work::Job(Job {
@@ -316,22 +307,13 @@ fn plan_write(
                 created,
             }));
         }
-        Plan::Delete { rtype, id } => match repo.current_record(rtype, id)? {
-            Some(cur) if !cur.is_deleted() => {
-                if e.if_match.is_some_and(|v| v != cur.version) {
-                    return Err(RepoError::PreconditionFailed(
-                        "If-Match does not match the current version",
-                    ));
-                }
+        Plan::Delete { rtype, id } => {
+            let current = repo.current_record(rtype, id)?;
+            check_if_match(current.as_ref(), e.if_match)?;
+            if let Some(cur) = current.filter(|c| !c.is_deleted()) {
                 work.push(Work::Ready(e.index, repo.prepare_delete(&cur, now)));
             }
-            _ if e.if_match.is_some() => {
-                return Err(RepoError::PreconditionFailed(
-                    "If-Match given for a resource that does not exist",
-                ))
-            }
-            _ => {}
-        },
+        }
         Plan::Existing(_) | Plan::Get => {}
     }
     Ok(())

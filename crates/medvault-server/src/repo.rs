@@ -142,6 +142,22 @@ fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
     aad
 }
 
+/// The If-Match precondition: the live (not deleted) current version must be the one named.
+pub(crate) fn check_if_match(current: Option<&VersionRecord>, if_match: Option<i64>) -> Result<()> {
+    let Some(expected) = if_match else {
+        return Ok(());
+    };
+    match current.filter(|c| !c.is_deleted()) {
+        Some(c) if c.version == expected => Ok(()),
+        Some(_) => Err(RepoError::PreconditionFailed(
+            "If-Match does not match the current version",
+        )),
+        None => Err(RepoError::PreconditionFailed(
+            "If-Match given for a resource that does not exist",
+        )),
+    }
+}
+
 /// The name of the data-key owner of a resource: its patient ("Patient/<id>"; a Patient owns
 /// itself) or, for resources outside any patient's record, the system.
 fn owner_of(rtype: &str, id: &str, resource: &Value) -> String {
@@ -188,7 +204,7 @@ pub fn new_uuid(rng: &dyn Random) -> Result<String> {
     rng.fill(&mut b).map_err(RepoError::Crypto)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = crate::vault::hex(&b);
     Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
@@ -407,8 +423,10 @@ impl Repository {
             // winner's object.
             let mut nonce = [0u8; 8];
             self.rng.fill(&mut nonce).map_err(RepoError::Crypto)?;
-            let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-            let name = format!("resources/{rtype}/{id}/{version}-{suffix}");
+            let name = format!(
+                "resources/{rtype}/{id}/{version}-{}",
+                crate::vault::hex(&nonce)
+            );
             (Body::Blob(name.clone()), Some((name, envelope)))
         } else {
             (Body::Inline(envelope), None)
@@ -626,17 +644,7 @@ impl Repository {
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.store.current(rtype, id)?;
         let current_version = current.as_ref().map(|c| c.version);
-        if let Some(expected) = if_match {
-            let live = current
-                .as_ref()
-                .filter(|c| !c.is_deleted())
-                .map(|c| c.version);
-            if live != Some(expected) {
-                return Err(RepoError::PreconditionFailed(
-                    "If-Match does not match the current version",
-                ));
-            }
-        }
+        check_if_match(current.as_ref(), if_match)?;
         let created = current.as_ref().is_none_or(|c| c.is_deleted());
         let version = current_version.unwrap_or(0) + 1;
         let mut pending = PendingKeys::default();
@@ -716,38 +724,14 @@ impl Repository {
         check_id(id)?;
         let _keys = self.keys()?;
         let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(current) = self.store.current(rtype, id)? else {
-            if if_match.is_some() {
-                return Err(RepoError::PreconditionFailed(
-                    "If-Match given for a resource that does not exist",
-                ));
-            }
+        let current = self.store.current(rtype, id)?;
+        check_if_match(current.as_ref(), if_match)?;
+        let Some(current) = current.filter(|c| !c.is_deleted()) else {
             return Ok(None);
         };
-        if let Some(expected) = if_match {
-            if current.is_deleted() || current.version != expected {
-                return Err(RepoError::PreconditionFailed(
-                    "If-Match does not match the current version",
-                ));
-            }
-        }
-        if current.is_deleted() {
-            return Ok(None);
-        }
-        let version = current.version + 1;
-        let new = NewVersion {
-            record: VersionRecord {
-                rtype: rtype.into(),
-                id: id.into(),
-                version,
-                updated_ms: self.clock.now_ms(),
-                owner: current.owner.clone(),
-                body: None,
-            },
-            expected_current: Some(current.version),
-            tokens: Vec::new(),
-        };
-        self.store.write(&[new]).map_err(|e| match e {
+        let PreparedWrite(prepared) = self.prepare_delete(&current, self.clock.now_ms());
+        let version = prepared.new.record.version;
+        self.store.write(&[prepared.new]).map_err(|e| match e {
             StoreError::Conflict => RepoError::Conflict,
             e => RepoError::Store(e),
         })?;

@@ -14,16 +14,6 @@ fn num(s: &str, len: usize) -> Option<i64> {
         .flatten()
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        _ => 28,
-    }
-}
-
 /// `[start, end)` in milliseconds covered by a FHIR date/dateTime/instant at its precision.
 pub fn instant_range(v: &str) -> Result<(i64, i64), BadValue> {
     const BAD: BadValue = "_lastUpdated must be a FHIR date or dateTime with a time zone";
@@ -41,9 +31,9 @@ pub fn instant_range(v: &str) -> Result<(i64, i64), BadValue> {
         Some(p) => {
             let d = num(p, 2).ok_or(BAD)? as u32;
             let m = m.ok_or(BAD)?;
-            (1..=days_in_month(y, m))
-                .contains(&d)
-                .then_some(d)
+            // The FHIR crate's calendar decides which days exist (leap years included).
+            medvault_fhir::Day::from_ymd(y as i32, m, d)
+                .map(|_| d)
                 .ok_or(BAD)?
         }
         None => 0,
