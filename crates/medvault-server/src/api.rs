@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::bundle::parse_etag;
@@ -263,8 +263,6 @@ async fn health(State(state): State<AppState>) -> Response {
     }))
     .into_response()
 }
-
-use axum::Json;
 
 /// Run blocking vault work off the async threads; errors become their HTTP answers.
 async fn vault_blocking<T: Send + 'static>(

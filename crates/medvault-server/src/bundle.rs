@@ -400,7 +400,7 @@ enum Plan {
 }
 
 fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> {
-    let keys = repo.keys_for_bundle()?;
+    let keys = repo.keys()?;
     let _guard = repo.lock_writes();
     let now = repo.clock().now_ms();
 
@@ -437,7 +437,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
                     return Err(bad(e.index, "POST url must be a resource type"));
                 }
                 let existing = match &e.if_none_exist {
-                    Some(q) => repo.conditional_match_locked(&keys, rtype, q)?,
+                    Some(q) => repo.conditional_match(&keys, rtype, q)?,
                     None => None,
                 };
                 match existing {

@@ -273,7 +273,7 @@ impl Repository {
         self.integrity_errors.load(Ordering::Relaxed)
     }
 
-    fn keys(&self) -> Result<Arc<Keys>> {
+    pub(crate) fn keys(&self) -> Result<Arc<Keys>> {
         Ok(self.vault.keys()?)
     }
 
@@ -567,7 +567,7 @@ impl Repository {
     ) -> Result<Written> {
         check_type(rtype)?;
         let keys = self.keys()?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock_writes();
         if let Some(query) = if_none_exist {
             if let Some(existing) = self.conditional_match(&keys, rtype, query)? {
                 return Ok(Written {
@@ -598,7 +598,12 @@ impl Repository {
     }
 
     /// The single existing resource matching a conditional-create query, if any.
-    fn conditional_match(&self, keys: &Keys, rtype: &str, query: &str) -> Result<Option<Stored>> {
+    pub(crate) fn conditional_match(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        query: &str,
+    ) -> Result<Option<Stored>> {
         let pairs = parse_query_string(query.trim_start_matches('?'));
         if pairs.is_empty() {
             return Err(RepoError::BadRequest("empty If-None-Exist query".into()));
@@ -641,7 +646,7 @@ impl Repository {
             None => return Err(RepoError::BadRequest("the resource must have an id".into())),
         }
         let keys = self.keys()?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock_writes();
         let current = self.store.current(rtype, id)?;
         let current_version = current.as_ref().map(|c| c.version);
         check_if_match(current.as_ref(), if_match)?;
@@ -723,7 +728,7 @@ impl Repository {
         check_type(rtype)?;
         check_id(id)?;
         let _keys = self.keys()?;
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self.lock_writes();
         let current = self.store.current(rtype, id)?;
         check_if_match(current.as_ref(), if_match)?;
         let Some(current) = current.filter(|c| !c.is_deleted()) else {
@@ -908,25 +913,14 @@ impl Repository {
 
     // --- pieces used by bundle processing ---
 
+    /// Serialize read-modify-write on this node (a poisoned lock guards nothing broken:
+    /// the store rolls back any transaction a panicking writer left open).
     pub(crate) fn lock_writes(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn keys_for_bundle(&self) -> Result<Arc<Keys>> {
-        self.keys()
-    }
-
     pub(crate) fn current_record(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {
         Ok(self.store.current(rtype, id)?)
-    }
-
-    pub(crate) fn conditional_match_locked(
-        &self,
-        keys: &Keys,
-        rtype: &str,
-        query: &str,
-    ) -> Result<Option<Stored>> {
-        self.conditional_match(keys, rtype, query)
     }
 
     #[allow(clippy::too_many_arguments)]
