@@ -4,13 +4,14 @@
 //! crate never sees keys. Index extraction ([`index_entries`]) and query parsing
 //! ([`parse_search`]) must normalise identically, so both use the helpers in this file.
 //!
-//! Date tokens are approximate buckets (`c:` decade, `y:` year, `m:` month, `d:` day);
-//! clauses carrying an [`ExactFilter`] must be post-filtered with [`matches`] after
-//! decryption. Limitations: dates are compared by the calendar day as written (timezones
-//! are ignored); open-ended date ranges enumerate tokens only within years 1800..=2200, so
-//! resources dated outside that window are not found by them; a Period without an end is
-//! indexed by its start only (plus its decade), so an ongoing Period is found by a later
-//! `ge` query only through the decade token of its start.
+//! Date tokens are approximate buckets (`c:` decade, `y:` year, `m:` month, `d:` day) of
+//! every value, plus markers for values coarser than a day (`Y:` year-precision, `M:`
+//! month-precision) and for the decades a Period spans (`P:`). A query asks for the buckets
+//! of its window at one granularity plus the markers at its ends, so a day query does not
+//! match every value of the year. Clauses carrying an [`ExactFilter`] must be post-filtered
+//! with [`matches`] after decryption. Limitations: dates are compared by the calendar day as
+//! written (timezones are ignored); token enumeration stays within years 1800..=2200, so
+//! resources dated outside that window are not found by open-ended ranges.
 
 use serde_json::Value;
 
@@ -443,11 +444,18 @@ fn push_date_tokens(s: &str, out: &mut Vec<String>) -> Option<i32> {
     let p = datetime::parse_date_prefix(s.trim())?;
     out.push(format!("c:{:03}", p.year / 10));
     out.push(format!("y:{:04}", p.year));
-    if p.precision >= Precision::Month {
-        out.push(format!("m:{:04}-{:02}", p.year, p.month));
-    }
-    if p.precision == Precision::Day {
-        out.push(format!("d:{:04}-{:02}-{:02}", p.year, p.month, p.day));
+    match p.precision {
+        // Coarse values also say so ("Y:", "M:"): a query can then ask for the coarse values
+        // of a year or month without matching every finer value in it.
+        Precision::Year => out.push(format!("Y:{:04}", p.year)),
+        Precision::Month => {
+            out.push(format!("m:{:04}-{:02}", p.year, p.month));
+            out.push(format!("M:{:04}-{:02}", p.year, p.month));
+        }
+        Precision::Day => {
+            out.push(format!("m:{:04}-{:02}", p.year, p.month));
+            out.push(format!("d:{:04}-{:02}-{:02}", p.year, p.month, p.day));
+        }
     }
     Some(p.year)
 }
@@ -467,11 +475,13 @@ fn date_value_tokens(v: &Value, out: &mut Vec<String>) {
             let end = o.get("end").and_then(Value::as_str);
             let sy = start.and_then(|s| push_date_tokens(s, out));
             let ey = end.and_then(|s| push_date_tokens(s, out));
-            // Long periods: every decade they span, so overlapping queries find them.
-            if let (Some(sy), Some(ey)) = (sy, ey) {
-                let (lo, hi) = (sy.max(MIN_YEAR) / 10, ey.min(MAX_YEAR) / 10);
+            // Periods: every decade they span ("P:"), so queries inside a long period find
+            // it. A missing bound is open: an ongoing period spans up to the window's end.
+            if sy.is_some() || ey.is_some() {
+                let lo = sy.unwrap_or(MIN_YEAR).clamp(MIN_YEAR, MAX_YEAR) / 10;
+                let hi = ey.unwrap_or(MAX_YEAR).clamp(MIN_YEAR, MAX_YEAR) / 10;
                 for dec in lo..=hi {
-                    out.push(format!("c:{dec:03}"));
+                    out.push(format!("P:{dec:03}"));
                 }
             }
         }
@@ -808,11 +818,14 @@ fn date_clause_tokens(bounds: &[DateBound]) -> Vec<String> {
             d = d.succ();
         }
     }
-    // Coarser tokens so that year-/month-precision resource values and long periods
-    // remain candidates; the exact post-filter decides.
-    for y in [ly, hy] {
-        out.push(format!("y:{y:04}"));
-        out.push(format!("c:{:03}", y / 10));
+    // Values coarser than the window's ends (a year or a month) and periods spanning it are
+    // candidates too, through their own markers; the exact post-filter decides.
+    for (y, m) in [(ly, lm), (hy, hm)] {
+        out.push(format!("Y:{y:04}"));
+        out.push(format!("M:{y:04}-{m:02}"));
+    }
+    for dec in ly / 10..=hy / 10 {
+        out.push(format!("P:{dec:03}"));
     }
     out.sort();
     out.dedup();

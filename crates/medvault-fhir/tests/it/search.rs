@@ -134,7 +134,8 @@ fn period_index_snapshot() {
         .filter(|x| x.field == "Encounter.date")
         .map(|x| format!("{} ", x.value))
         .collect();
-    expect!["c:199 c:200 c:201 c:202 m:1999-12 y:1999 y:2021 "].assert_eq(&dates);
+    expect!["M:1999-12 P:199 P:200 P:201 P:202 Y:2021 c:199 c:202 m:1999-12 y:1999 y:2021 "]
+        .assert_eq(&dates);
 }
 
 #[test]
@@ -188,17 +189,17 @@ fn query_snapshots() {
         "Observation",
         &[("date", "2020-03")],
         expect![[r#"
-        Observation.date exact=true any_of=["c:202", "m:2020-03", "y:2020"]
-        ids=None last_updated=0 count=None offset=0
-    "#]],
+            Observation.date exact=true any_of=["M:2020-03", "P:202", "Y:2020", "m:2020-03"]
+            ids=None last_updated=0 count=None offset=0
+        "#]],
     );
     check_query(
         "Observation",
         &[("date", "2020-03-04")],
         expect![[r#"
-        Observation.date exact=true any_of=["c:202", "d:2020-03-04", "y:2020"]
-        ids=None last_updated=0 count=None offset=0
-    "#]],
+            Observation.date exact=true any_of=["M:2020-03", "P:202", "Y:2020", "d:2020-03-04"]
+            ids=None last_updated=0 count=None offset=0
+        "#]],
     );
     check_query(
         "Observation",
@@ -208,7 +209,7 @@ fn query_snapshots() {
             ("_lastUpdated", "gt2024"),
         ],
         expect![[r#"
-            Observation.date exact=true any_of=["c:202", "y:2020", "y:2021"]
+            Observation.date exact=true any_of=["M:2020-01", "M:2021-12", "P:202", "Y:2020", "Y:2021", "y:2020", "y:2021"]
             ids=None last_updated=1 count=None offset=0
         "#]],
     );
@@ -216,9 +217,9 @@ fn query_snapshots() {
         "Observation",
         &[("date", "ge2019-11-20"), ("date", "lt2020-01-10")],
         expect![[r#"
-        Observation.date exact=true any_of=["c:201", "c:202", "d:2019-11-20", "d:2019-11-21", "d:2019-11-22", "d:2019-11-23", "d:2019-11-24", "d:2019-11-25", "d:2019-11-26", "d:2019-11-27", "d:2019-11-28", "d:2019-11-29", "d:2019-11-30", "d:2019-12-01", "d:2019-12-02", "d:2019-12-03", "d:2019-12-04", "d:2019-12-05", "d:2019-12-06", "d:2019-12-07", "d:2019-12-08", "d:2019-12-09", "d:2019-12-10", "d:2019-12-11", "d:2019-12-12", "d:2019-12-13", "d:2019-12-14", "d:2019-12-15", "d:2019-12-16", "d:2019-12-17", "d:2019-12-18", "d:2019-12-19", "d:2019-12-20", "d:2019-12-21", "d:2019-12-22", "d:2019-12-23", "d:2019-12-24", "d:2019-12-25", "d:2019-12-26", "d:2019-12-27", "d:2019-12-28", "d:2019-12-29", "d:2019-12-30", "d:2019-12-31", "d:2020-01-01", "d:2020-01-02", "d:2020-01-03", "d:2020-01-04", "d:2020-01-05", "d:2020-01-06", "d:2020-01-07", "d:2020-01-08", "d:2020-01-09", "y:2019", "y:2020"]
-        ids=None last_updated=0 count=None offset=0
-    "#]],
+            Observation.date exact=true any_of=["M:2019-11", "M:2020-01", "P:201", "P:202", "Y:2019", "Y:2020", "d:2019-11-20", "d:2019-11-21", "d:2019-11-22", "d:2019-11-23", "d:2019-11-24", "d:2019-11-25", "d:2019-11-26", "d:2019-11-27", "d:2019-11-28", "d:2019-11-29", "d:2019-11-30", "d:2019-12-01", "d:2019-12-02", "d:2019-12-03", "d:2019-12-04", "d:2019-12-05", "d:2019-12-06", "d:2019-12-07", "d:2019-12-08", "d:2019-12-09", "d:2019-12-10", "d:2019-12-11", "d:2019-12-12", "d:2019-12-13", "d:2019-12-14", "d:2019-12-15", "d:2019-12-16", "d:2019-12-17", "d:2019-12-18", "d:2019-12-19", "d:2019-12-20", "d:2019-12-21", "d:2019-12-22", "d:2019-12-23", "d:2019-12-24", "d:2019-12-25", "d:2019-12-26", "d:2019-12-27", "d:2019-12-28", "d:2019-12-29", "d:2019-12-30", "d:2019-12-31", "d:2020-01-01", "d:2020-01-02", "d:2020-01-03", "d:2020-01-04", "d:2020-01-05", "d:2020-01-06", "d:2020-01-07", "d:2020-01-08", "d:2020-01-09"]
+            ids=None last_updated=0 count=None offset=0
+        "#]],
     );
     check_query(
         "Observation",
@@ -236,10 +237,10 @@ fn query_snapshots() {
         "Appointment",
         &[("practitioner", "prac-1"), ("date", "2021-04")],
         expect![[r#"
-        Appointment.practitioner exact=false any_of=["Practitioner/prac-1"]
-        Appointment.date exact=true any_of=["c:202", "m:2021-04", "y:2021"]
-        ids=None last_updated=0 count=None offset=0
-    "#]],
+            Appointment.practitioner exact=false any_of=["Practitioner/prac-1"]
+            Appointment.date exact=true any_of=["M:2021-04", "P:202", "Y:2021", "m:2021-04"]
+            ids=None last_updated=0 count=None offset=0
+        "#]],
     );
     check_query(
         "Patient",
@@ -482,6 +483,36 @@ fn index_and_query_tokens_meet() {
     };
     assert!(matches(&q, &enc));
     assert!(q.clauses[0].any_of.iter().any(|t| tokens.contains(t)));
+    // An ongoing period (no end) is a candidate for a window long after its start.
+    let ongoing = json!({"resourceType": "Encounter", "period": {"start": "2005-01-01"}});
+    let tokens: Vec<String> = index_entries(&ongoing)
+        .into_iter()
+        .map(|e| e.value)
+        .collect();
+    assert!(matches(&q, &ongoing));
+    assert!(q.clauses[0].any_of.iter().any(|t| tokens.contains(t)));
+}
+
+#[test]
+fn day_queries_do_not_match_every_value_of_the_year() {
+    // Selectivity: a day-precision value on another day of the same year is not a candidate.
+    let other_day = obs_at("2020-05-05T10:00:00Z");
+    let tokens: Vec<String> = index_entries(&other_day)
+        .into_iter()
+        .filter(|e| e.field == "Observation.date")
+        .map(|e| e.value)
+        .collect();
+    for q in ["2020-03-04", "ge2020-03-01&le2020-03-31", "2020-03"] {
+        let qp: Vec<(&str, &str)> = q.split('&').map(|v| ("date", v)).collect();
+        let Ok(parsed) = parse_search("Observation", &pairs(&qp)) else {
+            panic!("{q}")
+        };
+        let any_of = &parsed.clauses[0].any_of;
+        assert!(
+            !any_of.iter().any(|t| tokens.contains(t)),
+            "{q}: {any_of:?} / {tokens:?}"
+        );
+    }
 }
 
 #[test]
