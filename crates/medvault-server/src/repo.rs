@@ -577,23 +577,36 @@ impl Repository {
             }
         }
         let id = new_uuid(&*self.rng)?;
+        self.write_one(&keys, rtype, &id, None, resource)
+    }
+
+    /// Write the next version of one resource (the caller holds the write lock and has
+    /// checked preconditions): data key, validation, encryption, index, durable commit.
+    fn write_one(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        id: &str,
+        current_version: Option<i64>,
+        resource: Value,
+    ) -> Result<Written> {
         let mut pending = PendingKeys::default();
-        self.ensure_dek(&keys, rtype, &id, &resource, &mut pending)?;
+        self.ensure_dek(keys, rtype, id, &resource, &mut pending)?;
         let mut prepared = [self.prepare(
-            &keys,
+            keys,
             rtype,
-            &id,
-            1,
-            None,
+            id,
+            current_version.unwrap_or(0) + 1,
+            current_version,
             resource,
             self.clock.now_ms(),
             &pending,
         )?];
-        self.commit(&keys, &mut prepared, pending)?;
+        self.commit(keys, &mut prepared, pending)?;
         let [p] = prepared;
         Ok(Written {
             stored: p.stored,
-            created: true,
+            created: current_version.is_none(),
         })
     }
 
@@ -651,25 +664,8 @@ impl Repository {
         let current_version = current.as_ref().map(|c| c.version);
         check_if_match(current.as_ref(), if_match)?;
         let created = current.as_ref().is_none_or(|c| c.is_deleted());
-        let version = current_version.unwrap_or(0) + 1;
-        let mut pending = PendingKeys::default();
-        self.ensure_dek(&keys, rtype, id, &resource, &mut pending)?;
-        let mut prepared = [self.prepare(
-            &keys,
-            rtype,
-            id,
-            version,
-            current_version,
-            resource,
-            self.clock.now_ms(),
-            &pending,
-        )?];
-        self.commit(&keys, &mut prepared, pending)?;
-        let [p] = prepared;
-        Ok(Written {
-            stored: p.stored,
-            created,
-        })
+        let written = self.write_one(&keys, rtype, id, current_version, resource)?;
+        Ok(Written { created, ..written })
     }
 
     /// Apply a JSON Patch (RFC 6902) to the current version.

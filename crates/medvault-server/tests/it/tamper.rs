@@ -96,6 +96,15 @@ fn body_of(conn: &rusqlite::Connection, id: &str, version: i64) -> Vec<u8> {
     .unwrap()
 }
 
+fn owner_of(conn: &rusqlite::Connection, id: &str) -> Vec<u8> {
+    conn.query_row(
+        "SELECT owner FROM resource_version WHERE id = ?",
+        [id],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
 fn set_body(conn: &rusqlite::Connection, id: &str, version: i64, body: &[u8]) {
     let n = conn
         .execute(
@@ -145,15 +154,7 @@ async fn ciphertexts_swapped_across_patients_fail_the_read() {
     assert_integrity_failure(&h, &format!("/fhir/Observation/{oa}"), 1).await;
     assert_integrity_failure(&h, &format!("/fhir/Observation/{ob}"), 2).await;
     // Swapping the owner column along with the body does not help: the AAD binds the id.
-    let owner_of = |id: &str| -> Vec<u8> {
-        conn.query_row(
-            "SELECT owner FROM resource_version WHERE id = ?",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    let (wa, wb) = (owner_of(&oa), owner_of(&ob));
+    let (wa, wb) = (owner_of(&conn, &oa), owner_of(&conn, &ob));
     conn.execute(
         "UPDATE resource_version SET owner = ? WHERE id = ?",
         rusqlite::params![wb, oa],
@@ -201,24 +202,16 @@ async fn a_wrapped_data_key_moved_to_another_patient_fails() {
     let a = h.create(patient("Key", "A", "1970-01-01")).await;
     let b = h.create(patient("Key", "B", "1970-01-01")).await;
     let conn = rusqlite::Connection::open(h.db_path()).unwrap();
-    let owner_of = |id: &str| -> Vec<u8> {
-        conn.query_row(
-            "SELECT owner FROM resource_version WHERE id = ?",
-            [id],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
     let wrapped_a: Vec<u8> = conn
         .query_row(
             "SELECT wrapped FROM data_key WHERE owner = ?",
-            [owner_of(&a)],
+            [owner_of(&conn, &a)],
             |r| r.get(0),
         )
         .unwrap();
     conn.execute(
         "UPDATE data_key SET wrapped = ? WHERE owner = ?",
-        rusqlite::params![wrapped_a, owner_of(&b)],
+        rusqlite::params![wrapped_a, owner_of(&conn, &b)],
     )
     .unwrap();
     // A fresh key cache, as after a restart.
