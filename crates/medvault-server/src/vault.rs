@@ -157,6 +157,14 @@ impl Keys {
         }
     }
 
+    /// These keys, with the unwrapped data keys moved over from `old`: rotation and rekey
+    /// change how data keys are wrapped, never the data keys themselves.
+    fn keeping_deks_of(self, old: &Keys) -> Keys {
+        let cached = std::mem::take(&mut *old.deks.lock().unwrap_or_else(|e| e.into_inner()));
+        *self.deks.lock().unwrap_or_else(|e| e.into_inner()) = cached;
+        self
+    }
+
     /// The blind-index key for search tokens.
     pub fn blind(&self) -> &BlindIndexKey {
         &self.blind
@@ -477,10 +485,7 @@ impl Vault {
         self.store
             .replace_vault(&new_record, record.generation)
             .map_err(conflict)?;
-        let new_keys = Keys::new(keys.root.clone(), keyring);
-        // Unwrapped data keys do not change on rotation; keep them.
-        let cached = std::mem::take(&mut *keys.deks.lock().unwrap_or_else(|e| e.into_inner()));
-        *new_keys.deks.lock().unwrap_or_else(|e| e.into_inner()) = cached;
+        let new_keys = Keys::new(keys.root.clone(), keyring).keeping_deks_of(keys);
         *state = State::Unsealed(Arc::new(new_keys));
         Ok(next)
     }
@@ -523,10 +528,7 @@ impl Vault {
             .map_err(conflict)?;
         match &mut *state {
             State::Unsealed(keys) => {
-                let new_keys = Keys::new(new_root, keyring);
-                let cached =
-                    std::mem::take(&mut *keys.deks.lock().unwrap_or_else(|e| e.into_inner()));
-                *new_keys.deks.lock().unwrap_or_else(|e| e.into_inner()) = cached;
+                let new_keys = Keys::new(new_root, keyring).keeping_deks_of(keys);
                 *state = State::Unsealed(Arc::new(new_keys));
             }
             // Shares of the old set in progress are now worthless.
