@@ -6,6 +6,7 @@
 
 mod blob;
 mod error;
+pub mod posting;
 mod sqlite;
 mod types;
 

@@ -9,6 +9,9 @@ use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior,
 };
 
+use rusqlite::vtab::array::Array;
+
+use crate::posting;
 use crate::types::{
     Body, DataKeyRecord, HistoryPage, NewVersion, SearchPage, StoreQuery, VaultRecord,
     VersionRecord,
@@ -16,7 +19,10 @@ use crate::types::{
 use crate::{Result, Store, StoreError};
 
 /// Migrations in order; the schema version is the number of migrations applied.
-const MIGRATIONS: &[&str] = &[include_str!("../sql/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../sql/sqlite/0001_init.sql"),
+    include_str!("../sql/sqlite/0002_search_posting.sql"),
+];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
 
@@ -76,6 +82,8 @@ fn configure(conn: &Connection) -> Result<()> {
     // often. Neither affects durability.
     conn.pragma_update(None, "cache_size", -65_536)?;
     conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // `rarray`, the table function that passes search candidates as one parameter.
+    rusqlite::vtab::array::load_module(conn)?;
     Ok(())
 }
 
@@ -121,36 +129,102 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRecord> {
     })
 }
 
-/// SQL text and parameters for the WHERE clause of a search.
-fn search_filter(query: &StoreQuery) -> (String, Vec<rusqlite::types::Value>) {
+/// The statements that maintain posting lists inside one write transaction.
+struct PostingStatements<'c> {
+    find: rusqlite::CachedStatement<'c>,
+    drop: rusqlite::CachedStatement<'c>,
+    put: rusqlite::CachedStatement<'c>,
+}
+
+impl PostingStatements<'_> {
+    /// Remove `seq` from the posting of `token` that covers it (postings of one token cover
+    /// disjoint ranges, so that is the one with the greatest `first_seq <= seq`).
+    fn remove(&mut self, token: &[u8], seq: i64) -> Result<()> {
+        let found: Option<(i64, Vec<u8>)> = self
+            .find
+            .query_row(params![token, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((first, rest)) = found else {
+            return Ok(());
+        };
+        let mut seqs = posting::decode(first, &rest)?;
+        let Ok(at) = seqs.binary_search(&seq) else {
+            return Ok(());
+        };
+        seqs.remove(at);
+        self.drop.execute(params![token, first])?;
+        if let Some((first, rest)) = posting::encode(&seqs) {
+            self.put.execute(params![token, first, rest])?;
+        }
+        Ok(())
+    }
+}
+
+/// The rows (`seq`) that match every token clause of `query` (OR within a clause), or
+/// `None` if the query has no token clauses. Run inside the caller's read transaction.
+fn token_candidates(conn: &Connection, query: &StoreQuery) -> Result<Option<Vec<i64>>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT first_seq, rest FROM search_posting WHERE token = ?")?;
+    let mut result: Option<Vec<i64>> = None;
+    for any in &query.all_of {
+        let mut union = Vec::new();
+        for token in any {
+            let mut rows = stmt.query(params![token.as_slice()])?;
+            while let Some(row) = rows.next()? {
+                let rest = row
+                    .get_ref(1)?
+                    .as_blob()
+                    .map_err(|_| StoreError::Corrupt("search posting"))?;
+                posting::decode_into(row.get(0)?, rest, &mut union)?;
+            }
+        }
+        union.sort_unstable();
+        union.dedup();
+        result = Some(match result {
+            None => union,
+            Some(prev) => posting::intersect(&prev, &union),
+        });
+        if result.as_ref().is_some_and(Vec::is_empty) {
+            break;
+        }
+    }
+    Ok(result)
+}
+
+/// SQL text and parameters for the WHERE clause of a search, given the token candidates.
+fn search_filter(
+    query: &StoreQuery,
+    candidates: Option<Vec<i64>>,
+) -> (String, Vec<Box<dyn rusqlite::ToSql>>) {
     use rusqlite::types::Value;
     let mut sql = String::from("r.rtype = ? AND r.is_current = 1 AND r.deleted = 0");
-    let mut args = vec![Value::Text(query.rtype.clone())];
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![Box::new(query.rtype.clone())];
     if let Some(ids) = &query.ids {
         sql.push_str(" AND r.id IN (");
         sql.push_str(&vec!["?"; ids.len().max(1)].join(","));
         sql.push(')');
         if ids.is_empty() {
-            args.push(Value::Null);
+            args.push(Box::new(Value::Null));
         }
-        args.extend(ids.iter().map(|i| Value::Text(i.clone())));
+        args.extend(
+            ids.iter()
+                .map(|i| Box::new(i.clone()) as Box<dyn rusqlite::ToSql>),
+        );
     }
     if let Some(from) = query.updated_from_ms {
         sql.push_str(" AND r.updated_ms >= ?");
-        args.push(Value::Integer(from));
+        args.push(Box::new(from));
     }
     if let Some(until) = query.updated_until_ms {
         sql.push_str(" AND r.updated_ms < ?");
-        args.push(Value::Integer(until));
+        args.push(Box::new(until));
     }
-    for any in &query.all_of {
-        sql.push_str(" AND r.seq IN (SELECT seq FROM search_token WHERE token IN (");
-        sql.push_str(&vec!["?"; any.len().max(1)].join(","));
-        sql.push_str("))");
-        if any.is_empty() {
-            args.push(Value::Null);
-        }
-        args.extend(any.iter().map(|t| Value::Blob(t.to_vec())));
+    if let Some(seqs) = candidates {
+        // The candidates travel as one array parameter (the `rarray` table function), so a
+        // large result does not turn into a huge SQL text.
+        sql.push_str(" AND r.seq IN rarray(?)");
+        let array: Array = std::rc::Rc::new(seqs.into_iter().map(Value::Integer).collect());
+        args.push(Box::new(array));
     }
     (sql, args)
 }
@@ -333,10 +407,16 @@ impl Store for SqliteStore {
                 "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, blob_ref, tokens)
                  VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
             )?;
-            let mut drop_token =
-                tx.prepare_cached("DELETE FROM search_token WHERE token = ? AND seq = ?")?;
-            let mut add_token =
-                tx.prepare_cached("INSERT OR IGNORE INTO search_token (token, seq) VALUES (?, ?)")?;
+            let mut postings = PostingStatements {
+                find: tx.prepare_cached(
+                    "SELECT first_seq, rest FROM search_posting WHERE token = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
+                )?,
+                drop: tx
+                    .prepare_cached("DELETE FROM search_posting WHERE token = ? AND first_seq = ?")?,
+                put: tx.prepare_cached(
+                    "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
+                )?,
+            };
             let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
             for entry in batch {
                 let r = &entry.record;
@@ -356,10 +436,10 @@ impl Store for SqliteStore {
                 if let Some((old_seq, _, old_tokens)) = found {
                     retire.execute(params![old_seq])?;
                     // A version written earlier in this same batch has its tokens still
-                    // queued; they must not be inserted for a version that is no longer current.
+                    // queued; they must not be posted for a version that is no longer current.
                     new_tokens.retain(|&(_, s)| s != old_seq);
                     for token in old_tokens.unwrap_or_default().chunks(16) {
-                        drop_token.execute(params![token, old_seq])?;
+                        postings.remove(token, old_seq)?;
                     }
                 }
                 let (body, blob_ref) = match &r.body {
@@ -395,11 +475,21 @@ impl Store for SqliteStore {
                     new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
                 }
             }
-            // Insert the whole batch's tokens in key order: neighbouring inserts then land on
-            // the same (cached) B-tree pages instead of all over the index.
+            // One posting per distinct token for the whole batch, inserted in key order so
+            // neighbouring inserts land on the same (cached) B-tree pages.
             new_tokens.sort_unstable();
-            for (token, seq) in &new_tokens {
-                add_token.execute(params![token.as_slice(), seq])?;
+            new_tokens.dedup();
+            let mut seqs: Vec<i64> = Vec::new();
+            for group in new_tokens.chunk_by(|a, b| a.0 == b.0) {
+                seqs.clear();
+                seqs.extend(group.iter().map(|&(_, s)| s));
+                if let (Some(&(token, _)), Some((first, rest))) =
+                    (group.first(), posting::encode(&seqs))
+                {
+                    postings
+                        .put
+                        .execute(params![token.as_slice(), first, rest])?;
+                }
             }
         }
         // With synchronous=FULL the commit is on disk when this returns.
@@ -461,7 +551,8 @@ impl Store for SqliteStore {
         let guard = self.reader();
         // Count and page from one snapshot so the total agrees with the page.
         let conn = guard.unchecked_transaction()?;
-        let (filter, args) = search_filter(query);
+        let candidates = token_candidates(&conn, query)?;
+        let (filter, args) = search_filter(query, candidates);
         let total: i64 = conn.query_row(
             &format!("SELECT count(*) FROM resource_version r WHERE {filter}"),
             params_from_iter(args.iter()),
@@ -481,8 +572,11 @@ impl Store for SqliteStore {
     }
 
     fn search_all(&self, query: &StoreQuery) -> Result<Vec<VersionRecord>> {
-        let conn = self.reader();
-        let (filter, args) = search_filter(query);
+        let guard = self.reader();
+        // Candidates and rows from one snapshot.
+        let conn = guard.unchecked_transaction()?;
+        let candidates = token_candidates(&conn, query)?;
+        let (filter, args) = search_filter(query, candidates);
         let mut stmt = conn.prepare(&format!(
             "SELECT {VERSION_COLUMNS} FROM resource_version r WHERE {filter} ORDER BY r.seq"
         ))?;

@@ -110,14 +110,46 @@ pub fn ids(records: &[VersionRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-/// Number of search-token rows stored for one resource (read directly from the file).
+/// Every (token, seq) pair in the posting lists, decoded (read directly from the file).
+pub fn token_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
+    let conn = raw(path);
+    let mut stmt = conn
+        .prepare("SELECT token, first_seq, rest FROM search_posting")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .unwrap();
+    let mut pairs = Vec::new();
+    for row in rows {
+        let (token, first, rest) = row.unwrap();
+        let token: [u8; 16] = token.try_into().unwrap();
+        for seq in medvault_store::posting::decode(first, &rest).unwrap() {
+            pairs.push((token, seq));
+        }
+    }
+    pairs
+}
+
+/// Number of search-token entries stored for one resource (read directly from the file).
 pub fn token_rows(path: &Path, rtype: &str, id: &str) -> i64 {
-    raw(path)
-        .query_row(
-            "SELECT count(*) FROM search_token t JOIN resource_version r ON r.seq = t.seq
-             WHERE r.rtype = ? AND r.id = ?",
-            rusqlite::params![rtype, id],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let seqs: Vec<i64> = {
+        let conn = raw(path);
+        let mut stmt = conn
+            .prepare("SELECT seq FROM resource_version WHERE rtype = ? AND id = ?")
+            .unwrap();
+        let rows = stmt
+            .query_map(rusqlite::params![rtype, id], |r| r.get(0))
+            .unwrap();
+        rows.collect::<rusqlite::Result<_>>().unwrap()
+    };
+    token_pairs(path)
+        .iter()
+        .filter(|(_, seq)| seqs.contains(seq))
+        .count() as i64
 }

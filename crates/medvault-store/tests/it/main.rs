@@ -6,6 +6,7 @@ mod common;
 mod data_keys;
 mod durability;
 mod migrations;
+mod posting;
 mod search;
 mod vault;
 mod versions;

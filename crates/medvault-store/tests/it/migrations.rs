@@ -1,6 +1,6 @@
 //! Opening a database: schema creation, user_version, WAL mode, reopening and too-new schemas.
 
-use medvault_store::{SqliteStore, Store, StoreError};
+use medvault_store::{SqliteStore, Store, StoreError, StoreQuery};
 
 use crate::common::{create, db_path, open_store, raw, record, vault_record};
 
@@ -15,10 +15,10 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
 }
 
 #[test]
-fn open_creates_schema_at_user_version_1() {
+fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 1);
+    assert_eq!(user_version(&conn), 2);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -32,7 +32,7 @@ fn open_creates_schema_at_user_version_1() {
         "bootstrap_token",
         "data_key",
         "resource_version",
-        "search_token",
+        "search_posting",
         "share_commitment",
         "vault",
     ] {
@@ -85,7 +85,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 1);
+    assert_eq!(user_version(&raw(&path)), 2);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -121,12 +121,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 2).unwrap();
+    raw(&path).pragma_update(None, "user_version", 3).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 2);
-            assert_eq!(supported, 1);
+            assert_eq!(found, 3);
+            assert_eq!(supported, 2);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -134,7 +134,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 2);
+    assert_eq!(user_version(&conn), 3);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -151,7 +151,7 @@ fn empty_file_with_future_user_version_is_refused_without_migrating() {
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
             found: 7,
-            supported: 1
+            supported: 2
         })
     ));
     let tables: i64 = raw(&path)
@@ -172,4 +172,50 @@ fn open_in_a_missing_directory_fails() {
         SqliteStore::open(&path),
         Err(StoreError::Database(_))
     ));
+}
+
+#[test]
+fn version_1_search_tokens_become_postings_and_stay_searchable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        // A database as schema version 1 left it: one (token, seq) row per token.
+        let conn = raw(&path);
+        conn.execute_batch(include_str!("../../sql/sqlite/0001_init.sql"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, tokens)
+               VALUES ('Patient', 'p1', 1, 1, 0, 10, X'00', X'01', NULL),
+                      ('Patient', 'p2', 1, 1, 0, 11, X'00', X'02', NULL);
+             INSERT INTO search_token (token, seq) VALUES
+               (X'11111111111111111111111111111111', 1),
+               (X'11111111111111111111111111111111', 2),
+               (X'22222222222222222222222222222222', 2);",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&raw(&path)), 2);
+    let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
+        rtype: "Patient".into(),
+        all_of: tokens,
+        ids: None,
+        updated_from_ms: None,
+        updated_until_ms: None,
+    };
+    let found = store.search_all(&query(vec![vec![[0x11; 16]]])).unwrap();
+    assert_eq!(crate::common::ids(&found), ["p1", "p2"]);
+    let found = store
+        .search_all(&query(vec![vec![[0x11; 16]], vec![[0x22; 16]]]))
+        .unwrap();
+    assert_eq!(crate::common::ids(&found), ["p2"]);
+    let tables: i64 = raw(&path)
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'search_token'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the old token table is dropped");
 }

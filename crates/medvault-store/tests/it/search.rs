@@ -266,3 +266,34 @@ fn deleted_resources_are_not_found() {
     assert!(found(&store, &q).is_empty());
     assert_eq!(store.search(&patients(), 0, 1).unwrap().total, 4);
 }
+
+#[test]
+fn postings_shared_by_a_batch_lose_exactly_the_retired_versions() {
+    let (dir, store) = open_store();
+    // One batch: one posting for A holding all four rows.
+    store
+        .write(&[
+            create("Patient", "p1", 10, &[tok(A)]),
+            create("Patient", "p2", 11, &[tok(A)]),
+            create("Patient", "p3", 12, &[tok(A)]),
+            create("Patient", "p4", 13, &[tok(A), tok(C)]),
+        ])
+        .unwrap();
+    assert_eq!(found(&store, &tokens(&[&[A]])), ["p1", "p2", "p3", "p4"]);
+    // Retire the posting's first, a middle and its last row, in separate commits.
+    store
+        .write(&[update("Patient", "p1", 2, 20, &[tok(B)])])
+        .unwrap();
+    store.write(&[delete("Patient", "p3", 2, 21)]).unwrap();
+    store
+        .write(&[update("Patient", "p4", 2, 22, &[tok(A)])])
+        .unwrap();
+    assert_eq!(found(&store, &tokens(&[&[A]])), ["p2", "p4"]);
+    assert_eq!(found(&store, &tokens(&[&[B]])), ["p1"]);
+    assert!(found(&store, &tokens(&[&[C]])).is_empty());
+    // Nothing stale is left behind: A for p2 and p4's new row, B for p1.
+    let mut pairs = crate::common::token_pairs(&crate::common::db_path(&dir));
+    pairs.sort();
+    let tokens_only: Vec<Token> = pairs.iter().map(|p| p.0).collect();
+    assert_eq!(tokens_only, [tok(A), tok(A), tok(B)]);
+}
