@@ -5,10 +5,12 @@
 // so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Extension, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -18,9 +20,13 @@ use serde_json::{json, Value};
 
 use crate::bundle::parse_etag;
 use crate::clock::{format_http_date, format_instant};
+use crate::ledger::{Audit, Event, LedgerError};
 use crate::outcome::{for_repo_error, for_vault_error, operation_outcome};
-use crate::repo::{parse_query_string, Page, RepoError, Repository, RewrapProgress, Stored};
+use crate::repo::{
+    parse_query_string, patient_of_stored, Page, RepoError, Repository, RewrapProgress, Stored,
+};
 use crate::vault::{Vault, VaultError};
+use medvault_ledger::Outcome;
 
 /// Largest request body accepted (bundles can be large; resources are not).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -42,6 +48,8 @@ pub struct AppState {
     /// Absolute base of the FHIR endpoint, e.g. `https://ehr.example.org/fhir`.
     pub fhir_base: String,
     pub rewrap: Arc<Mutex<RewrapStatus>>,
+    /// Shares refused while sealed (the ledger cannot be written then); recorded at unseal.
+    pub refused_shares: Arc<AtomicU64>,
 }
 
 impl AppState {
@@ -50,6 +58,7 @@ impl AppState {
             repo,
             fhir_base: format!("{}/fhir", public_url.trim_end_matches('/')),
             rewrap: Arc::new(Mutex::new(RewrapStatus::default())),
+            refused_shares: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -67,7 +76,13 @@ pub fn router(state: AppState) -> Router {
             get(read).put(update).delete(delete).patch(patch),
         )
         .route("/{rtype}/{id}/_history", get(instance_history))
-        .route("/{rtype}/{id}/_history/{vid}", get(vread));
+        .route("/{rtype}/{id}/_history/{vid}", get(vread))
+        .layer(middleware::from_fn_with_state(state.clone(), record_fhir));
+    let ledger = Router::new()
+        .route("/checkpoint", get(ledger_checkpoint))
+        .route("/key", get(ledger_key))
+        .route("/proof/inclusion", get(ledger_inclusion))
+        .route("/proof/consistency", get(ledger_consistency));
     Router::new()
         .route("/sys/health", get(health))
         .route("/sys/seal-status", get(seal_status))
@@ -76,9 +91,11 @@ pub fn router(state: AppState) -> Router {
         .route("/sys/rotate", post(rotate).get(rotate_status))
         .route("/sys/rekey", post(rekey))
         .nest("/fhir", fhir)
+        .nest("/ledger", ledger)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
+        .layer(middleware::from_fn(attach_audit))
         .layer(middleware::from_fn(outcome_for_every_error))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
@@ -102,6 +119,120 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
         );
     }
     next.run(req).await
+}
+
+/// Marks a response whose ledger entry was committed together with the action itself.
+#[derive(Clone, Copy, Debug)]
+struct Recorded;
+
+/// The patient whose data a response carries, for its ledger entry.
+#[derive(Clone, Debug)]
+struct AuditPatient(String);
+
+/// Attach who is asking, and from where, to every request (handlers and the ledger read it).
+async fn attach_audit(mut req: Request, next: Next) -> Response {
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
+    let agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    req.extensions_mut()
+        .insert(Audit::anonymous(&address, &agent));
+    next.run(req).await
+}
+
+/// The ledger's action name, resource type and id for a FHIR request (never its query,
+/// which can hold names and identifiers). `None` for requests that touch no data.
+fn describe(method: &Method, path: &str) -> Option<(&'static str, String, String)> {
+    let path = path.strip_prefix("/fhir").unwrap_or(path);
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let action = match (method, segs.as_slice()) {
+        (_, ["metadata"]) => return None,
+        (&Method::POST, []) => "bundle",
+        (&Method::GET, [_]) | (&Method::POST, [_, "_search"]) => "search",
+        (&Method::POST, [_]) => "create",
+        (&Method::GET, [_, "_history"]) | (&Method::GET, [_, _, "_history"]) => "history",
+        (&Method::GET, [_, _, "_history", _]) => "vread",
+        (&Method::GET, [_, _]) => "read",
+        (&Method::PUT, [_, _]) => "update",
+        (&Method::PATCH, [_, _]) => "patch",
+        (&Method::DELETE, [_, _]) => "delete",
+        _ => "other",
+    };
+    let rtype = segs.first().copied().unwrap_or("").to_string();
+    let id = match segs.get(1) {
+        Some(&"_history") | Some(&"_search") | None => String::new(),
+        Some(id) => id.to_string(),
+    };
+    Some((action, rtype, id))
+}
+
+/// Every FHIR request ends in the ledger: writes inside their own commit (marked
+/// `Recorded`), everything else (reads, searches, refusals, errors) here, in a durable commit
+/// before the answer leaves. If that commit fails, the answer is withheld.
+async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let audit = req.extensions().get::<Audit>().cloned().unwrap_or_default();
+    let described = describe(req.method(), req.uri().path());
+    let resp = next.run(req).await;
+    if resp.extensions().get::<Recorded>().is_some() {
+        return resp;
+    }
+    let Some((action, rtype, id)) = described else {
+        return resp;
+    };
+    let status = resp.status();
+    let outcome = if status.is_success() {
+        Outcome::Allow
+    } else if status == StatusCode::FORBIDDEN {
+        Outcome::Deny
+    } else {
+        Outcome::Error
+    };
+    let mut event = Event::new(action, &rtype, &id, outcome);
+    if !status.is_success() {
+        event = event.reason(status.as_str());
+    }
+    if let Some(AuditPatient(p)) = resp.extensions().get::<AuditPatient>() {
+        event = event.patient(p);
+    }
+    let repo = state.repo.clone();
+    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let keys = repo.keys()?;
+        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit ledger write failed; answer withheld");
+            repo_error(e)
+        }
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+/// Record an operator action (seal, unseal, rotate, rekey) while keys are available.
+async fn record_sys(state: &AppState, audit: Audit, event: Event) -> Result<(), Response> {
+    let repo = state.repo.clone();
+    let r = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let keys = repo.keys()?;
+        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit ledger write failed");
+            Err(repo_error(e))
+        }
+        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
+    }
 }
 
 /// Errors produced outside the handlers (body too large, bad path encoding, ...) come from
@@ -256,10 +387,13 @@ fn resource_response(
 
 async fn health(State(state): State<AppState>) -> Response {
     let sealed = state.repo.vault().is_sealed();
+    // The reason is logged, not shown: health is unauthenticated.
+    let compromised = state.repo.ledger().compromised().is_some();
     Json(json!({
-        "status": "ok",
+        "status": if compromised { "ledger-compromised" } else { "ok" },
         "sealed": sealed,
         "integrity_errors": state.repo.integrity_errors(),
+        "ledger_compromised": compromised,
     }))
     .into_response()
 }
@@ -298,7 +432,11 @@ fn share_field(body: &Bytes) -> Result<String, Response> {
         .ok_or_else(|| bad_request("expected {\"share\": \"medvault-share:...\"}"))
 }
 
-async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
+async fn unseal(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return bad_request("expected a JSON object"),
@@ -323,22 +461,58 @@ async fn unseal(State(state): State<AppState>, body: Bytes) -> Response {
         Ok(status) => {
             if !status.sealed {
                 tracing::info!("vault unsealed");
+                // While sealed nothing can be written to the ledger; the unseal entry
+                // carries how many shares were refused on the way.
+                let refused = state.refused_shares.swap(0, Ordering::Relaxed);
+                let event = Event::new("unseal", "", "", Outcome::Allow)
+                    .reason(&format!("{refused} share(s) refused while sealed"));
+                if let Err(r) = record_sys(&state, audit, event).await {
+                    return r;
+                }
                 // Finish any re-wrap a rotation before a restart or seal left unfinished.
                 start_rewrap(&state);
             }
             Json(status).into_response()
         }
-        Err(r) => r,
+        Err(r) => {
+            if state.repo.vault().is_sealed() {
+                state.refused_shares.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // A share sent to an unsealed server: recordable now.
+                let event = Event::new("unseal", "", "", Outcome::Deny).reason("already unsealed");
+                if let Err(r) = record_sys(&state, audit, event).await {
+                    return r;
+                }
+            }
+            r
+        }
     }
 }
 
-async fn seal(State(state): State<AppState>, body: Bytes) -> Response {
+async fn seal(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
     let share = match share_field(&body) {
         Ok(s) => s,
         Err(r) => return r,
     };
+    // Check the share first, record the decision while the keys are still here, then seal.
+    let check = share.clone();
+    if let Err(r) = vault_blocking(&state, move |v| v.check_share(&check)).await {
+        let event = Event::new("seal", "", "", Outcome::Deny).reason("share refused");
+        if let Err(r) = record_sys(&state, audit, event).await {
+            return r;
+        }
+        return r;
+    }
+    if let Err(r) = record_sys(&state, audit, Event::new("seal", "", "", Outcome::Allow)).await {
+        return r;
+    }
     match vault_blocking(&state, move |v| v.seal(&share)).await {
         Ok(()) => {
+            state.repo.ledger().forget();
             tracing::warn!("vault sealed by operator");
             seal_status(State(state)).await
         }
@@ -346,16 +520,31 @@ async fn seal(State(state): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-async fn rotate(State(state): State<AppState>, body: Bytes) -> Response {
+async fn rotate(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
     let share = match share_field(&body) {
         Ok(s) => s,
         Err(r) => return r,
     };
     let version = match vault_blocking(&state, move |v| v.rotate(&share)).await {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => {
+            let event = Event::new("rotate", "", "", Outcome::Deny).reason(r.status().as_str());
+            if let Err(r) = record_sys(&state, audit, event).await {
+                return r;
+            }
+            return r;
+        }
     };
     tracing::info!(key_version = version, "key-encryption key rotated");
+    let event = Event::new("rotate", "", "", Outcome::Allow)
+        .reason(&format!("key-encryption key version {version}"));
+    if let Err(r) = record_sys(&state, audit, event).await {
+        return r;
+    }
     start_rewrap(&state);
     (
         StatusCode::ACCEPTED,
@@ -441,7 +630,11 @@ async fn rotate_status(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
+async fn rekey(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
     let v: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(_) => return bad_request("expected a JSON object"),
@@ -465,6 +658,13 @@ async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
     match vault_blocking(&state, move |v| v.rekey(&shares, threshold, count)).await {
         Ok(issued) => {
             tracing::warn!(threshold, count, "vault rekeyed; old shares are void");
+            let event = Event::new("rekey", "", "", Outcome::Allow)
+                .reason(&format!("new share set {threshold} of {count}"));
+            if let Err(r) = record_sys(&state, audit, event).await {
+                // The new shares exist now; withholding them would lock everyone out.
+                tracing::error!("rekey succeeded but its ledger entry could not be written");
+                drop(r);
+            }
             let shares: Vec<String> = issued
                 .shares
                 .iter()
@@ -472,6 +672,110 @@ async fn rekey(State(state): State<AppState>, body: Bytes) -> Response {
                 .collect();
             Json(json!({ "threshold": issued.threshold, "shares": shares })).into_response()
         }
+        Err(r) => r,
+    }
+}
+
+// ---------------------------------------------------------------- /ledger
+
+fn ledger_error(e: LedgerError) -> Response {
+    match e {
+        LedgerError::BadRequest(msg) => bad_request(msg),
+        e => repo_error(RepoError::Ledger(e)),
+    }
+}
+
+/// Run blocking ledger work off the async threads.
+async fn ledger_blocking<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&Repository) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, Response> {
+    let repo = state.repo.clone();
+    match tokio::task::spawn_blocking(move || f(&repo)).await {
+        Ok(r) => r.map_err(ledger_error),
+        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
+    }
+}
+
+fn plain_text(body: String) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The latest signed checkpoint (a C2SP signed note).
+async fn ledger_checkpoint(State(state): State<AppState>) -> Response {
+    match ledger_blocking(&state, |r| r.ledger().latest_checkpoint()).await {
+        Ok(Some(note)) => plain_text(note),
+        Ok(None) => fhir_response(
+            StatusCode::NOT_FOUND,
+            operation_outcome("not-found", "no checkpoint has been signed yet"),
+        ),
+        Err(r) => r,
+    }
+}
+
+/// The verifier key for checkpoints (`<name>+<key id>+<base64 key>`), for witnesses to pin.
+async fn ledger_key(State(state): State<AppState>) -> Response {
+    match state.repo.vault().keys() {
+        Ok(keys) => plain_text(format!("{}\n", keys.ledger_signer().verifier_key())),
+        Err(e) => vault_error(e),
+    }
+}
+
+fn u64_param(pairs: &[(String, String)], name: &str) -> Result<u64, Response> {
+    let mut found = None;
+    for (k, v) in pairs {
+        if k == name {
+            if found.is_some() {
+                return Err(bad_request("each proof parameter may appear once"));
+            }
+            found = Some(
+                v.parse::<u64>()
+                    .map_err(|_| bad_request("proof parameters must be non-negative integers"))?,
+            );
+        } else if !matches!(k.as_str(), "index" | "size" | "from" | "to") {
+            return Err(bad_request("unsupported proof parameter"));
+        }
+    }
+    found.ok_or_else(|| bad_request("a proof parameter is missing"))
+}
+
+fn proof_json(fields: Value, hashes: &[medvault_ledger::Hash]) -> Response {
+    use base64::Engine;
+    let mut body = fields;
+    body["hashes"] = hashes
+        .iter()
+        .map(|h| Value::String(base64::engine::general_purpose::STANDARD.encode(h.as_bytes())))
+        .collect();
+    Json(body).into_response()
+}
+
+/// `?index=&size=`: the inclusion proof of one entry's leaf in the tree of `size` entries.
+async fn ledger_inclusion(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let pairs = parse_query_string(q.as_deref().unwrap_or(""));
+    let (index, size) = match (u64_param(&pairs, "index"), u64_param(&pairs, "size")) {
+        (Ok(i), Ok(s)) => (i, s),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match ledger_blocking(&state, move |r| r.ledger().inclusion(index, size)).await {
+        Ok(p) => proof_json(json!({ "index": index, "size": size }), &p.hashes),
+        Err(r) => r,
+    }
+}
+
+/// `?from=&to=`: the consistency proof between two tree sizes.
+async fn ledger_consistency(State(state): State<AppState>, RawQuery(q): RawQuery) -> Response {
+    let pairs = parse_query_string(q.as_deref().unwrap_or(""));
+    let (from, to) = match (u64_param(&pairs, "from"), u64_param(&pairs, "to")) {
+        (Ok(f), Ok(t)) => (f, t),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match ledger_blocking(&state, move |r| r.ledger().consistency(from, to)).await {
+        Ok(p) => proof_json(json!({ "from": from, "to": to }), &p.hashes),
         Err(r) => r,
     }
 }
@@ -543,12 +847,19 @@ async fn metadata(State(state): State<AppState>) -> Response {
     fhir_response(StatusCode::OK, body)
 }
 
-async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn bundle(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let value = match json_body(&headers, &body, false) {
         Ok(v) => v,
         Err(r) => return r,
     };
-    match blocking(&state, move |r| r.bundle(value)).await {
+    // Each write is recorded in the transaction's own commit; the bundle as a whole gets a
+    // summary entry from `record_fhir`.
+    match blocking(&state, move |r| r.bundle(&audit, value)).await {
         Ok(b) => fhir_response(StatusCode::OK, b),
         Err(r) => r,
     }
@@ -556,6 +867,7 @@ async fn bundle(State(state): State<AppState>, headers: HeaderMap, body: Bytes) 
 
 async fn create(
     State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -572,7 +884,7 @@ async fn create(
     };
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
-        r.create(&rtype, value, if_none_exist.as_deref())
+        r.create(&audit, &rtype, value, if_none_exist.as_deref())
     })
     .await
     {
@@ -582,10 +894,25 @@ async fn create(
             } else {
                 StatusCode::OK
             };
-            resource_response(&state, status, &w.stored, true, minimal)
+            let mut resp = resource_response(&state, status, &w.stored, true, minimal);
+            if w.created {
+                resp.extensions_mut().insert(Recorded);
+            } else {
+                // An existing match was returned: a read, recorded by `record_fhir`.
+                resp.extensions_mut()
+                    .insert(AuditPatient(patient_of_stored(&w.stored)));
+            }
+            resp
         }
         Err(r) => r,
     }
+}
+
+fn read_response(state: &AppState, s: &Stored) -> Response {
+    let mut resp = resource_response(state, StatusCode::OK, s, false, false);
+    resp.extensions_mut()
+        .insert(AuditPatient(patient_of_stored(s)));
+    resp
 }
 
 async fn read(
@@ -593,7 +920,7 @@ async fn read(
     Path((rtype, id)): Path<(String, String)>,
 ) -> Response {
     match blocking(&state, move |r| r.read(&rtype, &id)).await {
-        Ok(s) => resource_response(&state, StatusCode::OK, &s, false, false),
+        Ok(s) => read_response(&state, &s),
         Err(r) => r,
     }
 }
@@ -603,13 +930,14 @@ async fn vread(
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Response {
     match blocking(&state, move |r| r.vread(&rtype, &id, &vid)).await {
-        Ok(s) => resource_response(&state, StatusCode::OK, &s, false, false),
+        Ok(s) => read_response(&state, &s),
         Err(r) => r,
     }
 }
 
 async fn update(
     State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -623,14 +951,20 @@ async fn update(
         Err(r) => return r,
     };
     let minimal = wants_minimal(&headers);
-    match blocking(&state, move |r| r.update(&rtype, &id, value, expected)).await {
+    match blocking(&state, move |r| {
+        r.update(&audit, &rtype, &id, value, expected)
+    })
+    .await
+    {
         Ok(w) => {
             let status = if w.created {
                 StatusCode::CREATED
             } else {
                 StatusCode::OK
             };
-            resource_response(&state, status, &w.stored, w.created, minimal)
+            let mut resp = resource_response(&state, status, &w.stored, w.created, minimal);
+            resp.extensions_mut().insert(Recorded);
+            resp
         }
         Err(r) => r,
     }
@@ -638,6 +972,7 @@ async fn update(
 
 async fn patch(
     State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -650,14 +985,23 @@ async fn patch(
         Ok(v) => v,
         Err(r) => return r,
     };
-    match blocking(&state, move |r| r.patch(&rtype, &id, value, expected)).await {
-        Ok(w) => resource_response(&state, StatusCode::OK, &w.stored, false, false),
+    match blocking(&state, move |r| {
+        r.patch(&audit, &rtype, &id, value, expected)
+    })
+    .await
+    {
+        Ok(w) => {
+            let mut resp = resource_response(&state, StatusCode::OK, &w.stored, false, false);
+            resp.extensions_mut().insert(Recorded);
+            resp
+        }
         Err(r) => r,
     }
 }
 
 async fn delete(
     State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -665,12 +1009,13 @@ async fn delete(
         Ok(v) => v,
         Err(r) => return r,
     };
-    match blocking(&state, move |r| r.delete(&rtype, &id, expected)).await {
+    match blocking(&state, move |r| r.delete(&audit, &rtype, &id, expected)).await {
         Ok(Some(version)) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
                 resp.headers_mut().insert(header::ETAG, v);
             }
+            resp.extensions_mut().insert(Recorded);
             resp
         }
         Ok(None) => StatusCode::NO_CONTENT.into_response(),
@@ -704,11 +1049,22 @@ async fn search_post(
 async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>) -> Response {
     let base = format!("{}/{}", state.fhir_base, rtype);
     let p = pairs.clone();
+    // A search within one patient's compartment is recorded against that patient.
+    let patient = pairs
+        .iter()
+        .find(|(k, _)| matches!(k.as_str(), "patient" | "subject"))
+        .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(v).to_string());
     match blocking(&state, move |r| r.search(&rtype, &p)).await {
-        Ok(page) => fhir_response(
-            StatusCode::OK,
-            page_bundle(&state, "searchset", &base, &pairs, &page),
-        ),
+        Ok(page) => {
+            let mut resp = fhir_response(
+                StatusCode::OK,
+                page_bundle(&state, "searchset", &base, &pairs, &page),
+            );
+            if let Some(p) = patient {
+                resp.extensions_mut().insert(AuditPatient(p));
+            }
+            resp
+        }
         Err(r) => r,
     }
 }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{json, Value};
 
 use crate::clock::format_instant;
+use crate::ledger::Audit;
 use crate::outcome;
 use crate::repo::{
     check_if_match, new_uuid, parse_query_string, PendingKeys, PreparedWrite, RepoError,
@@ -151,19 +152,19 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
     r
 }
 
-pub(crate) fn process(repo: &Repository, bundle: Value) -> Result<Value> {
+pub(crate) fn process(repo: &Repository, audit: &Audit, bundle: Value) -> Result<Value> {
     let (transaction, entries) = parse_entries(bundle)?;
     if transaction {
-        run_transaction(repo, entries)
+        run_transaction(repo, audit, entries)
     } else {
-        Ok(run_batch(repo, entries))
+        Ok(run_batch(repo, audit, entries))
     }
 }
 
-fn run_batch(repo: &Repository, entries: Vec<Entry>) -> Value {
+fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>) -> Value {
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let result = run_single(repo, &e);
+        let result = run_single(repo, audit, &e);
         out.push(match result {
             Ok(v) => v,
             Err(err) => {
@@ -175,12 +176,13 @@ fn run_batch(repo: &Repository, entries: Vec<Entry>) -> Value {
     json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out })
 }
 
-fn run_single(repo: &Repository, e: &Entry) -> Result<Value> {
+fn run_single(repo: &Repository, audit: &Audit, e: &Entry) -> Result<Value> {
     let (rtype, id, query) = split_url(&e.url);
     match e.method {
         Method::Get => read_entry(repo, rtype, id, query),
         Method::Post => {
             let w = repo.create(
+                audit,
                 rtype,
                 e.resource.clone().unwrap_or(Value::Null),
                 e.if_none_exist.as_deref(),
@@ -193,6 +195,7 @@ fn run_single(repo: &Repository, e: &Entry) -> Result<Value> {
         Method::Put => {
             let id = id.ok_or_else(|| bad(e.index, "PUT needs Type/id"))?;
             let w = repo.update(
+                audit,
                 rtype,
                 id,
                 e.resource.clone().unwrap_or(Value::Null),
@@ -205,7 +208,7 @@ fn run_single(repo: &Repository, e: &Entry) -> Result<Value> {
         }
         Method::Delete => {
             let id = id.ok_or_else(|| bad(e.index, "DELETE needs Type/id"))?;
-            repo.delete(rtype, id, e.if_match)?;
+            repo.delete(audit, rtype, id, e.if_match)?;
             Ok(json!({ "response": { "status": "204 No Content" } }))
         }
     }
@@ -254,7 +257,7 @@ struct Job {
 enum Work {
     Job(Job),
     /// Already prepared (deletions need no encryption).
-    Ready(usize, PreparedWrite),
+    Ready(usize, Box<PreparedWrite>),
 }
 
 /// Below this many writes a transaction is prepared on the calling thread.
@@ -263,6 +266,7 @@ const PARALLEL_MIN: usize = 64;
 /// Step 2 of a transaction for one entry: rewrite its references and decide its version.
 fn plan_write(
     repo: &Repository,
+    keys: &Keys,
     e: &mut Entry,
     plan: &Plan,
     map: &HashMap<String, String>,
@@ -311,7 +315,11 @@ fn plan_write(
             let current = repo.current_record(rtype, id)?;
             check_if_match(current.as_ref(), e.if_match)?;
             if let Some(cur) = current.filter(|c| !c.is_deleted()) {
-                work.push(Work::Ready(e.index, repo.prepare_delete(&cur, now)));
+                let patient = repo.patient_of_record(keys, &cur)?;
+                work.push(Work::Ready(
+                    e.index,
+                    Box::new(repo.prepare_delete(&cur, now, patient)),
+                ));
             }
         }
         Plan::Existing(_) | Plan::Get => {}
@@ -329,7 +337,7 @@ fn prepare_all(
 ) -> Result<Vec<(usize, PreparedWrite, bool)>> {
     let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
         match w {
-            Work::Ready(index, p) => Ok((index, p, false)),
+            Work::Ready(index, p) => Ok((index, *p, false)),
             Work::Job(j) => {
                 let p = repo
                     .prepare_version(
@@ -399,7 +407,7 @@ enum Plan {
     Get,
 }
 
-fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> {
+fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) -> Result<Value> {
     let keys = repo.keys()?;
     let _guard = repo.lock_writes();
     let now = repo.clock().now_ms();
@@ -494,7 +502,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
     // the error reported is always the first failing entry's.
     let mut first_err: Option<RepoError> = None;
     for (e, plan) in entries.iter_mut().zip(&plans) {
-        if let Err(err) = plan_write(repo, e, plan, &map, now, &mut work) {
+        if let Err(err) = plan_write(repo, &keys, e, plan, &map, now, &mut work) {
             first_err = Some(in_entry(e.index, err));
             break;
         }
@@ -520,7 +528,7 @@ fn run_transaction(repo: &Repository, mut entries: Vec<Entry>) -> Result<Value> 
     }
 
     // 4. One atomic commit for all writes.
-    let stored = repo.commit_all(&keys, writes, pending)?;
+    let stored = repo.commit_all(&keys, audit, writes, pending)?;
 
     // 5. Reads run after the writes, as FHIR orders them.
     let mut out = Vec::with_capacity(entries.len());

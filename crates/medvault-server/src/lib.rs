@@ -4,6 +4,7 @@
 pub mod api;
 mod bundle;
 pub mod clock;
+pub mod ledger;
 pub mod outcome;
 pub mod repo;
 mod search_time;

@@ -41,6 +41,10 @@ pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
             tracing::error!(error = %e, "cryptographic failure");
             simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
         }
+        RepoError::Ledger(e) => {
+            tracing::error!(error = %e, "audit ledger failure");
+            simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
         RepoError::Internal(what) => {
             tracing::error!(what, "internal error");
             simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")

@@ -14,7 +14,9 @@ use medvault_store::{
 use serde_json::{json, Value};
 
 use crate::clock::{format_instant, Clock};
+use crate::ledger::{Audit, Event, Ledger, LedgerConfig, LedgerError};
 use crate::vault::{Keys, Vault, VaultError};
+use medvault_ledger::Outcome;
 
 /// The owner of resources that belong to no patient (Practitioner, Organization, ...).
 const SYSTEM_OWNER: &str = "system";
@@ -49,6 +51,8 @@ pub enum RepoError {
     Store(#[from] StoreError),
     #[error("cryptographic failure")]
     Crypto(CryptoError),
+    #[error("the audit ledger could not be written, so the request was not carried out")]
+    Ledger(#[from] LedgerError),
     #[error("internal error")]
     Internal(&'static str),
 }
@@ -121,6 +125,8 @@ struct Prepared {
     new: NewVersion,
     blob: Option<(String, Vec<u8>)>,
     stored: Stored,
+    /// The patient (bare id) the version belongs to, empty for system data; for the ledger.
+    patient: String,
 }
 
 /// The FHIR repository over a store, a blob store and the vault.
@@ -134,6 +140,7 @@ pub struct Repository {
     /// concurrent writers on several nodes safe as well.
     write_lock: Mutex<()>,
     integrity_errors: AtomicU64,
+    ledger: Ledger,
 }
 
 fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
@@ -160,6 +167,19 @@ pub(crate) fn check_if_match(current: Option<&VersionRecord>, if_match: Option<i
 
 /// The name of the data-key owner of a resource: its patient ("Patient/<id>"; a Patient owns
 /// itself) or, for resources outside any patient's record, the system.
+/// The bare patient id of an owner name ("Patient/123" → "123"; "system" → "").
+fn patient_of_owner(owner: &str) -> String {
+    owner.strip_prefix("Patient/").unwrap_or("").to_string()
+}
+
+/// The patient (bare id) a stored resource belongs to, empty if none.
+pub fn patient_of_stored(s: &Stored) -> String {
+    s.resource
+        .as_ref()
+        .map(|r| patient_of_owner(&owner_of(&s.rtype, &s.id, r)))
+        .unwrap_or_default()
+}
+
 fn owner_of(rtype: &str, id: &str, resource: &Value) -> String {
     if rtype == "Patient" {
         return format!("Patient/{id}");
@@ -245,6 +265,8 @@ impl Repository {
         clock: Arc<dyn Clock>,
         rng: Arc<dyn Random>,
     ) -> Repository {
+        let (store_for_ledger, clock_for_ledger, rng_for_ledger) =
+            (store.clone(), clock.clone(), rng.clone());
         Repository {
             store,
             blobs,
@@ -253,7 +275,29 @@ impl Repository {
             rng,
             write_lock: Mutex::new(()),
             integrity_errors: AtomicU64::new(0),
+            ledger: Ledger::new(
+                store_for_ledger,
+                clock_for_ledger,
+                rng_for_ledger,
+                LedgerConfig::default(),
+            ),
         }
+    }
+
+    /// Use `config` for when ledger checkpoints are signed.
+    pub fn with_ledger_config(mut self, config: LedgerConfig) -> Repository {
+        self.ledger = Ledger::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.rng.clone(),
+            config,
+        );
+        self
+    }
+
+    /// The audit ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     pub fn vault(&self) -> &Arc<Vault> {
@@ -402,7 +446,8 @@ impl Repository {
             ));
         }
 
-        let owner = keys.owner_token(&owner_of(rtype, id, &resource));
+        let owner_name = owner_of(rtype, id, &resource);
+        let owner = keys.owner_token(&owner_name);
         let dek = self.dek_ready(keys, &owner, pending)?;
         let plaintext = zeroize::Zeroizing::new(
             serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
@@ -452,11 +497,18 @@ impl Repository {
                 updated_ms: now_ms,
                 resource: Some(resource),
             },
+            patient: patient_of_owner(&owner_name),
         })
     }
 
     /// Upload blobs, then commit all versions (and new data keys) atomically.
-    fn commit(&self, keys: &Keys, prepared: &mut [Prepared], pending: PendingKeys) -> Result<()> {
+    fn commit(
+        &self,
+        keys: &Keys,
+        audit: &Audit,
+        prepared: &mut [Prepared],
+        pending: PendingKeys,
+    ) -> Result<()> {
         for p in prepared.iter_mut() {
             if let Some((name, bytes)) = p.blob.take() {
                 block_on(self.blobs.put(&name, bytes))??;
@@ -468,12 +520,28 @@ impl Repository {
             .map(|p| std::mem::replace(&mut p.new, NewVersion::placeholder()))
             .collect();
         let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
-        self.store
-            .write_with_keys(&new_keys, &batch)
-            .map_err(|e| match e {
-                StoreError::Conflict => RepoError::Conflict,
-                e => RepoError::Store(e),
-            })?;
+        // One ledger entry per version, committed in the same transaction.
+        let events: Vec<Event> = prepared
+            .iter()
+            .zip(&batch)
+            .map(|(p, new)| {
+                let action = match (&p.stored.resource, new.expected_current) {
+                    (None, _) => "delete",
+                    (Some(_), None) => "create",
+                    (Some(_), Some(_)) => "update",
+                };
+                Event::new(action, &p.stored.rtype, &p.stored.id, Outcome::Allow)
+                    .patient(&p.patient)
+            })
+            .collect();
+        self.ledger.commit_with(keys, audit, &events, |append| {
+            self.store
+                .commit(&new_keys, &batch, append)
+                .map_err(|e| match e {
+                    StoreError::Conflict => RepoError::Conflict,
+                    e => RepoError::Store(e),
+                })
+        })?;
         for (owner, (key, _)) in pending.map {
             keys.cache_dek(owner, key);
         }
@@ -561,6 +629,7 @@ impl Repository {
     /// existing single match is returned instead, and several matches are an error.
     pub fn create(
         &self,
+        audit: &Audit,
         rtype: &str,
         resource: Value,
         if_none_exist: Option<&str>,
@@ -577,7 +646,7 @@ impl Repository {
             }
         }
         let id = new_uuid(&*self.rng)?;
-        self.write_one(&keys, rtype, &id, None, resource)
+        self.write_one(&keys, audit, rtype, &id, None, resource)
     }
 
     /// Write the next version of one resource (the caller holds the write lock and has
@@ -585,6 +654,7 @@ impl Repository {
     fn write_one(
         &self,
         keys: &Keys,
+        audit: &Audit,
         rtype: &str,
         id: &str,
         current_version: Option<i64>,
@@ -602,7 +672,7 @@ impl Repository {
             self.clock.now_ms(),
             &pending,
         )?];
-        self.commit(keys, &mut prepared, pending)?;
+        self.commit(keys, audit, &mut prepared, pending)?;
         let [p] = prepared;
         Ok(Written {
             stored: p.stored,
@@ -642,6 +712,7 @@ impl Repository {
     /// Update (or create with a client id). `if_match` is the version the client expects.
     pub fn update(
         &self,
+        audit: &Audit,
         rtype: &str,
         id: &str,
         resource: Value,
@@ -664,13 +735,14 @@ impl Repository {
         let current_version = current.as_ref().map(|c| c.version);
         check_if_match(current.as_ref(), if_match)?;
         let created = current.as_ref().is_none_or(|c| c.is_deleted());
-        let written = self.write_one(&keys, rtype, id, current_version, resource)?;
+        let written = self.write_one(&keys, audit, rtype, id, current_version, resource)?;
         Ok(Written { created, ..written })
     }
 
     /// Apply a JSON Patch (RFC 6902) to the current version.
     pub fn patch(
         &self,
+        audit: &Audit,
         rtype: &str,
         id: &str,
         patch: Value,
@@ -713,29 +785,33 @@ impl Repository {
         }
         // Pin the version we patched: a concurrent update makes this a conflict, not a
         // silent overwrite.
-        match self.update(rtype, id, doc, Some(current.version)) {
+        match self.update(audit, rtype, id, doc, Some(current.version)) {
             Err(RepoError::PreconditionFailed(_)) if if_match.is_none() => Err(RepoError::Conflict),
             other => other,
         }
     }
 
     /// Delete (idempotent). Returns the deletion version, or `None` if nothing was live.
-    pub fn delete(&self, rtype: &str, id: &str, if_match: Option<i64>) -> Result<Option<i64>> {
+    pub fn delete(
+        &self,
+        audit: &Audit,
+        rtype: &str,
+        id: &str,
+        if_match: Option<i64>,
+    ) -> Result<Option<i64>> {
         check_type(rtype)?;
         check_id(id)?;
-        let _keys = self.keys()?;
+        let keys = self.keys()?;
         let _guard = self.lock_writes();
         let current = self.store.current(rtype, id)?;
         check_if_match(current.as_ref(), if_match)?;
         let Some(current) = current.filter(|c| !c.is_deleted()) else {
             return Ok(None);
         };
-        let PreparedWrite(prepared) = self.prepare_delete(&current, self.clock.now_ms());
+        let patient = self.patient_of_record(&keys, &current)?;
+        let PreparedWrite(prepared) = self.prepare_delete(&current, self.clock.now_ms(), patient);
         let version = prepared.new.record.version;
-        self.store.write(&[prepared.new]).map_err(|e| match e {
-            StoreError::Conflict => RepoError::Conflict,
-            e => RepoError::Store(e),
-        })?;
+        self.commit(&keys, audit, &mut [prepared], PendingKeys::default())?;
         Ok(Some(version))
     }
 
@@ -903,8 +979,8 @@ impl Repository {
     }
 
     /// Process a transaction (all or nothing) or batch (each entry alone) Bundle.
-    pub fn bundle(&self, bundle: Value) -> Result<Value> {
-        crate::bundle::process(self, bundle)
+    pub fn bundle(&self, audit: &Audit, bundle: Value) -> Result<Value> {
+        crate::bundle::process(self, audit, bundle)
     }
 
     // --- pieces used by bundle processing ---
@@ -943,7 +1019,17 @@ impl Repository {
         )?))
     }
 
-    pub(crate) fn prepare_delete(&self, current: &VersionRecord, now_ms: i64) -> PreparedWrite {
+    /// The patient (bare id) a stored version belongs to, read from its decrypted content.
+    pub(crate) fn patient_of_record(&self, keys: &Keys, rec: &VersionRecord) -> Result<String> {
+        Ok(patient_of_stored(&self.open(keys, rec)?))
+    }
+
+    pub(crate) fn prepare_delete(
+        &self,
+        current: &VersionRecord,
+        now_ms: i64,
+        patient: String,
+    ) -> PreparedWrite {
         PreparedWrite(Prepared {
             new: NewVersion {
                 record: VersionRecord {
@@ -965,17 +1051,19 @@ impl Repository {
                 updated_ms: now_ms,
                 resource: None,
             },
+            patient,
         })
     }
 
     pub(crate) fn commit_all(
         &self,
         keys: &Keys,
+        audit: &Audit,
         writes: Vec<PreparedWrite>,
         pending: PendingKeys,
     ) -> Result<Vec<Stored>> {
         let mut prepared: Vec<Prepared> = writes.into_iter().map(|w| w.0).collect();
-        self.commit(keys, &mut prepared, pending)?;
+        self.commit(keys, audit, &mut prepared, pending)?;
         Ok(prepared.into_iter().map(|p| p.stored).collect())
     }
 }

@@ -138,15 +138,19 @@ pub async fn serve(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    spawn_checkpoint_ticker(repo.clone());
     let app = router(AppState::new(repo, &public));
 
     match &opts.tls {
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             ready(addr, &public);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         }
         Some(tls) => {
             // One process-wide rustls provider (ring); ignore "already installed".
@@ -162,10 +166,31 @@ pub async fn serve(
             });
             let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
             ready(addr, &public);
-            server.serve(app.into_make_service()).await?;
+            server
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await?;
         }
     }
     Ok(())
+}
+
+/// Sign a ledger checkpoint when one is due by time, even if no request arrives.
+fn spawn_checkpoint_ticker(repo: Arc<Repository>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            let Ok(keys) = repo.vault().keys() else {
+                continue;
+            };
+            let r = repo.clone();
+            match tokio::task::spawn_blocking(move || r.ledger().tick(&keys)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "ledger checkpoint failed"),
+                Err(_) => tracing::error!("ledger checkpoint worker failed"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

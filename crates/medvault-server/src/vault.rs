@@ -136,25 +136,34 @@ pub struct Keys {
     keks: BTreeMap<u32, AeadKey>,
     blind: BlindIndexKey,
     owner: BlindIndexKey,
+    /// Encrypts audit-ledger entries.
+    ledger_entries: AeadKey,
+    /// Signs ledger checkpoints. Derived from the keyring seed, which is stored only
+    /// wrapped under the root key, so the signing key is as sealed as the data.
+    ledger_signer: medvault_ledger::SigningKey,
     /// Unwrapped data keys by owner token. Cleared when the keys are dropped on seal.
     deks: Mutex<HashMap<Vec<u8>, Arc<AeadKey>>>,
 }
 
 impl Keys {
-    fn new(root: SecretKey, keyring: Keyring) -> Keys {
+    fn new(root: SecretKey, keyring: Keyring) -> Result<Keys, VaultError> {
         let keks = keyring
             .keks
             .iter()
             .map(|(v, k)| (*v, AeadKey::new(k, *v)))
             .collect();
-        Keys {
+        let signing_seed = keyring.seed.derive("medvault/ledger-signing/v1");
+        Ok(Keys {
             blind: BlindIndexKey::new(&keyring.seed.derive("medvault/blind-index/v1")),
             owner: BlindIndexKey::new(&keyring.seed.derive("medvault/owner-token/v1")),
+            ledger_entries: AeadKey::new(&keyring.seed.derive("medvault/ledger-entry/v1"), 0),
+            ledger_signer: crate::ledger::signing_key(signing_seed.expose())
+                .map_err(|_| VaultError::KeyringDamaged)?,
             root,
             keyring,
             keks,
             deks: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// These keys, with the unwrapped data keys moved over from `old`: rotation and rekey
@@ -163,6 +172,16 @@ impl Keys {
         let cached = std::mem::take(&mut *old.deks.lock().unwrap_or_else(|e| e.into_inner()));
         *self.deks.lock().unwrap_or_else(|e| e.into_inner()) = cached;
         self
+    }
+
+    /// The key that encrypts audit-ledger entries.
+    pub fn ledger_entries(&self) -> &AeadKey {
+        &self.ledger_entries
+    }
+
+    /// The key that signs ledger checkpoints.
+    pub fn ledger_signer(&self) -> &medvault_ledger::SigningKey {
+        &self.ledger_signer
     }
 
     /// The blind-index key for search tokens.
@@ -449,6 +468,13 @@ impl Vault {
         Ok(())
     }
 
+    /// Check that `text` is a valid share of the current set (the authorization for operator
+    /// actions until accounts exist), without using it.
+    pub fn check_share(&self, text: &str) -> Result<(), VaultError> {
+        let record = self.record()?;
+        self.verify_share(&record, text).map(|_| ())
+    }
+
     /// Seal: drop every key from memory. `authorization` must be a valid share of the
     /// current set (until accounts exist, holding a share is what makes an operator).
     pub fn seal(&self, authorization: &str) -> Result<(), VaultError> {
@@ -485,7 +511,7 @@ impl Vault {
         self.store
             .replace_vault(&new_record, record.generation)
             .map_err(conflict)?;
-        let new_keys = Keys::new(keys.root.clone(), keyring).keeping_deks_of(keys);
+        let new_keys = Keys::new(keys.root.clone(), keyring)?.keeping_deks_of(keys);
         *state = State::Unsealed(Arc::new(new_keys));
         Ok(next)
     }
@@ -528,7 +554,7 @@ impl Vault {
             .map_err(conflict)?;
         match &mut *state {
             State::Unsealed(keys) => {
-                let new_keys = Keys::new(new_root, keyring).keeping_deks_of(keys);
+                let new_keys = Keys::new(new_root, keyring)?.keeping_deks_of(keys);
                 *state = State::Unsealed(Arc::new(new_keys));
             }
             // Shares of the old set in progress are now worthless.
@@ -545,7 +571,7 @@ fn unseal_with(shares: &[Share], record: &VaultRecord) -> Result<Keys, VaultErro
         return Err(VaultError::KeyCheckFailed);
     }
     let keyring = Keyring::unwrap(&root, &record.keyring)?;
-    Ok(Keys::new(root, keyring))
+    Keys::new(root, keyring)
 }
 
 fn conflict(e: StoreError) -> VaultError {

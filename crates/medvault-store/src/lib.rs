@@ -14,8 +14,8 @@ pub use blob::BlobStore;
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Body, DataKeyRecord, HistoryPage, NewVersion, SearchPage, StoreQuery, Token, VaultRecord,
-    VersionRecord,
+    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode, LedgerRecord,
+    NewVersion, SearchPage, StoreQuery, Token, VaultRecord, VersionRecord,
 };
 
 /// Result alias for store operations.
@@ -55,7 +55,19 @@ pub trait Store: Send + Sync {
     /// `write`, also inserting the new data keys the versions are encrypted under, in the
     /// same transaction. If another writer already stored a different key for one of the
     /// owners, nothing is written and the result is `Conflict`.
-    fn write_with_keys(&self, keys: &[DataKeyRecord], batch: &[NewVersion]) -> Result<()>;
+    fn write_with_keys(&self, keys: &[DataKeyRecord], batch: &[NewVersion]) -> Result<()> {
+        self.commit(keys, batch, &LedgerAppend::default())
+    }
+    /// `write_with_keys`, also appending audit-ledger rows, all in one durable transaction:
+    /// an action and its ledger entry are stored together or not at all. Ledger entries
+    /// that do not continue the stored ledger exactly (index = current size, consecutive)
+    /// or a checkpoint whose size is not the size after the append make it a `Conflict`.
+    fn commit(
+        &self,
+        keys: &[DataKeyRecord],
+        batch: &[NewVersion],
+        ledger: &LedgerAppend,
+    ) -> Result<()>;
     /// The current version of a resource (including a deletion marker).
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;
     /// One specific version.
@@ -74,4 +86,15 @@ pub trait Store: Send + Sync {
     /// Every current, non-deleted resource matching the query, ordered by last change (for
     /// queries the caller must filter further after decryption).
     fn search_all(&self, query: &StoreQuery) -> Result<Vec<VersionRecord>>;
+
+    /// Number of ledger entries (the index the next entry gets).
+    fn ledger_size(&self) -> Result<u64>;
+    /// Up to `limit` ledger entries from index `from`, in index order.
+    fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>>;
+    /// The hash of the perfect subtree at (`level`, `index`); level 0 is an entry's leaf.
+    fn ledger_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>>;
+    /// Up to `limit` stored checkpoints with size >= `from_size`, by size.
+    fn ledger_checkpoints(&self, from_size: u64, limit: usize) -> Result<Vec<CheckpointRecord>>;
+    /// The checkpoint with the greatest size, if any.
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>>;
 }

@@ -13,8 +13,8 @@ use rusqlite::vtab::array::Array;
 
 use crate::posting;
 use crate::types::{
-    Body, DataKeyRecord, HistoryPage, NewVersion, SearchPage, StoreQuery, VaultRecord,
-    VersionRecord,
+    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerRecord, NewVersion,
+    SearchPage, StoreQuery, VaultRecord, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -22,6 +22,7 @@ use crate::{Result, Store, StoreError};
 const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0001_init.sql"),
     include_str!("../sql/sqlite/0002_search_posting.sql"),
+    include_str!("../sql/sqlite/0003_ledger.sql"),
 ];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
@@ -127,6 +128,63 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<VersionRecord> {
             (None, None) => None,
         },
     })
+}
+
+fn to_i64(n: u64) -> Result<i64> {
+    i64::try_from(n).map_err(|_| StoreError::Corrupt("ledger index out of range"))
+}
+
+fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CheckpointRecord>> {
+    let size: i64 = r.get(0)?;
+    let note: String = r.get(1)?;
+    Ok(u64::try_from(size)
+        .map(|size| CheckpointRecord { size, note })
+        .map_err(|_| StoreError::Corrupt("checkpoint size")))
+}
+
+fn ledger_size_in(conn: &Connection) -> Result<u64> {
+    // Entries are dense from 0, so the size is the greatest index + 1.
+    let size: i64 = conn
+        .prepare_cached("SELECT coalesce(max(idx) + 1, 0) FROM ledger_entry")?
+        .query_row([], |r| r.get(0))?;
+    u64::try_from(size).map_err(|_| StoreError::Corrupt("ledger size"))
+}
+
+/// Append ledger rows inside the caller's write transaction, checking that they continue
+/// the stored ledger exactly.
+fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
+    let mut next = ledger_size_in(tx)?;
+    let mut add_entry =
+        tx.prepare_cached("INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (?, ?, ?)")?;
+    for e in &ledger.entries {
+        if e.index != next {
+            return Err(StoreError::Conflict);
+        }
+        add_entry.execute(params![to_i64(e.index)?, e.leaf.as_slice(), e.envelope])?;
+        next += 1;
+    }
+    let mut add_node =
+        tx.prepare_cached("INSERT INTO ledger_node (level, idx, hash) VALUES (?, ?, ?)")?;
+    for n in &ledger.nodes {
+        // A node may only cover leaves that exist; level 0 lives in ledger_entry.
+        let end = n
+            .index
+            .checked_add(1)
+            .and_then(|i| i.checked_shl(n.level))
+            .filter(|_| n.level >= 1 && n.level < 64);
+        if end.is_none_or(|end| end > next) {
+            return Err(StoreError::Conflict);
+        }
+        add_node.execute(params![n.level, to_i64(n.index)?, n.hash.as_slice()])?;
+    }
+    if let Some(c) = &ledger.checkpoint {
+        if c.size != next {
+            return Err(StoreError::Conflict);
+        }
+        tx.prepare_cached("INSERT INTO ledger_checkpoint (size, note) VALUES (?, ?)")?
+            .execute(params![to_i64(c.size)?, c.note])?;
+    }
+    Ok(())
 }
 
 /// The statements that maintain posting lists inside one write transaction.
@@ -381,9 +439,17 @@ impl Store for SqliteStore {
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    fn write_with_keys(&self, keys: &[DataKeyRecord], batch: &[NewVersion]) -> Result<()> {
+    fn commit(
+        &self,
+        keys: &[DataKeyRecord],
+        batch: &[NewVersion],
+        ledger: &LedgerAppend,
+    ) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !ledger.is_empty() {
+            append_ledger(&tx, ledger)?;
+        }
         {
             let mut add_key = tx.prepare_cached(
                 "INSERT OR IGNORE INTO data_key (owner, kek_version, wrapped) VALUES (?, ?, ?)",
@@ -495,6 +561,67 @@ impl Store for SqliteStore {
         // With synchronous=FULL the commit is on disk when this returns.
         tx.commit()?;
         Ok(())
+    }
+
+    fn ledger_size(&self) -> Result<u64> {
+        let conn = self.reader();
+        ledger_size_in(&conn)
+    }
+
+    fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT idx, leaf, envelope FROM ledger_entry WHERE idx >= ? ORDER BY idx LIMIT ?",
+        )?;
+        let rows = stmt.query_map(params![to_i64(from)?, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, leaf, envelope) = row?;
+            out.push(LedgerRecord {
+                index: u64::try_from(index).map_err(|_| StoreError::Corrupt("ledger index"))?,
+                leaf: array(leaf, "ledger leaf")?,
+                envelope,
+            });
+        }
+        Ok(out)
+    }
+
+    fn ledger_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>> {
+        let conn = self.reader();
+        let hash: Option<Vec<u8>> = if level == 0 {
+            conn.prepare_cached("SELECT leaf FROM ledger_entry WHERE idx = ?")?
+                .query_row(params![to_i64(index)?], |r| r.get(0))
+                .optional()?
+        } else {
+            conn.prepare_cached("SELECT hash FROM ledger_node WHERE level = ? AND idx = ?")?
+                .query_row(params![level, to_i64(index)?], |r| r.get(0))
+                .optional()?
+        };
+        hash.map(|h| array(h, "ledger node")).transpose()
+    }
+
+    fn ledger_checkpoints(&self, from_size: u64, limit: usize) -> Result<Vec<CheckpointRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT size, note FROM ledger_checkpoint WHERE size >= ? ORDER BY size LIMIT ?",
+        )?;
+        let rows = stmt.query_map(params![to_i64(from_size)?, limit as i64], checkpoint_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT size, note FROM ledger_checkpoint ORDER BY size DESC LIMIT 1",
+        )?;
+        let found = stmt.query_row([], checkpoint_row).optional()?;
+        found.transpose()
     }
 
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>> {

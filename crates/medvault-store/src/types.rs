@@ -112,3 +112,44 @@ pub struct HistoryPage {
     pub records: Vec<VersionRecord>,
     pub total: u64,
 }
+
+/// One audit-ledger entry as stored: its position, its tree leaf hash and its encrypted body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerRecord {
+    pub index: u64,
+    pub leaf: [u8; 32],
+    pub envelope: Vec<u8>,
+}
+
+/// The hash of a complete perfect subtree of the ledger (level >= 1; level 0 is the leaves).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LedgerNode {
+    pub level: u32,
+    pub index: u64,
+    pub hash: [u8; 32],
+}
+
+/// A signed checkpoint of the ledger at `size` entries (the note's text, as signed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointRecord {
+    pub size: u64,
+    pub note: String,
+}
+
+/// Ledger rows to append in the same transaction as the action they record.
+#[derive(Clone, Debug, Default)]
+pub struct LedgerAppend {
+    /// New entries with consecutive indexes, the first equal to the ledger's current size.
+    pub entries: Vec<LedgerRecord>,
+    /// The perfect subtrees (level >= 1) these entries complete.
+    pub nodes: Vec<LedgerNode>,
+    /// A checkpoint of the tree including these entries, if one is due; its size must be
+    /// the ledger's size after the append.
+    pub checkpoint: Option<CheckpointRecord>,
+}
+
+impl LedgerAppend {
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.nodes.is_empty() && self.checkpoint.is_none()
+    }
+}

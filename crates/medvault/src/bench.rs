@@ -8,6 +8,7 @@ use anyhow::{anyhow, Result};
 use clap::Subcommand;
 use medvault_crypto::{Random, SystemRandom};
 use medvault_server::clock::SystemClock;
+use medvault_server::ledger::Audit;
 use medvault_server::open_data_dir;
 use medvault_server::repo::Repository;
 use medvault_server::vault::Vault;
@@ -181,9 +182,11 @@ fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
         rng,
     );
     let bundles: Vec<Value> = data.to_vec();
+    let audit = Audit::system("bench");
     let start = Instant::now();
     for b in bundles {
-        repo.bundle(b).map_err(|e| anyhow!("ingest failed: {e}"))?;
+        repo.bundle(&audit, b)
+            .map_err(|e| anyhow!("ingest failed: {e}"))?;
     }
     Ok(start.elapsed().as_secs_f64())
 }

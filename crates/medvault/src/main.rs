@@ -15,7 +15,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use medvault_crypto::{Random, SystemRandom};
+use medvault_ledger::Outcome;
 use medvault_server::clock::SystemClock;
+use medvault_server::ledger::{Audit, Event};
 use medvault_server::repo::Repository;
 use medvault_server::vault::Vault;
 use medvault_server::{open_data_dir, ServeOptions, TlsFiles};
@@ -436,6 +438,12 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool) -> Result<()> {
         rng,
     ));
     let sealed = repo.vault().is_sealed();
+    if let Ok(keys) = repo.vault().keys() {
+        let event = Event::new("unseal", "", "", Outcome::Allow).reason("dev mode share file");
+        repo.ledger()
+            .record(&keys, &Audit::system("dev-mode"), &[event])
+            .context("could not write the audit ledger")?;
+    }
     runtime.block_on(medvault_server::serve(repo, opts, |addr, url| {
         println!("medvault listening on {url} ({addr})");
         if sealed {

@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use medvault_crypto::{DeterministicRandom, Random};
 use medvault_server::api::{router, AppState};
 use medvault_server::clock::ManualClock;
+use medvault_server::ledger::LedgerConfig;
 use medvault_server::repo::Repository;
 use medvault_server::vault::Vault;
 use medvault_server::{open_data_dir, DataDir};
@@ -32,6 +33,17 @@ pub struct Harness {
 impl Harness {
     /// A vault with `threshold` of `count` shares, sealed.
     pub fn sealed(threshold: u8, count: u8, seed: u64) -> Harness {
+        Harness::build(threshold, count, seed, LedgerConfig::default())
+    }
+
+    /// A 1-of-1 vault, unsealed, signing ledger checkpoints as `ledger` says.
+    pub fn unsealed_with(ledger: LedgerConfig) -> Harness {
+        let h = Harness::build(1, 1, 7, ledger);
+        h.repo.vault().submit_share(&h.shares[0]).unwrap();
+        h
+    }
+
+    fn build(threshold: u8, count: u8, seed: u64, ledger: LedgerConfig) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let data = open_data_dir(&dir.path().join("data")).unwrap();
         let rng: Arc<dyn Random> = Arc::new(DeterministicRandom::new(seed));
@@ -43,13 +55,16 @@ impl Harness {
             .collect();
         let vault = Arc::new(Vault::new(data.store.clone(), rng.clone()));
         let clock = Arc::new(ManualClock::new(T0));
-        let repo = Arc::new(Repository::new(
-            data.store.clone(),
-            data.blobs.clone(),
-            vault,
-            clock.clone(),
-            rng,
-        ));
+        let repo = Arc::new(
+            Repository::new(
+                data.store.clone(),
+                data.blobs.clone(),
+                vault,
+                clock.clone(),
+                rng,
+            )
+            .with_ledger_config(ledger),
+        );
         let app = router(AppState::new(repo.clone(), BASE));
         Harness {
             dir,

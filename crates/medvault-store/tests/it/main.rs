@@ -5,6 +5,7 @@ mod blob;
 mod common;
 mod data_keys;
 mod durability;
+mod ledger;
 mod migrations;
 mod posting;
 mod search;

@@ -1,0 +1,621 @@
+//! The audit ledger service: every access decision becomes an encrypted, salted entry in an
+//! RFC 9162 Merkle log stored beside the data, with signed checkpoints, proofs and a verifier.
+//!
+//! Entries are appended in the same store transaction as the action they record (writes), or
+//! in their own durable commit before the answer leaves (reads, refusals); if the ledger cannot
+//! be written, the action fails. The tree state (a `Frontier`) lives in memory and is rebuilt
+//! from the stored subtree hashes after unseal, checked against the latest signed checkpoint.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use medvault_crypto::Random;
+use medvault_ledger::{
+    consistency_proof, entry_leaf, inclusion_proof, open, verify_consistency, Checkpoint, Entry,
+    EntryText, Frontier, Hash, NodeSource, Outcome, ProofError, Salt, SigningKey,
+};
+use medvault_store::{CheckpointRecord, LedgerAppend, LedgerNode, LedgerRecord, Store, StoreError};
+use zeroize::Zeroizing;
+
+use crate::clock::Clock;
+use crate::vault::Keys;
+
+/// Entries read per round trip by the verifier.
+const VERIFY_CHUNK: usize = 8192;
+
+/// Errors of the ledger service. None carries entry contents.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("storage error: {0}")]
+    Store(#[from] StoreError),
+    #[error("the stored ledger tree is incomplete")]
+    MissingNode,
+    #[error("cryptographic failure")]
+    Crypto,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("ledger entry {0} failed authentication")]
+    EntryDamaged(u64),
+}
+
+impl From<medvault_crypto::CryptoError> for LedgerError {
+    fn from(_: medvault_crypto::CryptoError) -> Self {
+        LedgerError::Crypto
+    }
+}
+
+impl From<ProofError<LedgerError>> for LedgerError {
+    fn from(e: ProofError<LedgerError>) -> Self {
+        match e {
+            ProofError::IndexOutOfRange { .. } => {
+                LedgerError::BadRequest("index must be below size")
+            }
+            ProofError::InvalidSizes { .. } => {
+                LedgerError::BadRequest("sizes must satisfy 0 < from <= to")
+            }
+            ProofError::Source(e) => e,
+        }
+    }
+}
+
+/// The checkpoint signing key for a seed. Its name (and the log's origin) is derived from the
+/// public key, so it is unique per vault and survives rotation and rekey.
+pub fn signing_key(seed: &[u8; 32]) -> Result<SigningKey, LedgerError> {
+    let probe = SigningKey::from_seed("medvault", seed).map_err(|_| LedgerError::Crypto)?;
+    let digest = medvault_crypto::keys::sha256(probe.verifier_key().public_key());
+    let origin = format!("medvault/ledger/{}", hex(&digest[..8]));
+    SigningKey::from_seed(&origin, seed).map_err(|_| LedgerError::Crypto)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Who acts and from where: the request context every entry records.
+#[derive(Clone, Debug, Default)]
+pub struct Audit {
+    pub actor: String,
+    pub role: String,
+    pub client: String,
+    pub address: String,
+    pub user_agent: String,
+    pub purpose: String,
+}
+
+impl Audit {
+    /// An API caller. Until accounts exist every caller is anonymous; address and agent are
+    /// still recorded.
+    pub fn anonymous(address: &str, user_agent: &str) -> Audit {
+        Audit {
+            actor: "anonymous".into(),
+            role: "none".into(),
+            address: address.into(),
+            user_agent: user_agent.into(),
+            ..Audit::default()
+        }
+    }
+
+    /// An operator command or background job run by the server itself.
+    pub fn system(actor: &str) -> Audit {
+        Audit {
+            actor: actor.into(),
+            role: "system".into(),
+            ..Audit::default()
+        }
+    }
+}
+
+/// One access decision.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    /// The patient whose data this is (bare id), empty if none.
+    pub patient: String,
+    pub outcome: Outcome,
+    pub reason: String,
+    pub break_glass: bool,
+}
+
+impl Event {
+    pub fn new(action: &str, resource_type: &str, resource_id: &str, outcome: Outcome) -> Event {
+        Event {
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.into(),
+            patient: String::new(),
+            outcome,
+            reason: String::new(),
+            break_glass: false,
+        }
+    }
+
+    pub fn patient(mut self, patient: &str) -> Event {
+        self.patient = patient.into();
+        self
+    }
+
+    pub fn reason(mut self, reason: &str) -> Event {
+        self.reason = reason.into();
+        self
+    }
+}
+
+/// When checkpoints are signed.
+#[derive(Clone, Copy, Debug)]
+pub struct LedgerConfig {
+    /// Sign a checkpoint once this many entries were added since the last one.
+    pub checkpoint_every: u64,
+    /// Or once this much time passed since the last one and entries were added.
+    pub checkpoint_interval_ms: i64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            checkpoint_every: 1000,
+            checkpoint_interval_ms: 60_000,
+        }
+    }
+}
+
+struct TreeState {
+    frontier: Frontier,
+    checkpoint_size: u64,
+    checkpoint_ms: i64,
+}
+
+/// A proof answered over HTTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proof {
+    pub hashes: Vec<Hash>,
+}
+
+/// What `verify` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub entries: u64,
+    pub checkpoints: u64,
+    /// The first entry index found bad, and what is wrong with it.
+    pub first_bad: Option<(u64, String)>,
+}
+
+/// The ledger of one data directory.
+pub struct Ledger {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn Random>,
+    config: LedgerConfig,
+    /// `None` until loaded (after unseal) or after a failed commit, which may mean the stored
+    /// ledger moved; it is then rebuilt from the store.
+    state: Mutex<Option<TreeState>>,
+    compromised: Mutex<Option<String>>,
+}
+
+struct StoreNodes<'a>(&'a dyn Store);
+
+impl NodeSource for StoreNodes<'_> {
+    type Error = LedgerError;
+    fn node(&self, level: u32, index: u64) -> Result<Hash, LedgerError> {
+        self.0
+            .ledger_node(level, index)?
+            .map(Hash::from_bytes)
+            .ok_or(LedgerError::MissingNode)
+    }
+}
+
+fn text(s: &str) -> EntryText {
+    // Entry fields are bounded; a longer value (a huge user agent) is cut at a char boundary.
+    let mut end = s.len().min(4096);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    EntryText::new(&s[..end]).unwrap_or_else(|_| EntryText::empty())
+}
+
+fn entry_aad(index: u64) -> Vec<u8> {
+    let mut aad = b"medvault/ledger-entry/v1|".to_vec();
+    aad.extend_from_slice(&index.to_be_bytes());
+    aad
+}
+
+/// Decrypt a stored entry and check that it is the one its leaf commits to.
+pub fn open_entry(keys: &Keys, rec: &LedgerRecord) -> Result<(Entry, Salt), LedgerError> {
+    let damaged = || LedgerError::EntryDamaged(rec.index);
+    let plain = Zeroizing::new(
+        keys.ledger_entries()
+            .open(&entry_aad(rec.index), &rec.envelope)
+            .map_err(|_| damaged())?,
+    );
+    let (salt, bytes) = plain.split_at_checked(32).ok_or_else(damaged)?;
+    let salt = Salt::from_slice(salt).map_err(|_| damaged())?;
+    if entry_leaf(&salt, bytes).as_bytes() != &rec.leaf {
+        return Err(damaged());
+    }
+    let entry = Entry::decode(bytes).map_err(|_| damaged())?;
+    Ok((entry, salt))
+}
+
+impl Ledger {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn Random>,
+        config: LedgerConfig,
+    ) -> Ledger {
+        Ledger {
+            store,
+            clock,
+            rng,
+            config,
+            state: Mutex::new(None),
+            compromised: Mutex::new(None),
+        }
+    }
+
+    /// Why the ledger is considered compromised, if it is.
+    pub fn compromised(&self) -> Option<String> {
+        self.compromised
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn mark_compromised(&self, why: String) {
+        tracing::error!(reason = %why, "audit ledger integrity check failed");
+        let mut c = self.compromised.lock().unwrap_or_else(|e| e.into_inner());
+        if c.is_none() {
+            *c = Some(why);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<TreeState>> {
+        // A panic while holding the lock leaves at worst a stale state; drop it so it is
+        // rebuilt from the store.
+        self.state.lock().unwrap_or_else(|e| {
+            let mut g = e.into_inner();
+            *g = None;
+            g
+        })
+    }
+
+    /// Drop the in-memory tree (on seal); it is rebuilt on next use.
+    pub fn forget(&self) {
+        *self.lock() = None;
+    }
+
+    fn load(&self, keys: &Keys) -> Result<TreeState, LedgerError> {
+        let size = self.store.ledger_size()?;
+        let nodes = StoreNodes(&*self.store);
+        let mut roots = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if (size >> level) & 1 == 1 {
+                roots.push(nodes.node(level, start >> level)?);
+                start += 1 << level;
+            }
+        }
+        let frontier = Frontier::from_parts(size, roots).map_err(|_| LedgerError::MissingNode)?;
+        let mut checkpoint_size = 0;
+        if let Some(c) = self.store.latest_checkpoint()? {
+            checkpoint_size = c.size;
+            if let Err(why) = self.check_latest(keys, &c, &frontier) {
+                self.mark_compromised(why);
+            }
+        }
+        Ok(TreeState {
+            frontier,
+            checkpoint_size,
+            checkpoint_ms: self.clock.now_ms(),
+        })
+    }
+
+    /// The stored tree must extend the latest checkpoint this server signed.
+    fn check_latest(
+        &self,
+        keys: &Keys,
+        c: &CheckpointRecord,
+        frontier: &Frontier,
+    ) -> Result<(), String> {
+        let cp = open(&c.note, &keys.ledger_signer().verifier_key())
+            .map_err(|_| "the latest checkpoint's signature does not verify".to_string())?;
+        let size = frontier.size();
+        if cp.size() != c.size {
+            return Err("a checkpoint row's size differs from its signed note".into());
+        }
+        if cp.size() > size {
+            return Err(format!(
+                "the ledger has {size} entries but a signed checkpoint covers {}: entries were deleted",
+                cp.size()
+            ));
+        }
+        let root = frontier.root();
+        if cp.size() == size {
+            return if cp.root() == &root {
+                Ok(())
+            } else {
+                Err("the ledger's root differs from its latest signed checkpoint".into())
+            };
+        }
+        let proof = consistency_proof(&StoreNodes(&*self.store), cp.size(), size)
+            .map_err(|_| "the stored tree is incomplete".to_string())?;
+        verify_consistency(cp.size(), size, cp.root(), &root, &proof)
+            .map_err(|_| "the ledger is not an extension of its latest signed checkpoint".into())
+    }
+
+    fn entry(&self, audit: &Audit, ev: &Event, now_ms: i64) -> Entry {
+        Entry {
+            time: now_ms.div_euclid(1000),
+            actor: text(&audit.actor),
+            role: text(&audit.role),
+            client: text(&audit.client),
+            action: text(&ev.action),
+            resource_type: text(&ev.resource_type),
+            resource_id: text(&ev.resource_id),
+            patient: text(&ev.patient),
+            outcome: ev.outcome,
+            reason: text(&ev.reason),
+            purpose: text(&audit.purpose),
+            break_glass: ev.break_glass,
+            address: text(&audit.address),
+            user_agent: text(&audit.user_agent),
+        }
+    }
+
+    /// Build the ledger rows for `events`, hand them to `commit` (which must store them
+    /// durably, together with whatever they record), and advance the tree only if it
+    /// succeeded. A checkpoint is signed into the same commit when one is due.
+    pub fn commit_with<T, E>(
+        &self,
+        keys: &Keys,
+        audit: &Audit,
+        events: &[Event],
+        commit: impl FnOnce(&LedgerAppend) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<LedgerError>,
+    {
+        let mut guard = self.lock();
+        if guard.is_none() {
+            *guard = Some(self.load(keys)?);
+        }
+        let Some(state) = guard.as_mut() else {
+            return Err(LedgerError::MissingNode.into());
+        };
+        let now = self.clock.now_ms();
+        let mut frontier = state.frontier.clone();
+        let mut append = LedgerAppend::default();
+        for ev in events {
+            let index = frontier.size();
+            let bytes = self.entry(audit, ev, now).encode();
+            let mut salt = [0u8; 32];
+            self.rng.fill(&mut salt).map_err(LedgerError::from)?;
+            let salt = Salt::from_bytes(salt);
+            let leaf = entry_leaf(&salt, &bytes);
+            let mut plain = Zeroizing::new(Vec::with_capacity(32 + bytes.len()));
+            plain.extend_from_slice(salt.as_bytes());
+            plain.extend_from_slice(&bytes);
+            let envelope = keys
+                .ledger_entries()
+                .seal(&entry_aad(index), &plain, &*self.rng)
+                .map_err(LedgerError::from)?;
+            let completed = frontier.push(leaf).map_err(|_| LedgerError::MissingNode)?;
+            append
+                .nodes
+                .extend(completed.filter(|n| n.level >= 1).map(|n| LedgerNode {
+                    level: n.level,
+                    index: n.index,
+                    hash: *n.hash.as_bytes(),
+                }));
+            append.entries.push(LedgerRecord {
+                index,
+                leaf: *leaf.as_bytes(),
+                envelope,
+            });
+        }
+        let size = frontier.size();
+        let grown = size - state.checkpoint_size;
+        let due = grown > 0
+            && (grown >= self.config.checkpoint_every
+                || now - state.checkpoint_ms >= self.config.checkpoint_interval_ms);
+        // A compromised ledger gets no new signatures: signing over a history that does not
+        // extend the last checkpoint would be signing two inconsistent views.
+        if due && self.compromised().is_none() {
+            let cp = Checkpoint::new(keys.ledger_signer().name(), size, frontier.root())
+                .map_err(|_| LedgerError::Crypto)?;
+            let note = keys
+                .ledger_signer()
+                .sign(&cp)
+                .map_err(|_| LedgerError::Crypto)?;
+            append.checkpoint = Some(CheckpointRecord {
+                size,
+                note: note.into_string(),
+            });
+        }
+        let signed = append.checkpoint.is_some();
+        match commit(&append) {
+            Ok(t) => {
+                state.frontier = frontier;
+                if signed {
+                    state.checkpoint_size = size;
+                    state.checkpoint_ms = now;
+                }
+                Ok(t)
+            }
+            Err(e) => {
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// Record `events` in their own durable commit.
+    pub fn record(&self, keys: &Keys, audit: &Audit, events: &[Event]) -> Result<(), LedgerError> {
+        self.commit_with(keys, audit, events, |append| {
+            Ok(self.store.commit(&[], &[], append)?)
+        })
+    }
+
+    /// Sign a checkpoint if one is due by time (called periodically).
+    pub fn tick(&self, keys: &Keys) -> Result<(), LedgerError> {
+        self.commit_with(keys, &Audit::default(), &[], |append| {
+            if append.is_empty() {
+                return Ok(());
+            }
+            Ok(self.store.commit(&[], &[], append)?)
+        })
+    }
+
+    /// The latest signed checkpoint note, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<String>, LedgerError> {
+        Ok(self.store.latest_checkpoint()?.map(|c| c.note))
+    }
+
+    /// Inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion(&self, index: u64, size: u64) -> Result<Proof, LedgerError> {
+        if size > self.store.ledger_size()? {
+            return Err(LedgerError::BadRequest("size is larger than the ledger"));
+        }
+        let hashes = inclusion_proof(&StoreNodes(&*self.store), index, size)?;
+        Ok(Proof { hashes })
+    }
+
+    /// Consistency proof from the tree of `from` entries to the tree of `to` entries.
+    pub fn consistency(&self, from: u64, to: u64) -> Result<Proof, LedgerError> {
+        if to > self.store.ledger_size()? {
+            return Err(LedgerError::BadRequest("size is larger than the ledger"));
+        }
+        let hashes = consistency_proof(&StoreNodes(&*self.store), from, to)?;
+        Ok(Proof { hashes })
+    }
+}
+
+/// Rebuild the whole tree from the stored entries and check everything: each entry decrypts
+/// under its own index and matches its leaf, the stored subtree hashes match, every stored
+/// checkpoint is signed by this vault's key and matches the rebuilt tree at its size, and no
+/// checkpoint covers more entries than exist. Reports the first bad entry index.
+pub fn verify(
+    store: &dyn Store,
+    keys: &Keys,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<VerifyReport, LedgerError> {
+    let size = store.ledger_size()?;
+    let verifier = keys.ledger_signer().verifier_key();
+    let mut checkpoints: Vec<(u64, Result<Checkpoint, String>)> = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = store.ledger_checkpoints(from, 1024)?;
+        let Some(last) = page.last() else { break };
+        from = last.size + 1;
+        for c in page {
+            let opened = open(&c.note, &verifier)
+                .map_err(|_| "its signature does not verify".to_string())
+                .and_then(|cp| {
+                    if cp.size() == c.size {
+                        Ok(cp)
+                    } else {
+                        Err("its row size differs from the signed size".to_string())
+                    }
+                });
+            checkpoints.push((c.size, opened));
+        }
+    }
+    let mut report = VerifyReport {
+        entries: 0,
+        checkpoints: checkpoints.len() as u64,
+        first_bad: None,
+    };
+    let mut pending = checkpoints.iter().peekable();
+    let mut last_good_checkpoint = 0u64;
+    let mut frontier = Frontier::new();
+    let bad = |report: &mut VerifyReport, index: u64, why: String| {
+        report.first_bad = Some((index, why));
+    };
+    // Checkpoints at size 0 make no claim.
+    while pending.peek().is_some_and(|(s, _)| *s == 0) {
+        pending.next();
+    }
+    'entries: while frontier.size() < size {
+        let start = frontier.size();
+        let chunk = store.ledger_entries(start, VERIFY_CHUNK)?;
+        if chunk.is_empty() {
+            bad(&mut report, start, "entry is missing".into());
+            break;
+        }
+        for rec in &chunk {
+            let expected = frontier.size();
+            if rec.index != expected {
+                bad(&mut report, expected, "entry is missing (deleted)".into());
+                break 'entries;
+            }
+            if open_entry(keys, rec).is_err() {
+                bad(
+                    &mut report,
+                    expected,
+                    "entry was modified, moved or inserted (it fails authentication at this index)"
+                        .into(),
+                );
+                break 'entries;
+            }
+            let leaf = Hash::from_bytes(rec.leaf);
+            let completed = frontier.push(leaf).map_err(|_| LedgerError::MissingNode)?;
+            for n in completed.filter(|n| n.level >= 1) {
+                let stored = store.ledger_node(n.level, n.index)?;
+                if stored != Some(*n.hash.as_bytes()) {
+                    let first = n.index << n.level;
+                    bad(
+                        &mut report,
+                        first,
+                        format!(
+                            "the stored subtree hash over entries {first}..{} is missing or wrong",
+                            first + (1u64 << n.level)
+                        ),
+                    );
+                    break 'entries;
+                }
+            }
+            report.entries = frontier.size();
+            while let Some((csize, cp)) = pending.peek() {
+                if *csize != frontier.size() {
+                    break;
+                }
+                let ok = match cp {
+                    Ok(cp) => {
+                        if cp.root() == &frontier.root() {
+                            Ok(())
+                        } else {
+                            Err("the rebuilt tree differs from it".to_string())
+                        }
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                if let Err(why) = ok {
+                    bad(
+                        &mut report,
+                        last_good_checkpoint,
+                        format!(
+                            "checkpoint at size {csize}: {why}; entries from {last_good_checkpoint} on were rewritten"
+                        ),
+                    );
+                    break 'entries;
+                }
+                last_good_checkpoint = *csize;
+                pending.next();
+            }
+        }
+        progress(frontier.size(), size);
+    }
+    if report.first_bad.is_none() {
+        if let Some((csize, _)) = pending.next() {
+            bad(
+                &mut report,
+                frontier.size(),
+                format!(
+                    "a signed checkpoint covers {csize} entries but only {} exist: entries were deleted",
+                    frontier.size()
+                ),
+            );
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,461 @@
+//! The audit ledger: every request is recorded with its outcome, checkpoints and proofs verify
+//! against the vault's key, a failed ledger write fails the action, and `verify` names the
+//! first tampered entry of a real SQLite file.
+
+use axum::http::StatusCode;
+use medvault_ledger::VerifierKey;
+use medvault_ledger::{
+    open, verify_consistency, verify_inclusion, Checkpoint, Entry, Hash, Outcome,
+};
+use medvault_server::ledger::{open_entry, verify, Audit, Event, LedgerConfig};
+use medvault_store::Store;
+use serde_json::json;
+
+use crate::support::{observation, patient, Harness};
+
+fn entries(h: &Harness) -> Vec<Entry> {
+    let keys = h.repo.vault().keys().unwrap();
+    h.data
+        .store
+        .ledger_entries(0, 100_000)
+        .unwrap()
+        .iter()
+        .map(|rec| open_entry(&keys, rec).unwrap().0)
+        .collect()
+}
+
+fn summary(e: &Entry) -> (String, String, String, Outcome, String) {
+    (
+        e.action.as_str().to_string(),
+        e.resource_type.as_str().to_string(),
+        e.patient.as_str().to_string(),
+        e.outcome,
+        e.reason.as_str().to_string(),
+    )
+}
+
+fn row(
+    action: &str,
+    rtype: &str,
+    patient: &str,
+    outcome: Outcome,
+    reason: &str,
+) -> (String, String, String, Outcome, String) {
+    (
+        action.into(),
+        rtype.into(),
+        patient.into(),
+        outcome,
+        reason.into(),
+    )
+}
+
+fn b64(h: &serde_json::Value) -> Hash {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(h.as_str().unwrap())
+        .unwrap();
+    Hash::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_is_recorded_with_its_outcome_and_patient() {
+    let h = Harness::unsealed();
+    let pid = h.create(patient("Ledger", "Lena", "1970-01-01")).await;
+    let oid = h
+        .create(observation(&pid, "8867-4", "2024-01-01", 70))
+        .await;
+    let agent = [("user-agent", "ward-tablet/2.1")];
+    let r = h
+        .call_with("GET", &format!("/fhir/Observation/{oid}"), None, &agent)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = h
+        .call("GET", &format!("/fhir/Observation?patient={pid}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    h.call("GET", "/fhir/Patient/no-such-patient", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+    h.call(
+        "POST",
+        "/fhir/Patient",
+        Some(json!({"resourceType": "Patient", "birthDate": "yesterday"})),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    let r = h
+        .call("DELETE", &format!("/fhir/Observation/{oid}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    let all = entries(&h);
+    let got: Vec<_> = all.iter().map(summary).collect();
+    assert_eq!(
+        got,
+        vec![
+            row("create", "Patient", &pid, Outcome::Allow, ""),
+            row("create", "Observation", &pid, Outcome::Allow, ""),
+            row("read", "Observation", &pid, Outcome::Allow, ""),
+            row("search", "Observation", &pid, Outcome::Allow, ""),
+            row("read", "Patient", "", Outcome::Error, "404"),
+            row("create", "Patient", "", Outcome::Error, "400"),
+            row("delete", "Observation", &pid, Outcome::Allow, ""),
+        ]
+    );
+    assert_eq!(all[2].resource_id.as_str(), oid);
+    assert_eq!(all[2].user_agent.as_str(), "ward-tablet/2.1");
+    assert_eq!(all[2].actor.as_str(), "anonymous");
+    // The query string (which can hold names) is never recorded, only the patient.
+    assert!(all.iter().all(|e| !e.resource_id.as_str().contains('=')));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_records_each_write_in_its_own_commit_and_a_summary() {
+    let h = Harness::unsealed();
+    let bundle = json!({
+        "resourceType": "Bundle", "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:p", "resource": patient("Tx", "Tia", "1990-01-01"),
+             "request": {"method": "POST", "url": "Patient"}},
+            {"resource": observation("urn:uuid:p", "8867-4", "2024-01-01", 70),
+             "request": {"method": "POST", "url": "Observation"}},
+        ],
+    });
+    let mut bundle = bundle;
+    bundle["entry"][1]["resource"]["subject"]["reference"] = json!("urn:uuid:p");
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let got: Vec<_> = entries(&h).iter().map(summary).collect();
+    let pid = got[0].2.clone();
+    assert!(!pid.is_empty());
+    assert_eq!(
+        got,
+        vec![
+            row("create", "Patient", &pid, Outcome::Allow, ""),
+            row("create", "Observation", &pid, Outcome::Allow, ""),
+            row("bundle", "", "", Outcome::Allow, ""),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_operator_actions_are_recorded_as_denials() {
+    let h = Harness::unsealed();
+    // A share for an unsealed server, and a seal request with a share that is not valid.
+    let r = h
+        .call("POST", "/sys/unseal", Some(json!({"share": h.shares[0]})))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = h
+        .call(
+            "POST",
+            "/sys/seal",
+            Some(json!({"share": "medvault-share:v1:nope"})),
+        )
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert!(!h.repo.vault().is_sealed());
+    let got: Vec<_> = entries(&h).iter().map(summary).collect();
+    assert_eq!(
+        got,
+        vec![
+            row("unseal", "", "", Outcome::Deny, "already unsealed"),
+            row("seal", "", "", Outcome::Deny, "share refused"),
+        ]
+    );
+    // A valid seal is recorded before the keys go.
+    let r = h
+        .call("POST", "/sys/seal", Some(json!({"share": h.shares[0]})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    h.repo.vault().submit_share(&h.shares[0]).unwrap();
+    assert_eq!(
+        summary(&entries(&h)[2]),
+        row("seal", "", "", Outcome::Allow, "")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_signed_and_proofs_verify_against_them() {
+    let h = Harness::unsealed_with(LedgerConfig {
+        checkpoint_every: 3,
+        checkpoint_interval_ms: 3_600_000,
+    });
+    h.call("GET", "/ledger/checkpoint", None)
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+    let pid = h.create(patient("Proof", "Pia", "1970-01-01")).await;
+    for _ in 0..3 {
+        h.call("GET", &format!("/fhir/Patient/{pid}"), None).await;
+    }
+    // 4 entries: a checkpoint was signed at 3.
+    let key_text = h.call("GET", "/ledger/key", None).await.json;
+    let key = VerifierKey::parse(key_text.as_str().unwrap().trim()).unwrap();
+    let note = h.call("GET", "/ledger/checkpoint", None).await;
+    assert_eq!(
+        note.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    let first: Checkpoint = open(note.json.as_str().unwrap(), &key).unwrap();
+    assert_eq!(first.size(), 3);
+    assert!(first.origin().starts_with("medvault/ledger/"));
+
+    for index in 0..3u64 {
+        let r = h
+            .call(
+                "GET",
+                &format!("/ledger/proof/inclusion?index={index}&size=3"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        let proof: Vec<Hash> = r.json["hashes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(b64)
+            .collect();
+        let leaf = Hash::from_bytes(h.data.store.ledger_node(0, index).unwrap().unwrap());
+        verify_inclusion(&leaf, index, 3, &proof, first.root()).unwrap();
+        // The same proof does not place the entry anywhere else.
+        assert!(verify_inclusion(&leaf, (index + 1) % 3, 3, &proof, first.root()).is_err());
+    }
+
+    // A checkpoint by time: nothing is due by count, but the interval passed.
+    h.clock.advance(3_600_000);
+    let keys = h.repo.vault().keys().unwrap();
+    h.repo.ledger().tick(&keys).unwrap();
+    let second = open(
+        h.call("GET", "/ledger/checkpoint", None)
+            .await
+            .json
+            .as_str()
+            .unwrap(),
+        &key,
+    )
+    .unwrap();
+    assert_eq!(second.size(), 4);
+    let r = h
+        .call("GET", "/ledger/proof/consistency?from=3&to=4", None)
+        .await;
+    let proof: Vec<Hash> = r.json["hashes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(b64)
+        .collect();
+    verify_consistency(3, 4, first.root(), second.root(), &proof).unwrap();
+    assert!(verify_consistency(3, 4, second.root(), first.root(), &proof).is_err());
+
+    // Bad proof requests are 400s, not 500s.
+    for q in [
+        "inclusion?index=9&size=4",
+        "inclusion?index=0&size=99",
+        "inclusion?index=x&size=4",
+        "inclusion?size=4",
+        "consistency?from=0&to=4",
+        "consistency?from=4&to=3",
+    ] {
+        h.call("GET", &format!("/ledger/proof/{q}"), None)
+            .await
+            .assert_outcome(StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_the_ledger_cannot_be_written_the_action_fails() {
+    let h = Harness::unsealed();
+    let pid = h.create(patient("Fail", "Fay", "1970-01-01")).await;
+    // Another writer takes the ledger's next index: the create's commit (resource and entry
+    // in one transaction) is refused as a whole.
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    raw.execute(
+        "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (1, zeroblob(32), X'00')",
+        [],
+    )
+    .unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/fhir/Patient",
+            Some(patient("Lost", "Lou", "1980-01-01")),
+        )
+        .await;
+    assert!(!r.status.is_success(), "{}", r.json);
+    assert_eq!(r.json["resourceType"], "OperationOutcome");
+    let patients: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM resource_version WHERE rtype = 'Patient'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(patients, 1, "the write must not have landed");
+
+    // With the ledger table gone, a read is carried out but its answer is withheld.
+    raw.execute_batch("DROP TABLE ledger_node; DROP TABLE ledger_entry;")
+        .unwrap();
+    h.repo.ledger().forget();
+    let r = h.call("GET", &format!("/fhir/Patient/{pid}"), None).await;
+    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!r.json.to_string().contains("Fay"), "{}", r.json);
+}
+
+/// A ledger of `n` entries recorded one by one, with a checkpoint every 5.
+fn ledger_of(n: u64) -> Harness {
+    let h = Harness::unsealed_with(LedgerConfig {
+        checkpoint_every: 5,
+        checkpoint_interval_ms: 3_600_000,
+    });
+    let keys = h.repo.vault().keys().unwrap();
+    for i in 0..n {
+        let ev = Event::new("read", "Patient", &format!("p{i}"), Outcome::Allow);
+        h.repo
+            .ledger()
+            .record(&keys, &Audit::system("test"), &[ev])
+            .unwrap();
+    }
+    h
+}
+
+fn first_bad(h: &Harness) -> Option<u64> {
+    let keys = h.repo.vault().keys().unwrap();
+    let report = verify(&*h.data.store, &keys, |_, _| {}).unwrap();
+    report.first_bad.map(|(i, _)| i)
+}
+
+fn sql(h: &Harness, statements: &str) {
+    rusqlite::Connection::open(h.db_path())
+        .unwrap()
+        .execute_batch(statements)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_accepts_an_untouched_ledger() {
+    let h = ledger_of(20);
+    let keys = h.repo.vault().keys().unwrap();
+    let mut calls = 0;
+    let report = verify(&*h.data.store, &keys, |done, total| {
+        calls += 1;
+        assert!(done <= total);
+    })
+    .unwrap();
+    assert_eq!(report.entries, 20);
+    assert_eq!(report.checkpoints, 4);
+    assert_eq!(report.first_bad, None);
+    assert!(calls >= 1, "progress is reported");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_first_edited_entry() {
+    let h = ledger_of(20);
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    let mut envelope: Vec<u8> = raw
+        .query_row("SELECT envelope FROM ledger_entry WHERE idx = 7", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    envelope[30] ^= 0x01;
+    raw.execute(
+        "UPDATE ledger_entry SET envelope = ? WHERE idx = 7",
+        [envelope],
+    )
+    .unwrap();
+    assert_eq!(first_bad(&h), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_an_entry_whose_leaf_was_replaced() {
+    let h = ledger_of(20);
+    sql(
+        &h,
+        "UPDATE ledger_entry SET leaf = zeroblob(32) WHERE idx = 12",
+    );
+    assert_eq!(first_bad(&h), Some(12));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_a_deleted_entry() {
+    let h = ledger_of(20);
+    sql(&h, "DELETE FROM ledger_entry WHERE idx = 7");
+    assert_eq!(first_bad(&h), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_start_of_a_truncation() {
+    let h = ledger_of(20);
+    // The last three entries and their subtree hashes go; the checkpoint at 20 remembers them.
+    sql(
+        &h,
+        "DELETE FROM ledger_entry WHERE idx >= 17; DELETE FROM ledger_node WHERE ((idx + 1) << level) > 17;",
+    );
+    assert_eq!(first_bad(&h), Some(17));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_the_first_of_two_swapped_entries() {
+    let h = ledger_of(20);
+    sql(
+        &h,
+        "UPDATE ledger_entry SET idx = -1 WHERE idx = 4;
+         UPDATE ledger_entry SET idx = 4 WHERE idx = 9;
+         UPDATE ledger_entry SET idx = 9 WHERE idx = -1;",
+    );
+    assert_eq!(first_bad(&h), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_an_inserted_entry() {
+    let h = ledger_of(20);
+    // Shift entries 6.. up by one and put a copy of entry 2 in the gap.
+    let mut statements = String::new();
+    for i in (6..20).rev() {
+        statements.push_str(&format!(
+            "UPDATE ledger_entry SET idx = {} WHERE idx = {i};",
+            i + 1
+        ));
+    }
+    statements.push_str(
+        "INSERT INTO ledger_entry (idx, leaf, envelope) SELECT 6, leaf, envelope FROM ledger_entry WHERE idx = 2;",
+    );
+    sql(&h, &statements);
+    assert_eq!(first_bad(&h), Some(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_ledger_that_no_longer_extends_its_checkpoint_is_reported() {
+    let h = ledger_of(12);
+    let health = h.call("GET", "/sys/health", None).await;
+    assert_eq!(health.json["ledger_compromised"], false);
+    // Rewrite the subtree over entries 0..8 (part of the tree's frontier), then make the
+    // server rebuild its tree as after a restart.
+    sql(
+        &h,
+        "UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 3 AND idx = 0",
+    );
+    h.repo.ledger().forget();
+    let keys = h.repo.vault().keys().unwrap();
+    h.repo.ledger().tick(&keys).unwrap();
+    assert!(h.repo.ledger().compromised().is_some());
+    let health = h.call("GET", "/sys/health", None).await;
+    assert_eq!(health.json["ledger_compromised"], true);
+    assert_eq!(health.json["status"], "ledger-compromised");
+    // And no further checkpoint is signed over the rewritten history.
+    let before = h.data.store.latest_checkpoint().unwrap().unwrap().size;
+    for _ in 0..6 {
+        h.repo
+            .ledger()
+            .record(
+                &keys,
+                &Audit::system("test"),
+                &[Event::new("read", "Patient", "x", Outcome::Allow)],
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        h.data.store.latest_checkpoint().unwrap().unwrap().size,
+        before
+    );
+}
