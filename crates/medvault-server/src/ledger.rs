@@ -6,6 +6,7 @@
 //! be written, the action fails. The tree state (a `Frontier`) lives in memory and is rebuilt
 //! from the stored subtree hashes after unseal, checked against the latest signed checkpoint.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use medvault_crypto::Random;
@@ -542,6 +543,19 @@ pub fn verify(
             bad(&mut report, start, "entry is missing".into());
             break;
         }
+        // The subtree hashes these entries complete, read level by level in one range each
+        // (a point query per node costs a lock round trip per entry).
+        let end = start + chunk.len() as u64;
+        let mut stored_nodes = HashMap::new();
+        for level in 1..64u32 {
+            let (lo, hi) = ((start >> level), (end >> level));
+            if hi == 0 {
+                break;
+            }
+            for n in store.ledger_nodes(level, lo, hi)? {
+                stored_nodes.insert((n.level, n.index), n.hash);
+            }
+        }
         for rec in &chunk {
             let expected = frontier.size();
             if rec.index != expected {
@@ -560,8 +574,7 @@ pub fn verify(
             let leaf = Hash::from_bytes(rec.leaf);
             let completed = frontier.push(leaf).map_err(|_| LedgerError::MissingNode)?;
             for n in completed.filter(|n| n.level >= 1) {
-                let stored = store.ledger_node(n.level, n.index)?;
-                if stored != Some(*n.hash.as_bytes()) {
+                if stored_nodes.get(&(n.level, n.index)) != Some(n.hash.as_bytes()) {
                     let first = n.index << n.level;
                     bad(
                         &mut report,

@@ -13,8 +13,8 @@ use rusqlite::vtab::array::Array;
 
 use crate::posting;
 use crate::types::{
-    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerRecord, NewVersion,
-    SearchPage, StoreQuery, VaultRecord, VersionRecord,
+    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode, LedgerRecord,
+    NewVersion, SearchPage, StoreQuery, VaultRecord, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -604,6 +604,26 @@ impl Store for SqliteStore {
                 .optional()?
         };
         hash.map(|h| array(h, "ledger node")).transpose()
+    }
+
+    fn ledger_nodes(&self, level: u32, from: u64, to: u64) -> Result<Vec<LedgerNode>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT idx, hash FROM ledger_node WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(params![level, to_i64(from)?, to_i64(to)?], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (index, hash) = row?;
+            out.push(LedgerNode {
+                level,
+                index: u64::try_from(index).map_err(|_| StoreError::Corrupt("ledger index"))?,
+                hash: array(hash, "ledger node")?,
+            });
+        }
+        Ok(out)
     }
 
     fn ledger_checkpoints(&self, from_size: u64, limit: usize) -> Result<Vec<CheckpointRecord>> {

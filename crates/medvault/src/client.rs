@@ -44,6 +44,25 @@ impl Client {
         Self::json(resp)
     }
 
+    /// GET a text document (checkpoints, keys).
+    pub fn get_text(&self, path: &str) -> Result<String> {
+        let mut resp = self
+            .agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| anyhow!("reading the response: {e}"))?;
+        if !status.is_success() {
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            bail!("{} (HTTP {})", outcome_text(&value), status.as_u16());
+        }
+        Ok(text)
+    }
+
     /// POST a JSON document with the given content type.
     pub fn post(&self, path: &str, content_type: &str, body: &Value) -> Result<Value> {
         let resp = self

@@ -5,6 +5,7 @@ mod bench;
 mod client;
 mod gen;
 mod import;
+mod ledger;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 use medvault_crypto::{Random, SystemRandom};
 use medvault_ledger::Outcome;
 use medvault_server::clock::SystemClock;
-use medvault_server::ledger::{Audit, Event};
+use medvault_server::ledger::{Audit, Event, LedgerConfig};
 use medvault_server::repo::Repository;
 use medvault_server::vault::Vault;
 use medvault_server::{open_data_dir, ServeOptions, TlsFiles};
@@ -41,7 +42,7 @@ struct Cli {
 }
 
 #[derive(clap::Args)]
-struct ServerArgs {
+pub(crate) struct ServerArgs {
     /// Base URL of the medvault server.
     #[arg(long, env = "MEDVAULT_SERVER", default_value = DEFAULT_SERVER)]
     server: String,
@@ -51,7 +52,7 @@ struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn client(&self) -> Result<Client> {
+    pub(crate) fn client(&self) -> Result<Client> {
         Client::new(&self.server, self.ca_cert.as_deref())
     }
 }
@@ -97,6 +98,12 @@ enum Command {
         /// directory and unseal automatically. Never use with real data.
         #[arg(long)]
         dev: bool,
+        /// Sign an audit-ledger checkpoint after this many new entries...
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        ledger_checkpoint_every: u64,
+        /// ...or after this many seconds, if there are new entries.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        ledger_checkpoint_seconds: u64,
     },
     /// Submit one key share (read from stdin) towards unsealing.
     Unseal {
@@ -152,6 +159,11 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The audit ledger: offline verification and a witness of a server's checkpoints.
+    Ledger {
+        #[command(subcommand)]
+        command: ledger::LedgerCommand,
     },
     /// Benchmarks.
     Bench {
@@ -213,6 +225,8 @@ fn run(cli: Cli) -> Result<()> {
             danger_allow_plain_http,
             danger_no_auth,
             dev,
+            ledger_checkpoint_every,
+            ledger_checkpoint_seconds,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -233,6 +247,10 @@ fn run(cli: Cli) -> Result<()> {
                     danger_no_auth,
                 },
                 dev,
+                LedgerConfig {
+                    checkpoint_every: ledger_checkpoint_every,
+                    checkpoint_interval_ms: ledger_checkpoint_seconds as i64 * 1000,
+                },
             )
         }
         Command::Unseal { server, reset } => {
@@ -300,8 +318,27 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Ledger { command } => ledger::run(command),
         Command::Bench { command } => bench::run(command),
     }
+}
+
+/// Read key shares from stdin, one per line, until end of input.
+pub(crate) fn read_shares() -> Result<Vec<String>> {
+    if std::io::stdin().is_terminal() {
+        eprintln!("enter current key shares, one per line, then Ctrl-D:");
+    }
+    let shares: Vec<String> = std::io::stdin()
+        .lock()
+        .lines()
+        .map_while(|l| l.ok())
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if shares.is_empty() {
+        bail!("no shares on stdin");
+    }
+    Ok(shares)
 }
 
 /// Read one share from stdin (prompting if it is a terminal).
@@ -384,7 +421,7 @@ fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()>
     Ok(())
 }
 
-fn serve(data_dir: &Path, opts: ServeOptions, dev: bool) -> Result<()> {
+fn serve(data_dir: &Path, opts: ServeOptions, dev: bool, ledger: LedgerConfig) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -430,13 +467,16 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool) -> Result<()> {
             .with_context(|| format!("dev mode needs its share file {}", share_file.display()))?;
         vault.submit_share(share.trim())?;
     }
-    let repo = Arc::new(Repository::new(
-        dir.store.clone(),
-        dir.blobs.clone(),
-        vault,
-        Arc::new(SystemClock),
-        rng,
-    ));
+    let repo = Arc::new(
+        Repository::new(
+            dir.store.clone(),
+            dir.blobs.clone(),
+            vault,
+            Arc::new(SystemClock),
+            rng,
+        )
+        .with_ledger_config(ledger),
+    );
     let sealed = repo.vault().is_sealed();
     if let Ok(keys) = repo.vault().keys() {
         let event = Event::new("unseal", "", "", Outcome::Allow).reason("dev mode share file");
@@ -522,19 +562,7 @@ fn rekey(server: &ServerArgs, count: u8, threshold: u8, as_json: bool) -> Result
     if threshold == 0 || count == 0 || threshold > count {
         bail!("need 1 <= --threshold <= --shares <= 255");
     }
-    if std::io::stdin().is_terminal() {
-        eprintln!("enter current key shares, one per line, then Ctrl-D:");
-    }
-    let shares: Vec<String> = std::io::stdin()
-        .lock()
-        .lines()
-        .map_while(|l| l.ok())
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if shares.is_empty() {
-        bail!("no shares on stdin");
-    }
+    let shares = read_shares()?;
     let r = server.client()?.post(
         "/sys/rekey",
         "application/json",

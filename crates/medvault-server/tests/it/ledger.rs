@@ -459,3 +459,14 @@ async fn a_reloaded_ledger_that_no_longer_extends_its_checkpoint_is_reported() {
         before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_a_rewritten_subtree_hash_by_its_first_entry() {
+    let h = ledger_of(20);
+    // The subtree over entries 4..8 (level 2, index 1): proofs through it would fail.
+    sql(
+        &h,
+        "UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 2 AND idx = 1",
+    );
+    assert_eq!(first_bad(&h), Some(4));
+}

@@ -365,3 +365,96 @@ fn dev_mode_initializes_unseals_and_restarts() {
     let (_, found) = http("GET", &format!("{}/fhir/Patient", server.url), None);
     assert_eq!(found["total"], 0);
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn add_patients(url: &str, family: &str, n: usize) {
+    for i in 0..n {
+        let (code, _) = http(
+            "POST",
+            &format!("{url}/fhir/Patient"),
+            Some(&json!({"resourceType": "Patient", "name": [{"family": format!("{family}{i}")}]})),
+        );
+        assert_eq!(code, 201);
+    }
+}
+
+#[test]
+fn ledger_witness_and_verify_catch_a_replaced_database() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let ds = d.to_str().unwrap();
+    let state = tmp.path().join("witness.json");
+    let st = state.to_str().unwrap();
+    let args = ["--dev", "--data-dir", ds, "--ledger-checkpoint-every", "2"];
+
+    let server = start(&args);
+    add_patients(&server.url, "Before", 4);
+    let out = ok(&medvault(
+        &["ledger", "witness", "--server", &server.url, "--state", st],
+        "",
+    ));
+    assert!(out.contains("pinned"), "{out}");
+    // Kill the server (acknowledged writes are durable) and keep a copy of this history.
+    drop(server);
+    let backup = tmp.path().join("backup");
+    copy_dir(&d, &backup);
+
+    let server = start(&args);
+    add_patients(&server.url, "After", 4);
+    let out = ok(&medvault(
+        &["ledger", "witness", "--server", &server.url, "--state", st],
+        "",
+    ));
+    assert!(out.contains("ledger consistent"), "{out}");
+    drop(server);
+
+    // Offline verification of the real file, with the share on stdin.
+    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
+    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
+    assert!(out.contains("ledger ok"), "{out}");
+
+    // Someone replaces the database with the older copy and the server writes a different
+    // history on top: the witness refuses it.
+    for f in ["medvault.db", "medvault.db-wal", "medvault.db-shm"] {
+        let _ = std::fs::remove_file(d.join(f));
+        if backup.join(f).exists() {
+            std::fs::copy(backup.join(f), d.join(f)).unwrap();
+        }
+    }
+    let server = start(&args);
+    add_patients(&server.url, "Forged", 8);
+    let err = fails(&medvault(
+        &["ledger", "witness", "--server", &server.url, "--state", st],
+        "",
+    ));
+    assert!(err.contains("FORK"), "{err}");
+    drop(server);
+
+    // An entry edited in the file is named by verify.
+    let conn = rusqlite::Connection::open(d.join("medvault.db")).unwrap();
+    conn.execute(
+        "UPDATE ledger_entry SET envelope = zeroblob(length(envelope)) WHERE idx = 3",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let err = fails(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
+    assert!(err.contains("ledger entry 3 is bad"), "{err}");
+    // Without a valid share nothing is opened.
+    let err = fails(&medvault(
+        &["ledger", "verify", "--data-dir", ds],
+        "not-a-share\n",
+    ));
+    assert!(err.contains("share refused"), "{err}");
+}
