@@ -191,7 +191,12 @@ pub struct Ledger {
     /// ledger moved; it is then rebuilt from the store.
     state: Mutex<Option<TreeState>>,
     compromised: Mutex<Option<String>>,
+    /// Called once, when the ledger is first found compromised (e.g. a webhook).
+    alert: Mutex<Option<AlertHook>>,
 }
+
+/// Receives the reason when the ledger is first found compromised.
+pub type AlertHook = Arc<dyn Fn(String) + Send + Sync>;
 
 struct StoreNodes<'a>(&'a dyn Store);
 
@@ -251,7 +256,13 @@ impl Ledger {
             config,
             state: Mutex::new(None),
             compromised: Mutex::new(None),
+            alert: Mutex::new(None),
         }
+    }
+
+    /// Call `hook` (once) when the ledger is found compromised.
+    pub fn set_alert(&self, hook: AlertHook) {
+        *self.alert.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     /// Why the ledger is considered compromised, if it is.
@@ -262,11 +273,23 @@ impl Ledger {
             .clone()
     }
 
-    fn mark_compromised(&self, why: String) {
+    /// Record that the ledger failed an integrity check: no more checkpoints are signed,
+    /// `/sys/health` says so, and the alert hook runs (the first time only).
+    pub fn mark_compromised(&self, why: String) {
         tracing::error!(reason = %why, "audit ledger integrity check failed");
-        let mut c = self.compromised.lock().unwrap_or_else(|e| e.into_inner());
-        if c.is_none() {
-            *c = Some(why);
+        let first = {
+            let mut c = self.compromised.lock().unwrap_or_else(|e| e.into_inner());
+            let first = c.is_none();
+            if first {
+                *c = Some(why.clone());
+            }
+            first
+        };
+        if first {
+            let hook = self.alert.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(hook) = hook {
+                hook(why);
+            }
         }
     }
 
@@ -500,51 +523,106 @@ pub fn verify(
     keys: &Keys,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<VerifyReport, LedgerError> {
-    let size = store.ledger_size()?;
-    let verifier = keys.ledger_signer().verifier_key();
-    let mut checkpoints: Vec<(u64, Result<Checkpoint, String>)> = Vec::new();
-    let mut from = 0;
-    loop {
-        let page = store.ledger_checkpoints(from, 1024)?;
-        let Some(last) = page.last() else { break };
-        from = last.size + 1;
-        for c in page {
-            let opened = open(&c.note, &verifier)
-                .map_err(|_| "its signature does not verify".to_string())
-                .and_then(|cp| {
-                    if cp.size() == c.size {
-                        Ok(cp)
-                    } else {
-                        Err("its row size differs from the signed size".to_string())
-                    }
-                });
-            checkpoints.push((c.size, opened));
+    let mut v = Verifier::new();
+    v.catch_up(store, keys, &mut progress)?;
+    Ok(v.report())
+}
+
+/// Verification that can resume: the server's background verifier keeps one and feeds it the
+/// entries appended since its last run (the first run checks everything).
+pub struct Verifier {
+    frontier: Frontier,
+    checkpoints: u64,
+    last_good_checkpoint: u64,
+    first_bad: Option<(u64, String)>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        Verifier::new()
+    }
+}
+
+impl Verifier {
+    pub fn new() -> Verifier {
+        Verifier {
+            frontier: Frontier::new(),
+            checkpoints: 0,
+            last_good_checkpoint: 0,
+            first_bad: None,
         }
     }
-    let mut report = VerifyReport {
-        entries: 0,
-        checkpoints: checkpoints.len() as u64,
-        first_bad: None,
-    };
-    let mut pending = checkpoints.iter().peekable();
-    let mut last_good_checkpoint = 0u64;
-    let mut frontier = Frontier::new();
-    let bad = |report: &mut VerifyReport, index: u64, why: String| {
-        report.first_bad = Some((index, why));
-    };
-    // Checkpoints at size 0 make no claim.
-    while pending.peek().is_some_and(|(s, _)| *s == 0) {
-        pending.next();
+
+    /// Entries verified so far.
+    pub fn verified(&self) -> u64 {
+        self.frontier.size()
     }
-    'entries: while frontier.size() < size {
-        let start = frontier.size();
+
+    /// The first bad entry found, if any (verification stops there).
+    pub fn first_bad(&self) -> Option<&(u64, String)> {
+        self.first_bad.as_ref()
+    }
+
+    pub fn report(&self) -> VerifyReport {
+        VerifyReport {
+            entries: self.frontier.size(),
+            checkpoints: self.checkpoints,
+            first_bad: self.first_bad.clone(),
+        }
+    }
+
+    fn bad(&mut self, index: u64, why: String) {
+        self.first_bad = Some((index, why));
+    }
+
+    /// Verify every entry appended since the last call (up to the size the store reports
+    /// now), and the checkpoints that cover them.
+    pub fn catch_up(
+        &mut self,
+        store: &dyn Store,
+        keys: &Keys,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(), LedgerError> {
+        if self.first_bad.is_some() {
+            return Ok(());
+        }
+        let size = store.ledger_size()?;
+        let verifier = keys.ledger_signer().verifier_key();
+        while self.frontier.size() < size && self.first_bad.is_none() {
+            self.chunk(store, keys, &verifier)?;
+            progress(self.frontier.size(), size);
+        }
+        if self.first_bad.is_none() {
+            // Checkpoints are committed with the entries they cover, so one beyond the last
+            // entry means entries were deleted from the end.
+            let have = self.frontier.size();
+            if let Some(c) = store.ledger_checkpoints(have + 1, 1)?.first() {
+                self.bad(
+                    have,
+                    format!(
+                        "a signed checkpoint covers {} entries but only {have} exist: entries were deleted",
+                        c.size
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn chunk(
+        &mut self,
+        store: &dyn Store,
+        keys: &Keys,
+        verifier: &medvault_ledger::VerifierKey,
+    ) -> Result<(), LedgerError> {
+        let start = self.frontier.size();
         let chunk = store.ledger_entries(start, VERIFY_CHUNK)?;
         if chunk.is_empty() {
-            bad(&mut report, start, "entry is missing".into());
-            break;
+            self.bad(start, "entry is missing".into());
+            return Ok(());
         }
-        // The subtree hashes these entries complete, read level by level in one range each
-        // (a point query per node costs a lock round trip per entry).
+        // The subtree hashes and checkpoints these entries complete, read in one range query
+        // per level (a point query per node costs a lock round trip per entry).
         let end = start + chunk.len() as u64;
         let mut stored_nodes = HashMap::new();
         for level in 1..64u32 {
@@ -556,79 +634,77 @@ pub fn verify(
                 stored_nodes.insert((n.level, n.index), n.hash);
             }
         }
+        let mut checkpoints = Vec::new();
+        let mut from = start + 1;
+        loop {
+            let page = store.ledger_checkpoints(from, 1024)?;
+            let Some(last) = page.last() else { break };
+            from = last.size + 1;
+            let done = last.size >= end;
+            checkpoints.extend(page.into_iter().filter(|c| c.size <= end));
+            if done {
+                break;
+            }
+        }
+        let mut pending = checkpoints.iter().peekable();
         for rec in &chunk {
-            let expected = frontier.size();
+            let expected = self.frontier.size();
             if rec.index != expected {
-                bad(&mut report, expected, "entry is missing (deleted)".into());
-                break 'entries;
+                self.bad(expected, "entry is missing (deleted)".into());
+                return Ok(());
             }
             if open_entry(keys, rec).is_err() {
-                bad(
-                    &mut report,
+                self.bad(
                     expected,
                     "entry was modified, moved or inserted (it fails authentication at this index)"
                         .into(),
                 );
-                break 'entries;
+                return Ok(());
             }
             let leaf = Hash::from_bytes(rec.leaf);
-            let completed = frontier.push(leaf).map_err(|_| LedgerError::MissingNode)?;
+            let completed = self
+                .frontier
+                .push(leaf)
+                .map_err(|_| LedgerError::MissingNode)?;
             for n in completed.filter(|n| n.level >= 1) {
                 if stored_nodes.get(&(n.level, n.index)) != Some(n.hash.as_bytes()) {
                     let first = n.index << n.level;
-                    bad(
-                        &mut report,
+                    self.bad(
                         first,
                         format!(
                             "the stored subtree hash over entries {first}..{} is missing or wrong",
                             first + (1u64 << n.level)
                         ),
                     );
-                    break 'entries;
+                    return Ok(());
                 }
             }
-            report.entries = frontier.size();
-            while let Some((csize, cp)) = pending.peek() {
-                if *csize != frontier.size() {
-                    break;
-                }
-                let ok = match cp {
-                    Ok(cp) => {
-                        if cp.root() == &frontier.root() {
-                            Ok(())
-                        } else {
-                            Err("the rebuilt tree differs from it".to_string())
-                        }
+            while let Some(c) = pending.next_if(|c| c.size == self.frontier.size()) {
+                self.checkpoints += 1;
+                let ok = match open(&c.note, verifier) {
+                    Err(_) => Err("its signature does not verify"),
+                    Ok(cp) if cp.size() != c.size => {
+                        Err("its row size differs from the signed size")
                     }
-                    Err(e) => Err(e.clone()),
+                    Ok(cp) if cp.root() != &self.frontier.root() => {
+                        Err("the rebuilt tree differs from it")
+                    }
+                    Ok(_) => Ok(()),
                 };
                 if let Err(why) = ok {
-                    bad(
-                        &mut report,
-                        last_good_checkpoint,
+                    let from = self.last_good_checkpoint;
+                    self.bad(
+                        from,
                         format!(
-                            "checkpoint at size {csize}: {why}; entries from {last_good_checkpoint} on were rewritten"
+                            "checkpoint at size {}: {why}; entries from {from} on were rewritten",
+                            c.size
                         ),
                     );
-                    break 'entries;
+                    return Ok(());
                 }
-                last_good_checkpoint = *csize;
-                pending.next();
+                self.last_good_checkpoint = c.size;
             }
         }
-        progress(frontier.size(), size);
+        Ok(())
     }
-    if report.first_bad.is_none() {
-        if let Some((csize, _)) = pending.next() {
-            bad(
-                &mut report,
-                frontier.size(),
-                format!(
-                    "a signed checkpoint covers {csize} entries but only {} exist: entries were deleted",
-                    frontier.size()
-                ),
-            );
-        }
-    }
-    Ok(report)
 }

@@ -295,6 +295,11 @@ impl Repository {
         self
     }
 
+    /// The store under this repository.
+    pub fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+
     /// The audit ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger

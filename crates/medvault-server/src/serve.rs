@@ -54,6 +54,8 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     pub danger_allow_plain_http: bool,
     pub danger_no_auth: bool,
+    /// POST a JSON alert here when the audit ledger fails an integrity check.
+    pub alert_webhook: Option<String>,
 }
 
 /// An opened data directory.
@@ -139,6 +141,10 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     spawn_checkpoint_ticker(repo.clone());
+    if let Some(url) = opts.alert_webhook.clone() {
+        repo.ledger().set_alert(webhook_alert(url, public.clone()));
+    }
+    spawn_ledger_verifier(repo.clone());
     let app = router(AppState::new(repo, &public));
 
     match &opts.tls {
@@ -172,6 +178,66 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Verify the ledger in the background: everything once after start (as soon as the vault
+/// is unsealed), then every new entry. A failure marks the ledger compromised and alerts.
+fn spawn_ledger_verifier(repo: Arc<Repository>) {
+    tokio::spawn(async move {
+        let verifier = Arc::new(std::sync::Mutex::new(crate::ledger::Verifier::new()));
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            every.tick().await;
+            let Ok(keys) = repo.vault().keys() else {
+                continue;
+            };
+            let (r, v) = (repo.clone(), verifier.clone());
+            let run = tokio::task::spawn_blocking(move || {
+                let mut v = v.lock().unwrap_or_else(|e| e.into_inner());
+                if v.first_bad().is_some() {
+                    return Ok(None);
+                }
+                v.catch_up(r.store(), &keys, &mut |_, _| {})?;
+                Ok::<_, crate::ledger::LedgerError>(v.first_bad().cloned())
+            })
+            .await;
+            match run {
+                Ok(Ok(Some((index, why)))) => repo
+                    .ledger()
+                    .mark_compromised(format!("ledger entry {index}: {why}")),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "background ledger verification failed"),
+                Err(_) => tracing::error!("background ledger verifier failed"),
+            }
+        }
+    });
+}
+
+/// An alert hook that POSTs `{"alert": "ledger-compromised", ...}` to `url`.
+fn webhook_alert(url: String, server: String) -> crate::ledger::AlertHook {
+    Arc::new(move |reason: String| {
+        let (url, server) = (url.clone(), server.clone());
+        // The hook may run on an async worker; the POST blocks, so it gets its own thread.
+        std::thread::spawn(move || {
+            let body = serde_json::json!({
+                "alert": "ledger-compromised",
+                "server": server,
+                "reason": reason,
+            });
+            let agent = ureq::Agent::config_builder()
+                .timeout_global(Some(std::time::Duration::from_secs(10)))
+                .build()
+                .new_agent();
+            match agent
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .send(body.to_string())
+            {
+                Ok(_) => tracing::warn!("ledger alert sent to the webhook"),
+                Err(e) => tracing::error!(error = %e, "ledger alert webhook failed"),
+            }
+        });
+    })
 }
 
 /// Sign a ledger checkpoint when one is due by time, even if no request arrives.

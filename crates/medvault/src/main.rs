@@ -98,6 +98,9 @@ enum Command {
         /// directory and unseal automatically. Never use with real data.
         #[arg(long)]
         dev: bool,
+        /// POST a JSON alert to this URL if the audit ledger fails an integrity check.
+        #[arg(long, env = "MEDVAULT_ALERT_WEBHOOK")]
+        alert_webhook: Option<String>,
         /// Sign an audit-ledger checkpoint after this many new entries...
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
         ledger_checkpoint_every: u64,
@@ -227,6 +230,7 @@ fn run(cli: Cli) -> Result<()> {
             dev,
             ledger_checkpoint_every,
             ledger_checkpoint_seconds,
+            alert_webhook,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -245,6 +249,7 @@ fn run(cli: Cli) -> Result<()> {
                     tls,
                     danger_allow_plain_http,
                     danger_no_auth,
+                    alert_webhook,
                 },
                 dev,
                 LedgerConfig {

@@ -7,7 +7,8 @@ use medvault_ledger::VerifierKey;
 use medvault_ledger::{
     open, verify_consistency, verify_inclusion, Checkpoint, Entry, Hash, Outcome,
 };
-use medvault_server::ledger::{open_entry, verify, Audit, Event, LedgerConfig};
+use medvault_server::ledger::{open_entry, verify, Audit, Event, LedgerConfig, Verifier};
+use medvault_server::{serve, ServeOptions};
 use medvault_store::Store;
 use serde_json::json;
 
@@ -469,4 +470,78 @@ async fn verify_names_a_rewritten_subtree_hash_by_its_first_entry() {
         "UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 2 AND idx = 1",
     );
     assert_eq!(first_bad(&h), Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_verifier_resumes_and_checks_only_what_is_new() {
+    let h = ledger_of(10);
+    let keys = h.repo.vault().keys().unwrap();
+    let mut v = Verifier::new();
+    v.catch_up(&*h.data.store, &keys, &mut |_, _| {}).unwrap();
+    assert_eq!((v.verified(), v.first_bad()), (10, None));
+    for i in 0..5 {
+        let ev = Event::new("read", "Patient", &format!("q{i}"), Outcome::Allow);
+        h.repo
+            .ledger()
+            .record(&keys, &Audit::system("test"), &[ev])
+            .unwrap();
+    }
+    sql(
+        &h,
+        "UPDATE ledger_entry SET envelope = zeroblob(length(envelope)) WHERE idx = 12",
+    );
+    v.catch_up(&*h.data.store, &keys, &mut |_, _| {}).unwrap();
+    assert_eq!(v.first_bad().map(|b| b.0), Some(12));
+    assert_eq!(v.verified(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_finds_a_tampered_ledger_and_calls_the_webhook() {
+    use std::io::{Read, Write};
+    let h = ledger_of(6);
+    sql(
+        &h,
+        "UPDATE ledger_entry SET envelope = zeroblob(length(envelope)) WHERE idx = 2",
+    );
+
+    // A webhook receiver on loopback that hands over the first request it gets.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_url = format!("http://{}/alerts", hook.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut conn, _) = hook.accept().unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !String::from_utf8_lossy(&buf).contains("ledger-compromised") {
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        tx.send(String::from_utf8_lossy(&buf).into_owned()).unwrap();
+    });
+
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        tls: None,
+        danger_allow_plain_http: false,
+        danger_no_auth: false,
+        alert_webhook: Some(hook_url),
+    };
+    let repo = h.repo.clone();
+    let server = tokio::spawn(async move { serve(repo, opts, |_, _| {}).await });
+    let request =
+        tokio::task::spawn_blocking(move || rx.recv_timeout(std::time::Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("no alert arrived");
+    server.abort();
+    assert!(request.starts_with("POST /alerts "), "{request}");
+    assert!(request.contains("ledger entry 2"), "{request}");
+    let health = h.call("GET", "/sys/health", None).await;
+    assert_eq!(health.json["ledger_compromised"], true);
 }
