@@ -14,8 +14,9 @@ pub use blob::BlobStore;
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use types::{
-    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode, LedgerRecord,
-    NewVersion, SearchPage, StoreQuery, Token, VaultRecord, VersionRecord,
+    AccountRecord, Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode,
+    LedgerRecord, NewVersion, RegistrationTokenRecord, SearchPage, StoreQuery, Token, VaultRecord,
+    VersionRecord,
 };
 
 /// Result alias for store operations.
@@ -99,4 +100,38 @@ pub trait Store: Send + Sync {
     fn ledger_checkpoints(&self, from_size: u64, limit: usize) -> Result<Vec<CheckpointRecord>>;
     /// The checkpoint with the greatest size, if any.
     fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>>;
+
+    /// Insert an account. With `token`, the registration token of that hash must still be
+    /// `open`; it is replaced by `token` (now `used`) in the same transaction. A taken id,
+    /// login or national id, or a token no longer open, is `Conflict` and changes nothing.
+    fn insert_account(
+        &self,
+        account: &AccountRecord,
+        token: Option<&RegistrationTokenRecord>,
+    ) -> Result<()>;
+    /// Insert the first account with the one-time bootstrap token from `init`: only while no
+    /// account exists and the unused bootstrap token's hash is `token_hash` (else `Conflict`).
+    fn insert_first_account(&self, account: &AccountRecord, token_hash: &[u8; 32]) -> Result<()>;
+    /// An account by id.
+    fn account(&self, id: &str) -> Result<Option<AccountRecord>>;
+    /// An account by login token.
+    fn account_by_login(&self, login: &[u8; 16]) -> Result<Option<AccountRecord>>;
+    /// Every account, by id.
+    fn accounts(&self) -> Result<Vec<AccountRecord>>;
+    /// Replace an account if its stored generation is still `expected_generation`.
+    fn update_account(&self, account: &AccountRecord, expected_generation: i64) -> Result<()>;
+    /// Insert a registration token (`Conflict` if the hash exists).
+    fn insert_registration_token(&self, token: &RegistrationTokenRecord) -> Result<()>;
+    /// A registration token by hash.
+    fn registration_token(&self, hash: &[u8; 32]) -> Result<Option<RegistrationTokenRecord>>;
+    /// Replace a registration token if its stored state is still `expected_state`.
+    fn update_registration_token(
+        &self,
+        token: &RegistrationTokenRecord,
+        expected_state: &str,
+    ) -> Result<()>;
+    /// The stored OPAQUE setup envelope, if any.
+    fn auth_setup(&self) -> Result<Option<Vec<u8>>>;
+    /// Store the OPAQUE setup envelope unless one exists; returns the stored one.
+    fn init_auth_setup(&self, envelope: &[u8]) -> Result<Vec<u8>>;
 }

@@ -13,8 +13,9 @@ use rusqlite::vtab::array::Array;
 
 use crate::posting;
 use crate::types::{
-    Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode, LedgerRecord,
-    NewVersion, SearchPage, StoreQuery, VaultRecord, VersionRecord,
+    AccountRecord, Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode,
+    LedgerRecord, NewVersion, RegistrationTokenRecord, SearchPage, StoreQuery, VaultRecord,
+    VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -23,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0001_init.sql"),
     include_str!("../sql/sqlite/0002_search_posting.sql"),
     include_str!("../sql/sqlite/0003_ledger.sql"),
+    include_str!("../sql/sqlite/0004_identity.sql"),
 ];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
@@ -184,6 +186,88 @@ fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
         tx.prepare_cached("INSERT INTO ledger_checkpoint (size, note) VALUES (?, ?)")?
             .execute(params![to_i64(c.size)?, c.note])?;
     }
+    Ok(())
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "id, login, national_id, role, link, disabled, generation, password_file, key_bundle, mac";
+
+fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<AccountRecord>> {
+    let login: Vec<u8> = r.get(1)?;
+    let national: Vec<u8> = r.get(2)?;
+    let mac: Vec<u8> = r.get(9)?;
+    let (id, role, link, disabled, generation, password_file, key_bundle) = (
+        r.get(0)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+    );
+    Ok((|| {
+        Ok(AccountRecord {
+            id,
+            login: array(login, "account login")?,
+            national_id: array(national, "account national id")?,
+            role,
+            link,
+            disabled,
+            generation,
+            password_file,
+            key_bundle,
+            mac: array(mac, "account mac")?,
+        })
+    })())
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RegistrationTokenRecord>> {
+    let hash: Vec<u8> = r.get(0)?;
+    let mac: Vec<u8> = r.get(6)?;
+    let (role, link, issued_by, expires_ms, state) =
+        (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+    Ok((|| {
+        Ok(RegistrationTokenRecord {
+            hash: array(hash, "token hash")?,
+            role,
+            link,
+            issued_by,
+            expires_ms,
+            state,
+            mac: array(mac, "token mac")?,
+        })
+    })())
+}
+
+/// Map a UNIQUE/PRIMARY KEY violation to `Conflict`.
+fn unique_is_conflict(r: rusqlite::Result<usize>) -> Result<usize> {
+    match r {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Err(StoreError::Conflict)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn insert_account_in(tx: &Transaction<'_>, a: &AccountRecord) -> Result<()> {
+    unique_is_conflict(tx.execute(
+        &format!("INSERT INTO account ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        params![
+            a.id,
+            a.login.as_slice(),
+            a.national_id.as_slice(),
+            a.role,
+            a.link,
+            a.disabled,
+            a.generation,
+            a.password_file,
+            a.key_bundle,
+            a.mac.as_slice()
+        ],
+    ))?;
     Ok(())
 }
 
@@ -566,6 +650,168 @@ impl Store for SqliteStore {
     fn ledger_size(&self) -> Result<u64> {
         let conn = self.reader();
         ledger_size_in(&conn)
+    }
+
+    fn insert_account(
+        &self,
+        account: &AccountRecord,
+        token: Option<&RegistrationTokenRecord>,
+    ) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(t) = token {
+            let n = tx.execute(
+                "UPDATE registration_token SET role = ?, link = ?, issued_by = ?, expires_ms = ?, state = ?, mac = ?
+                 WHERE hash = ? AND state = 'open'",
+                params![t.role, t.link, t.issued_by, t.expires_ms, t.state, t.mac.as_slice(), t.hash.as_slice()],
+            )?;
+            if n != 1 {
+                return Err(StoreError::Conflict);
+            }
+        }
+        insert_account_in(&tx, account)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn insert_first_account(&self, account: &AccountRecord, token_hash: &[u8; 32]) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let accounts: i64 = tx.query_row("SELECT count(*) FROM account", [], |r| r.get(0))?;
+        let n = tx.execute(
+            "UPDATE bootstrap_token SET used = 1 WHERE id = 1 AND used = 0 AND token_hash = ?",
+            params![token_hash.as_slice()],
+        )?;
+        if accounts != 0 || n != 1 {
+            return Err(StoreError::Conflict);
+        }
+        insert_account_in(&tx, account)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn account(&self, id: &str) -> Result<Option<AccountRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM account WHERE id = ?"
+        ))?;
+        let found = stmt.query_row(params![id], account_row).optional()?;
+        found.transpose()
+    }
+
+    fn account_by_login(&self, login: &[u8; 16]) -> Result<Option<AccountRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM account WHERE login = ?"
+        ))?;
+        let found = stmt
+            .query_row(params![login.as_slice()], account_row)
+            .optional()?;
+        found.transpose()
+    }
+
+    fn accounts(&self) -> Result<Vec<AccountRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM account ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], account_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    fn update_account(&self, a: &AccountRecord, expected_generation: i64) -> Result<()> {
+        let conn = self.writer();
+        let n = unique_is_conflict(conn.execute(
+            "UPDATE account SET login = ?, national_id = ?, role = ?, link = ?, disabled = ?, generation = ?,
+                 password_file = ?, key_bundle = ?, mac = ?
+             WHERE id = ? AND generation = ?",
+            params![
+                a.login.as_slice(),
+                a.national_id.as_slice(),
+                a.role,
+                a.link,
+                a.disabled,
+                a.generation,
+                a.password_file,
+                a.key_bundle,
+                a.mac.as_slice(),
+                a.id,
+                expected_generation
+            ],
+        ))?;
+        if n != 1 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    fn insert_registration_token(&self, t: &RegistrationTokenRecord) -> Result<()> {
+        let conn = self.writer();
+        unique_is_conflict(conn.execute(
+            "INSERT INTO registration_token (hash, role, link, issued_by, expires_ms, state, mac)
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            params![
+                t.hash.as_slice(),
+                t.role,
+                t.link,
+                t.issued_by,
+                t.expires_ms,
+                t.state,
+                t.mac.as_slice()
+            ],
+        ))?;
+        Ok(())
+    }
+
+    fn registration_token(&self, hash: &[u8; 32]) -> Result<Option<RegistrationTokenRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hash, role, link, issued_by, expires_ms, state, mac FROM registration_token WHERE hash = ?",
+        )?;
+        let found = stmt
+            .query_row(params![hash.as_slice()], token_row)
+            .optional()?;
+        found.transpose()
+    }
+
+    fn update_registration_token(
+        &self,
+        t: &RegistrationTokenRecord,
+        expected_state: &str,
+    ) -> Result<()> {
+        let conn = self.writer();
+        let n = conn.execute(
+            "UPDATE registration_token SET role = ?, link = ?, issued_by = ?, expires_ms = ?, state = ?, mac = ?
+             WHERE hash = ? AND state = ?",
+            params![t.role, t.link, t.issued_by, t.expires_ms, t.state, t.mac.as_slice(), t.hash.as_slice(), expected_state],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
+    }
+
+    fn auth_setup(&self) -> Result<Option<Vec<u8>>> {
+        let conn = self.reader();
+        let found = conn
+            .query_row("SELECT envelope FROM auth_setup WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        Ok(found)
+    }
+
+    fn init_auth_setup(&self, envelope: &[u8]) -> Result<Vec<u8>> {
+        let conn = self.writer();
+        conn.execute(
+            "INSERT OR IGNORE INTO auth_setup (id, envelope) VALUES (1, ?)",
+            params![envelope],
+        )?;
+        Ok(
+            conn.query_row("SELECT envelope FROM auth_setup WHERE id = 1", [], |r| {
+                r.get(0)
+            })?,
+        )
     }
 
     fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>> {

@@ -153,3 +153,38 @@ impl LedgerAppend {
         self.entries.is_empty() && self.nodes.is_empty() && self.checkpoint.is_none()
     }
 }
+
+/// An account row. `mac` authenticates every other field under the server's integrity key;
+/// the store only keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub id: String,
+    /// Blind-index token of the normalized login name.
+    pub login: [u8; 16],
+    /// Blind-index token of the national id (one account per person).
+    pub national_id: [u8; 16],
+    pub role: String,
+    /// `Practitioner/<id>`, `Patient/<id>` or empty.
+    pub link: String,
+    pub disabled: bool,
+    /// Incremented on every change; updates name the generation they replace.
+    pub generation: i64,
+    /// The OPAQUE password file, once registered.
+    pub password_file: Option<Vec<u8>>,
+    /// The user's key bundle, encrypted by the client under its OPAQUE export key.
+    pub key_bundle: Option<Vec<u8>>,
+    pub mac: [u8; 32],
+}
+
+/// A registration token row (only the token's hash is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationTokenRecord {
+    pub hash: [u8; 32],
+    pub role: String,
+    pub link: String,
+    pub issued_by: String,
+    pub expires_ms: i64,
+    /// `open`, `used` or `revoked`.
+    pub state: String,
+    pub mac: [u8; 32],
+}

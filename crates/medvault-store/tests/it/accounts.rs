@@ -1,0 +1,132 @@
+//! Accounts, registration tokens and the bootstrap token: uniqueness, one-time use and
+//! optimistic updates, each atomic.
+
+use medvault_store::{AccountRecord, RegistrationTokenRecord, SqliteStore, Store};
+
+use crate::common::{assert_conflict, open_store, vault_record};
+
+fn account(id: &str, login: u8, national: u8, role: &str) -> AccountRecord {
+    AccountRecord {
+        id: id.into(),
+        login: [login; 16],
+        national_id: [national; 16],
+        role: role.into(),
+        link: format!("Practitioner/{id}"),
+        disabled: false,
+        generation: 1,
+        password_file: Some(vec![1, 2, 3]),
+        key_bundle: None,
+        mac: [id.len() as u8; 32],
+    }
+}
+
+fn token(hash: u8, state: &str) -> RegistrationTokenRecord {
+    RegistrationTokenRecord {
+        hash: [hash; 32],
+        role: "physician".into(),
+        link: "Practitioner/d1".into(),
+        issued_by: "admin-1".into(),
+        expires_ms: 1_000,
+        state: state.into(),
+        mac: [hash ^ 0xFF; 32],
+    }
+}
+
+fn with_vault() -> (tempfile::TempDir, SqliteStore) {
+    let (dir, store) = open_store();
+    store
+        .init_vault(&vault_record(1, &[1]), &[0xB0; 32])
+        .unwrap();
+    (dir, store)
+}
+
+#[test]
+fn the_bootstrap_token_creates_the_first_account_once() {
+    let (_dir, store) = with_vault();
+    // A wrong token hash creates nothing.
+    assert_conflict(store.insert_first_account(&account("a1", 1, 1, "admin"), &[0xB1; 32]));
+    assert!(store.accounts().unwrap().is_empty());
+    store
+        .insert_first_account(&account("a1", 1, 1, "admin"), &[0xB0; 32])
+        .unwrap();
+    // Used: a second first account is refused, even with the right token.
+    assert_conflict(store.insert_first_account(&account("a2", 2, 2, "admin"), &[0xB0; 32]));
+    assert_eq!(
+        store.accounts().unwrap(),
+        vec![account("a1", 1, 1, "admin")]
+    );
+}
+
+#[test]
+fn a_registration_token_is_consumed_with_the_account_it_creates() {
+    let (_dir, store) = with_vault();
+    store.insert_registration_token(&token(7, "open")).unwrap();
+    assert_conflict(store.insert_registration_token(&token(7, "open")));
+    store
+        .insert_account(&account("d1", 1, 1, "physician"), Some(&token(7, "used")))
+        .unwrap();
+    assert_eq!(
+        store.registration_token(&[7; 32]).unwrap(),
+        Some(token(7, "used"))
+    );
+    // The token cannot be used twice; the second account is not created.
+    assert_conflict(
+        store.insert_account(&account("d2", 2, 2, "physician"), Some(&token(7, "used"))),
+    );
+    assert_eq!(store.account("d2").unwrap(), None);
+    // An unknown token creates nothing either.
+    assert_conflict(
+        store.insert_account(&account("d3", 3, 3, "physician"), Some(&token(9, "used"))),
+    );
+    assert_eq!(store.accounts().unwrap().len(), 1);
+}
+
+#[test]
+fn one_account_per_login_and_per_national_id() {
+    let (_dir, store) = with_vault();
+    store.insert_registration_token(&token(1, "open")).unwrap();
+    store.insert_registration_token(&token(2, "open")).unwrap();
+    store
+        .insert_account(&account("a", 1, 1, "nurse"), None)
+        .unwrap();
+    // Same national id, different login: refused, and the token stays open.
+    assert_conflict(store.insert_account(&account("b", 2, 1, "nurse"), Some(&token(1, "used"))));
+    assert_eq!(
+        store.registration_token(&[1; 32]).unwrap().unwrap().state,
+        "open"
+    );
+    assert_conflict(store.insert_account(&account("c", 1, 3, "nurse"), Some(&token(2, "used"))));
+    assert_conflict(store.insert_account(&account("a", 4, 4, "nurse"), None));
+    assert_eq!(store.account_by_login(&[1; 16]).unwrap().unwrap().id, "a");
+    assert_eq!(store.account_by_login(&[9; 16]).unwrap(), None);
+}
+
+#[test]
+fn updates_name_the_generation_they_replace() {
+    let (_dir, store) = with_vault();
+    store
+        .insert_account(&account("a", 1, 1, "nurse"), None)
+        .unwrap();
+    let mut changed = account("a", 1, 1, "physician");
+    changed.generation = 2;
+    store.update_account(&changed, 1).unwrap();
+    let mut stale = account("a", 1, 1, "admin");
+    stale.generation = 2;
+    assert_conflict(store.update_account(&stale, 1));
+    assert_eq!(store.account("a").unwrap().unwrap().role, "physician");
+
+    store.insert_registration_token(&token(5, "open")).unwrap();
+    store
+        .update_registration_token(&token(5, "revoked"), "open")
+        .unwrap();
+    assert_conflict(store.update_registration_token(&token(5, "open"), "open"));
+}
+
+#[test]
+fn the_auth_setup_is_written_once() {
+    let (_dir, store) = with_vault();
+    assert_eq!(store.auth_setup().unwrap(), None);
+    assert_eq!(store.init_auth_setup(b"first").unwrap(), b"first");
+    assert_eq!(store.init_auth_setup(b"second").unwrap(), b"first");
+    assert_eq!(store.auth_setup().unwrap(), Some(b"first".to_vec()));
+}
