@@ -1,4 +1,4 @@
-//! Pure cryptographic core of medvault: Shamir shares, key hierarchy, envelopes, blind indexes.
+//! Pure cryptographic core of medvault: Shamir shares, key hierarchy, envelopes, blind indexes, JOSE.
 //!
 //! This crate performs no I/O at all (no files, network, environment or clock);
 //! randomness is always passed in through the [`Random`] trait so that callers
@@ -7,12 +7,14 @@
 pub mod blind;
 pub mod envelope;
 mod error;
+pub mod jose;
 pub mod keys;
 pub mod random;
 pub mod shamir;
 pub mod share_text;
 
 pub use error::CryptoError;
+pub use jose::JoseError;
 pub use keys::SecretKey;
 pub use random::{DeterministicRandom, Random, SystemRandom};
 pub use shamir::Share;

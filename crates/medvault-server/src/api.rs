@@ -18,12 +18,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::accounts::{self, AccountError};
 use crate::bundle::parse_etag;
 use crate::clock::{format_http_date, format_instant};
 use crate::ledger::{Audit, Event, LedgerError};
-use crate::outcome::{for_repo_error, for_vault_error, operation_outcome};
+use crate::login::{self as opaque, LoginError, Logins};
+use crate::outcome::{
+    for_account_error, for_login_error, for_repo_error, for_vault_error, operation_outcome,
+};
 use crate::repo::{
-    parse_query_string, patient_of_stored, Page, RepoError, Repository, RewrapProgress, Stored,
+    parse_query_string, patient_of_resource, patient_of_stored, Page, RepoError, Repository,
+    RewrapProgress, Stored,
 };
 use crate::vault::{Vault, VaultError};
 use medvault_ledger::Outcome;
@@ -50,6 +55,10 @@ pub struct AppState {
     pub rewrap: Arc<Mutex<RewrapStatus>>,
     /// Shares refused while sealed (the ledger cannot be written then); recorded at unseal.
     pub refused_shares: Arc<AtomicU64>,
+    /// Operator entries that could not be written yet (see `record_sys`).
+    unrecorded: Arc<Mutex<Vec<(Audit, Event)>>>,
+    /// OPAQUE logins in progress and failed-login back-off.
+    logins: Arc<Logins>,
 }
 
 impl AppState {
@@ -59,6 +68,8 @@ impl AppState {
             fhir_base: format!("{}/fhir", public_url.trim_end_matches('/')),
             rewrap: Arc::new(Mutex::new(RewrapStatus::default())),
             refused_shares: Arc::new(AtomicU64::new(0)),
+            unrecorded: Arc::new(Mutex::new(Vec::new())),
+            logins: Arc::new(Logins::new()),
         }
     }
 }
@@ -83,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route("/key", get(ledger_key))
         .route("/proof/inclusion", get(ledger_inclusion))
         .route("/proof/consistency", get(ledger_consistency));
+    let auth = Router::new()
+        .route("/opaque/register/start", post(register_start))
+        .route("/opaque/register/finish", post(register_finish))
+        .route("/opaque/login/start", post(login_start))
+        .route("/opaque/login/finish", post(login_finish));
     Router::new()
         .route("/sys/health", get(health))
         .route("/sys/seal-status", get(seal_status))
@@ -92,6 +108,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sys/rekey", post(rekey))
         .nest("/fhir", fhir)
         .nest("/ledger", ledger)
+        .nest("/auth", auth)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
@@ -125,9 +142,42 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
 #[derive(Clone, Copy, Debug)]
 struct Recorded;
 
-/// The patient whose data a response carries, for its ledger entry.
-#[derive(Clone, Debug)]
-struct AuditPatient(String);
+/// The patients whose data a response carries (or a search named), for its ledger entries:
+/// one entry per patient, so each patient sees every access to their data.
+#[derive(Clone, Debug, Default)]
+struct AuditPatient(Vec<String>);
+
+/// Most patients one response's ledger entries name individually.
+const MAX_AUDITED_PATIENTS: usize = 1000;
+
+/// The distinct patients of every resource in a response body (resources, search and history
+/// Bundles, and the Bundles nested in batch/transaction responses).
+fn patients_in(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    if out.len() >= MAX_AUDITED_PATIENTS {
+        return;
+    }
+    if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
+        for e in v["entry"].as_array().into_iter().flatten() {
+            if let Some(r) = e.get("resource") {
+                patients_in(r, out);
+            }
+        }
+        return;
+    }
+    let p = patient_of_resource(v);
+    if !p.is_empty() {
+        out.insert(p);
+    }
+}
+
+fn audit_patients(body: &Value, named: Option<String>) -> AuditPatient {
+    let mut set = std::collections::BTreeSet::new();
+    if let Some(p) = named.filter(|p| !p.is_empty()) {
+        set.insert(p);
+    }
+    patients_in(body, &mut set);
+    AuditPatient(set.into_iter().collect())
+}
 
 /// Attach who is asking, and from where, to every request (handlers and the ledger read it).
 async fn attach_audit(mut req: Request, next: Next) -> Response {
@@ -198,13 +248,24 @@ async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) ->
     if !status.is_success() {
         event = event.reason(status.as_str());
     }
-    if let Some(AuditPatient(p)) = resp.extensions().get::<AuditPatient>() {
-        event = event.patient(p);
-    }
+    let patients = resp
+        .extensions()
+        .get::<AuditPatient>()
+        .cloned()
+        .unwrap_or_default();
+    let events: Vec<Event> = if patients.0.is_empty() {
+        vec![event]
+    } else {
+        patients
+            .0
+            .iter()
+            .map(|p| event.clone().patient(p))
+            .collect()
+    };
     let repo = state.repo.clone();
     let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
         let keys = repo.keys()?;
-        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+        Ok(repo.ledger().record(&keys, &audit, &events)?)
     })
     .await;
     match recorded {
@@ -218,20 +279,31 @@ async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) ->
 }
 
 /// Record an operator action (seal, unseal, rotate, rekey) while keys are available.
-async fn record_sys(state: &AppState, audit: Audit, event: Event) -> Result<(), Response> {
+///
+/// An operator action is not undone or refused because its entry cannot be written (sealing
+/// must work exactly when something is wrong): the entry is kept in memory and written with
+/// the next operator entry that can be, and the failure is logged.
+async fn record_sys(state: &AppState, audit: Audit, event: Event) {
     let repo = state.repo.clone();
+    let queue = state.unrecorded.clone();
     let r = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push((audit, event));
         let keys = repo.keys()?;
-        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+        for (audit, event) in queue.iter() {
+            repo.ledger()
+                .record(&keys, audit, std::slice::from_ref(event))?;
+        }
+        queue.clear();
+        Ok(())
     })
     .await;
     match r {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "audit ledger write failed");
-            Err(repo_error(e))
+            tracing::error!(error = %e, "operator action not yet in the audit ledger; kept for the next attempt")
         }
-        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
+        Err(_) => tracing::error!("operator ledger worker failed"),
     }
 }
 
@@ -466,9 +538,7 @@ async fn unseal(
                 let refused = state.refused_shares.swap(0, Ordering::Relaxed);
                 let event = Event::new("unseal", "", "", Outcome::Allow)
                     .reason(&format!("{refused} share(s) refused while sealed"));
-                if let Err(r) = record_sys(&state, audit, event).await {
-                    return r;
-                }
+                record_sys(&state, audit, event).await;
                 // Finish any re-wrap a rotation before a restart or seal left unfinished.
                 start_rewrap(&state);
             }
@@ -480,9 +550,7 @@ async fn unseal(
             } else {
                 // A share sent to an unsealed server: recordable now.
                 let event = Event::new("unseal", "", "", Outcome::Deny).reason("already unsealed");
-                if let Err(r) = record_sys(&state, audit, event).await {
-                    return r;
-                }
+                record_sys(&state, audit, event).await;
             }
             r
         }
@@ -502,14 +570,10 @@ async fn seal(
     let check = share.clone();
     if let Err(r) = vault_blocking(&state, move |v| v.check_share(&check)).await {
         let event = Event::new("seal", "", "", Outcome::Deny).reason("share refused");
-        if let Err(r) = record_sys(&state, audit, event).await {
-            return r;
-        }
+        record_sys(&state, audit, event).await;
         return r;
     }
-    if let Err(r) = record_sys(&state, audit, Event::new("seal", "", "", Outcome::Allow)).await {
-        return r;
-    }
+    record_sys(&state, audit, Event::new("seal", "", "", Outcome::Allow)).await;
     match vault_blocking(&state, move |v| v.seal(&share)).await {
         Ok(()) => {
             state.repo.ledger().forget();
@@ -533,18 +597,14 @@ async fn rotate(
         Ok(v) => v,
         Err(r) => {
             let event = Event::new("rotate", "", "", Outcome::Deny).reason(r.status().as_str());
-            if let Err(r) = record_sys(&state, audit, event).await {
-                return r;
-            }
+            record_sys(&state, audit, event).await;
             return r;
         }
     };
     tracing::info!(key_version = version, "key-encryption key rotated");
     let event = Event::new("rotate", "", "", Outcome::Allow)
         .reason(&format!("key-encryption key version {version}"));
-    if let Err(r) = record_sys(&state, audit, event).await {
-        return r;
-    }
+    record_sys(&state, audit, event).await;
     start_rewrap(&state);
     (
         StatusCode::ACCEPTED,
@@ -660,11 +720,7 @@ async fn rekey(
             tracing::warn!(threshold, count, "vault rekeyed; old shares are void");
             let event = Event::new("rekey", "", "", Outcome::Allow)
                 .reason(&format!("new share set {threshold} of {count}"));
-            if let Err(r) = record_sys(&state, audit, event).await {
-                // The new shares exist now; withholding them would lock everyone out.
-                tracing::error!("rekey succeeded but its ledger entry could not be written");
-                drop(r);
-            }
+            record_sys(&state, audit, event).await;
             let shares: Vec<String> = issued
                 .shares
                 .iter()
@@ -672,8 +728,277 @@ async fn rekey(
                 .collect();
             Json(json!({ "threshold": issued.threshold, "shares": shares })).into_response()
         }
-        Err(r) => r,
+        Err(r) => {
+            let event = Event::new("rekey", "", "", Outcome::Deny).reason(r.status().as_str());
+            record_sys(&state, audit, event).await;
+            r
+        }
     }
+}
+
+// ---------------------------------------------------------------- /auth
+
+/// Why an authentication request failed.
+enum AuthFailure {
+    Account(AccountError),
+    Login(LoginError),
+    Repo(RepoError),
+    BadRequest(&'static str),
+}
+
+impl From<AccountError> for AuthFailure {
+    fn from(e: AccountError) -> Self {
+        AuthFailure::Account(e)
+    }
+}
+impl From<LoginError> for AuthFailure {
+    fn from(e: LoginError) -> Self {
+        AuthFailure::Login(e)
+    }
+}
+impl From<RepoError> for AuthFailure {
+    fn from(e: RepoError) -> Self {
+        AuthFailure::Repo(e)
+    }
+}
+
+impl AuthFailure {
+    fn response(self) -> Response {
+        match self {
+            AuthFailure::Account(e) => {
+                let (status, body) = for_account_error(&e);
+                fhir_response(status, body)
+            }
+            AuthFailure::Login(e) => {
+                let (status, body, wait) = for_login_error(&e);
+                let mut resp = fhir_response(status, body);
+                if let Some(v) = wait.and_then(|w| HeaderValue::from_str(&w.to_string()).ok()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+            AuthFailure::Repo(e) => repo_error(e),
+            AuthFailure::BadRequest(msg) => bad_request(msg),
+        }
+    }
+
+    /// The ledger's outcome for this failure.
+    fn outcome(&self) -> (Outcome, &'static str) {
+        match self {
+            AuthFailure::Account(AccountError::BadToken | AccountError::Forbidden)
+            | AuthFailure::Login(LoginError::Failed | LoginError::Locked(_)) => {
+                (Outcome::Deny, "refused")
+            }
+            AuthFailure::Account(AccountError::Forged) => (Outcome::Deny, "forged record"),
+            AuthFailure::Account(AccountError::Taken) => (Outcome::Deny, "already registered"),
+            _ => (Outcome::Error, "error"),
+        }
+    }
+}
+
+fn b64_field(v: &Value, name: &'static str) -> Result<Vec<u8>, AuthFailure> {
+    use base64::Engine;
+    let text = v
+        .get(name)
+        .and_then(Value::as_str)
+        .ok_or(AuthFailure::BadRequest("a base64url field is missing"))?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| AuthFailure::BadRequest("a field is not unpadded base64url"))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn text_field<'a>(v: &'a Value, name: &'static str) -> Result<&'a str, AuthFailure> {
+    v.get(name)
+        .and_then(Value::as_str)
+        .ok_or(AuthFailure::BadRequest("a text field is missing"))
+}
+
+/// Run an authentication step off the async threads and record it in the ledger (allowed or
+/// not; never the login name, password material or token). The step returns its answer and
+/// the account it concerns.
+async fn auth_step(
+    state: &AppState,
+    audit: Audit,
+    action: &'static str,
+    body: Bytes,
+    f: impl FnOnce(&AppState, &Value) -> Result<(StatusCode, Value, String), AuthFailure>
+        + Send
+        + 'static,
+) -> Response {
+    let st = state.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| AuthFailure::BadRequest("expected a JSON object"))?;
+        f(&st, &v)
+    })
+    .await;
+    let result = match run {
+        Ok(r) => r,
+        Err(_) => Err(AuthFailure::Repo(RepoError::Internal("worker failed"))),
+    };
+    let (event, resp) = match result {
+        Ok((status, body, account)) => (
+            Event::new(action, "Account", &account, Outcome::Allow),
+            (status, Json(body)).into_response(),
+        ),
+        Err(f) => {
+            let (outcome, reason) = f.outcome();
+            (
+                Event::new(action, "Account", "", outcome).reason(reason),
+                f.response(),
+            )
+        }
+    };
+    // Logins and registrations are access decisions too: no answer without its entry.
+    let repo = state.repo.clone();
+    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let keys = repo.keys()?;
+        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => repo_error(e),
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+/// `{token, login, request}` → `{response}`: OPAQUE registration, step 2.
+async fn register_start(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
+    auth_step(&state, audit, "register", body, |st, v| {
+        let repo = &st.repo;
+        let keys = repo.keys()?;
+        let now = repo.clock().now_ms();
+        accounts::check_token(repo.store(), &keys, now, text_field(v, "token")?)?;
+        let login = accounts::normalized_login(text_field(v, "login")?)?;
+        let setup = opaque::server_setup(repo.store(), &keys, &**repo.rng())?;
+        let response = opaque::registration_response(&setup, &login, &b64_field(v, "request")?)?;
+        Ok((
+            StatusCode::OK,
+            json!({ "response": b64(&response) }),
+            String::new(),
+        ))
+    })
+    .await
+}
+
+/// `{token, login, national_id, upload, key_bundle?}` → 201 `{account, role, link}`:
+/// OPAQUE registration, step 4; the token is used up with the account it creates.
+async fn register_finish(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
+    auth_step(&state, audit, "register", body, |st, v| {
+        let repo = &st.repo;
+        let keys = repo.keys()?;
+        let now = repo.clock().now_ms();
+        let grant = accounts::check_token(repo.store(), &keys, now, text_field(v, "token")?)?;
+        let file = opaque::registration_finish(&b64_field(v, "upload")?)?;
+        let bundle = match v.get("key_bundle") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(b64_field(v, "key_bundle")?),
+        };
+        if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+            return Err(AuthFailure::BadRequest("the key bundle is too large"));
+        }
+        let account = accounts::register(
+            repo.store(),
+            &keys,
+            &**repo.rng(),
+            grant,
+            text_field(v, "login")?,
+            text_field(v, "national_id")?,
+            file,
+            bundle,
+        )?;
+        Ok((
+            StatusCode::CREATED,
+            json!({
+                "account": account.id(),
+                "role": account.role().as_str(),
+                "link": account.link(),
+            }),
+            account.id().to_string(),
+        ))
+    })
+    .await
+}
+
+/// `{login, request}` → `{login_id, response}`: OPAQUE login, step 2. An unknown login name
+/// gets an answer indistinguishable from a known one.
+async fn login_start(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
+    let address = audit.address.clone();
+    auth_step(&state, audit, "login", body, move |st, v| {
+        let repo = &st.repo;
+        let keys = repo.keys()?;
+        let now = repo.clock().now_ms();
+        let login = accounts::normalized_login(text_field(v, "login")?)?;
+        let account =
+            accounts::load_by_login(repo.store(), &keys, &login)?.filter(|a| !a.disabled());
+        let file = account.as_ref().and_then(|a| a.password_file());
+        let setup = opaque::server_setup(repo.store(), &keys, &**repo.rng())?;
+        let (id, response) = st.logins.start(
+            &setup,
+            &**repo.rng(),
+            now,
+            &login,
+            &address,
+            account.as_ref().zip(file).map(|(a, f)| (a.id(), f)),
+            &b64_field(v, "request")?,
+        )?;
+        Ok((
+            StatusCode::OK,
+            json!({ "login_id": id, "response": b64(&response) }),
+            String::new(),
+        ))
+    })
+    .await
+}
+
+/// `{login_id, finalization}` → `{account, role, link, key_bundle}`: OPAQUE login, step 3.
+async fn login_finish(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    body: Bytes,
+) -> Response {
+    auth_step(&state, audit, "login", body, |st, v| {
+        let repo = &st.repo;
+        let keys = repo.keys()?;
+        let now = repo.clock().now_ms();
+        let done = st.logins.finish(
+            now,
+            text_field(v, "login_id")?,
+            &b64_field(v, "finalization")?,
+        )?;
+        let account = accounts::load(repo.store(), &keys, &done.account)?
+            .filter(|a| !a.disabled())
+            .ok_or(AuthFailure::Login(LoginError::Failed))?;
+        Ok((
+            StatusCode::OK,
+            json!({
+                "account": account.id(),
+                "role": account.role().as_str(),
+                "link": account.link(),
+                "key_bundle": account.key_bundle().map(b64),
+            }),
+            account.id().to_string(),
+        ))
+    })
+    .await
 }
 
 // ---------------------------------------------------------------- /ledger
@@ -860,7 +1185,13 @@ async fn bundle(
     // Each write is recorded in the transaction's own commit; the bundle as a whole gets a
     // summary entry from `record_fhir`.
     match blocking(&state, move |r| r.bundle(&audit, value)).await {
-        Ok(b) => fhir_response(StatusCode::OK, b),
+        Ok(b) => {
+            // Reads inside the bundle returned these patients' data.
+            let patients = audit_patients(&b, None);
+            let mut resp = fhir_response(StatusCode::OK, b);
+            resp.extensions_mut().insert(patients);
+            resp
+        }
         Err(r) => r,
     }
 }
@@ -900,7 +1231,7 @@ async fn create(
             } else {
                 // An existing match was returned: a read, recorded by `record_fhir`.
                 resp.extensions_mut()
-                    .insert(AuditPatient(patient_of_stored(&w.stored)));
+                    .insert(AuditPatient(vec![patient_of_stored(&w.stored)]));
             }
             resp
         }
@@ -911,7 +1242,7 @@ async fn create(
 fn read_response(state: &AppState, s: &Stored) -> Response {
     let mut resp = resource_response(state, StatusCode::OK, s, false, false);
     resp.extensions_mut()
-        .insert(AuditPatient(patient_of_stored(s)));
+        .insert(AuditPatient(vec![patient_of_stored(s)]));
     resp
 }
 
@@ -1056,13 +1387,10 @@ async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>
         .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(v).to_string());
     match blocking(&state, move |r| r.search(&rtype, &p)).await {
         Ok(page) => {
-            let mut resp = fhir_response(
-                StatusCode::OK,
-                page_bundle(&state, "searchset", &base, &pairs, &page),
-            );
-            if let Some(p) = patient {
-                resp.extensions_mut().insert(AuditPatient(p));
-            }
+            let body = page_bundle(&state, "searchset", &base, &pairs, &page);
+            let patients = audit_patients(&body, patient);
+            let mut resp = fhir_response(StatusCode::OK, body);
+            resp.extensions_mut().insert(patients);
             resp
         }
         Err(r) => r,
@@ -1114,10 +1442,13 @@ async fn history(
     })
     .await
     {
-        Ok(page) => fhir_response(
-            StatusCode::OK,
-            page_bundle(&state, "history", &base, &pairs, &page),
-        ),
+        Ok(page) => {
+            let body = page_bundle(&state, "history", &base, &pairs, &page);
+            let patients = audit_patients(&body, None);
+            let mut resp = fhir_response(StatusCode::OK, body);
+            resp.extensions_mut().insert(patients);
+            resp
+        }
         Err(r) => r,
     }
 }

@@ -315,7 +315,7 @@ fn plan_write(
             let current = repo.current_record(rtype, id)?;
             check_if_match(current.as_ref(), e.if_match)?;
             if let Some(cur) = current.filter(|c| !c.is_deleted()) {
-                let patient = repo.patient_of_record(keys, &cur)?;
+                let patient = repo.patient_for_delete(keys, &cur);
                 work.push(Work::Ready(
                     e.index,
                     Box::new(repo.prepare_delete(&cur, now, patient)),

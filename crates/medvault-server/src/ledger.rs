@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use medvault_crypto::Random;
 use medvault_ledger::{
-    consistency_proof, entry_leaf, inclusion_proof, open, verify_consistency, Checkpoint, Entry,
-    EntryText, Frontier, Hash, NodeSource, Outcome, ProofError, Salt, SigningKey,
+    consistency_proof, entry_leaf, inclusion_proof, open, Checkpoint, Entry, EntryText, Frontier,
+    Hash, NodeSource, Outcome, ProofError, Salt, SigningKey,
 };
 use medvault_store::{CheckpointRecord, LedgerAppend, LedgerNode, LedgerRecord, Store, StoreError};
 use zeroize::Zeroizing;
@@ -27,7 +27,7 @@ const VERIFY_CHUNK: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("storage error: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("the stored ledger tree is incomplete")]
     MissingNode,
     #[error("cryptographic failure")]
@@ -36,6 +36,17 @@ pub enum LedgerError {
     BadRequest(&'static str),
     #[error("ledger entry {0} failed authentication")]
     EntryDamaged(u64),
+    #[error("the stored ledger moved on (another writer); reloaded")]
+    Conflict,
+}
+
+impl From<StoreError> for LedgerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::LedgerConflict => LedgerError::Conflict,
+            e => LedgerError::Store(e),
+        }
+    }
 }
 
 impl From<medvault_crypto::CryptoError> for LedgerError {
@@ -308,8 +319,8 @@ impl Ledger {
         *self.lock() = None;
     }
 
-    fn load(&self, keys: &Keys) -> Result<TreeState, LedgerError> {
-        let size = self.store.ledger_size()?;
+    /// The frontier of the first `size` leaves, from the stored perfect-subtree hashes.
+    fn frontier_from_nodes(&self, size: u64) -> Result<Frontier, LedgerError> {
         let nodes = StoreNodes(&*self.store);
         let mut roots = Vec::with_capacity(size.count_ones() as usize);
         let mut start = 0u64;
@@ -319,52 +330,109 @@ impl Ledger {
                 start += 1 << level;
             }
         }
-        let frontier = Frontier::from_parts(size, roots).map_err(|_| LedgerError::MissingNode)?;
-        let mut checkpoint_size = 0;
-        if let Some(c) = self.store.latest_checkpoint()? {
-            checkpoint_size = c.size;
-            if let Err(why) = self.check_latest(keys, &c, &frontier) {
-                self.mark_compromised(why);
+        Frontier::from_parts(size, roots).map_err(|_| LedgerError::MissingNode)
+    }
+
+    /// Rebuild the tree after unseal. Up to the latest checkpoint the stored subtree hashes
+    /// are trusted only because the signed root checks them; past it, the tree is recomputed
+    /// from the leaves and every stored subtree hash compared, so nothing unchecked is ever
+    /// signed. Integrity failures mark the ledger compromised; storage errors just fail.
+    fn load(&self, keys: &Keys) -> Result<TreeState, LedgerError> {
+        let size = self.store.ledger_size()?;
+        let latest = self.store.latest_checkpoint()?;
+        let mut problem: Option<String> = None;
+        let mut base = 0u64;
+        let mut frontier = Frontier::new();
+        if let Some(c) = &latest {
+            match open(&c.note, &keys.ledger_signer().verifier_key()) {
+                Err(_) => {
+                    problem = Some("the latest checkpoint's signature does not verify".into())
+                }
+                Ok(cp) if cp.size() != c.size => {
+                    problem = Some("a checkpoint row's size differs from its signed note".into())
+                }
+                Ok(cp) if cp.size() > size => {
+                    problem = Some(format!(
+                        "the ledger has {size} entries but a signed checkpoint covers {}: entries were deleted",
+                        cp.size()
+                    ))
+                }
+                Ok(cp) => match self.frontier_from_nodes(cp.size()) {
+                    Ok(f) if f.root() == *cp.root() => {
+                        base = cp.size();
+                        frontier = f;
+                    }
+                    Ok(_) | Err(LedgerError::MissingNode) => {
+                        problem = Some(
+                            "the stored tree differs from its latest signed checkpoint".into(),
+                        )
+                    }
+                    Err(e) => return Err(e),
+                },
             }
+        }
+        if problem.is_none() {
+            problem = self.extend_from_leaves(&mut frontier, base, size)?;
+        }
+        if let Some(why) = problem {
+            self.mark_compromised(why);
+            // Keep serving from what the stored hashes say, so reads stay recorded; nothing
+            // more is signed while compromised.
+            frontier = self.frontier_from_nodes(size)?;
         }
         Ok(TreeState {
             frontier,
-            checkpoint_size,
+            checkpoint_size: latest.map_or(0, |c| c.size),
             checkpoint_ms: self.clock.now_ms(),
         })
     }
 
-    /// The stored tree must extend the latest checkpoint this server signed.
-    fn check_latest(
+    /// Push leaves `from..to` onto `frontier`, comparing every subtree hash they complete with
+    /// the stored one; also refuse stored hashes beyond the end (left by deleted entries).
+    fn extend_from_leaves(
         &self,
-        keys: &Keys,
-        c: &CheckpointRecord,
-        frontier: &Frontier,
-    ) -> Result<(), String> {
-        let cp = open(&c.note, &keys.ledger_signer().verifier_key())
-            .map_err(|_| "the latest checkpoint's signature does not verify".to_string())?;
-        let size = frontier.size();
-        if cp.size() != c.size {
-            return Err("a checkpoint row's size differs from its signed note".into());
+        frontier: &mut Frontier,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<String>, LedgerError> {
+        let mut next = from;
+        while next < to {
+            let chunk = self.store.ledger_entries(next, VERIFY_CHUNK)?;
+            if chunk.is_empty() {
+                return Ok(Some(format!("ledger entry {next} is missing")));
+            }
+            for rec in chunk {
+                if rec.index != next {
+                    return Ok(Some(format!("ledger entry {next} is missing")));
+                }
+                let completed = frontier
+                    .push(Hash::from_bytes(rec.leaf))
+                    .map_err(|_| LedgerError::MissingNode)?;
+                for n in completed.filter(|n| n.level >= 1) {
+                    if self.store.ledger_node(n.level, n.index)? != Some(*n.hash.as_bytes()) {
+                        return Ok(Some(format!(
+                            "the stored subtree hash over entries {}.. is missing or wrong",
+                            n.index << n.level
+                        )));
+                    }
+                }
+                next += 1;
+            }
         }
-        if cp.size() > size {
-            return Err(format!(
-                "the ledger has {size} entries but a signed checkpoint covers {}: entries were deleted",
-                cp.size()
-            ));
+        // The next append would complete these subtrees; a stored hash there means entries
+        // were deleted from the end (and appends would collide with it).
+        for level in 1..64u32 {
+            let index = to >> level;
+            if index.checked_shl(level).is_none() {
+                break;
+            }
+            if self.store.ledger_node(level, index)?.is_some() {
+                return Ok(Some(format!(
+                    "stored subtree hashes cover entries past the last one ({to}): entries were deleted"
+                )));
+            }
         }
-        let root = frontier.root();
-        if cp.size() == size {
-            return if cp.root() == &root {
-                Ok(())
-            } else {
-                Err("the ledger's root differs from its latest signed checkpoint".into())
-            };
-        }
-        let proof = consistency_proof(&StoreNodes(&*self.store), cp.size(), size)
-            .map_err(|_| "the stored tree is incomplete".to_string())?;
-        verify_consistency(cp.size(), size, cp.root(), &root, &proof)
-            .map_err(|_| "the ledger is not an extension of its latest signed checkpoint".into())
+        Ok(None)
     }
 
     fn entry(&self, audit: &Audit, ev: &Event, now_ms: i64) -> Entry {
@@ -473,11 +541,20 @@ impl Ledger {
         }
     }
 
-    /// Record `events` in their own durable commit.
+    /// Record `events` in their own durable commit (retried once if another writer moved
+    /// the ledger on meanwhile).
     pub fn record(&self, keys: &Keys, audit: &Audit, events: &[Event]) -> Result<(), LedgerError> {
-        self.commit_with(keys, audit, events, |append| {
-            Ok(self.store.commit(&[], &[], append)?)
-        })
+        let once = || {
+            self.commit_with(keys, audit, events, |append| {
+                self.store
+                    .commit(&[], &[], append)
+                    .map_err(LedgerError::from)
+            })
+        };
+        match once() {
+            Err(LedgerError::Conflict) => once(),
+            other => other,
+        }
     }
 
     /// Sign a checkpoint if one is due by time (called periodically).
@@ -596,7 +673,13 @@ impl Verifier {
             // Checkpoints are committed with the entries they cover, so one beyond the last
             // entry means entries were deleted from the end.
             let have = self.frontier.size();
-            if let Some(c) = store.ledger_checkpoints(have + 1, 1)?.first() {
+            let beyond = store.ledger_checkpoints(have + 1, 1)?;
+            // Entries and their checkpoint may have been committed after the size was read:
+            // only a checkpoint beyond the ledger's size *now* means entries were deleted.
+            if let Some(c) = beyond
+                .first()
+                .filter(|c| store.ledger_size().map_or(true, |now| c.size > now))
+            {
                 self.bad(
                     have,
                     format!(

@@ -1,10 +1,12 @@
 //! The medvault server: seal lifecycle (`vault`), the encrypted FHIR repository (`repo`),
 //! the HTTP API (`api`) and the listener (`serve`).
 
+pub mod accounts;
 pub mod api;
 mod bundle;
 pub mod clock;
 pub mod ledger;
+pub mod login;
 pub mod outcome;
 pub mod repo;
 mod search_time;

@@ -86,3 +86,36 @@ pub fn for_vault_error(err: &VaultError) -> (StatusCode, Value) {
     };
     (status, operation_outcome(code, &err.to_string()))
 }
+
+/// Status and OperationOutcome for an account error.
+pub fn for_account_error(err: &crate::accounts::AccountError) -> (StatusCode, Value) {
+    use crate::accounts::AccountError as E;
+    let (status, code) = match err {
+        E::BadToken | E::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+        E::Taken => (StatusCode::CONFLICT, "duplicate"),
+        E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+        E::Forged => (StatusCode::INTERNAL_SERVER_ERROR, "security"),
+        E::Store(e) => {
+            tracing::error!(error = %e, "storage failure");
+            (StatusCode::INTERNAL_SERVER_ERROR, "exception")
+        }
+        E::Crypto => (StatusCode::INTERNAL_SERVER_ERROR, "exception"),
+    };
+    (status, operation_outcome(code, &err.to_string()))
+}
+
+/// Status and OperationOutcome for a login error (and the seconds to wait, for 429).
+pub fn for_login_error(err: &crate::login::LoginError) -> (StatusCode, Value, Option<u64>) {
+    use crate::login::LoginError as E;
+    let (status, code, wait) = match err {
+        E::Malformed(_) => (StatusCode::BAD_REQUEST, "invalid", None),
+        E::Failed => (StatusCode::UNAUTHORIZED, "login", None),
+        E::Locked(s) => (StatusCode::TOO_MANY_REQUESTS, "throttled", Some(*s)),
+        E::Store(e) => {
+            tracing::error!(error = %e, "storage failure");
+            (StatusCode::INTERNAL_SERVER_ERROR, "exception", None)
+        }
+        E::Crypto => (StatusCode::INTERNAL_SERVER_ERROR, "exception", None),
+    };
+    (status, operation_outcome(code, &err.to_string()), wait)
+}

@@ -172,6 +172,16 @@ fn patient_of_owner(owner: &str) -> String {
     owner.strip_prefix("Patient/").unwrap_or("").to_string()
 }
 
+/// The patient (bare id) a resource (as JSON, with its type and id) belongs to, empty if none.
+pub fn patient_of_resource(resource: &Value) -> String {
+    let rtype = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let id = resource.get("id").and_then(Value::as_str).unwrap_or("");
+    patient_of_owner(&owner_of(rtype, id, resource))
+}
+
 /// The patient (bare id) a stored resource belongs to, empty if none.
 pub fn patient_of_stored(s: &Stored) -> String {
     s.resource
@@ -539,14 +549,23 @@ impl Repository {
                     .patient(&p.patient)
             })
             .collect();
-        self.ledger.commit_with(keys, audit, &events, |append| {
-            self.store
-                .commit(&new_keys, &batch, append)
-                .map_err(|e| match e {
-                    StoreError::Conflict => RepoError::Conflict,
-                    e => RepoError::Store(e),
-                })
-        })?;
+        let once = || {
+            self.ledger.commit_with(keys, audit, &events, |append| {
+                self.store
+                    .commit(&new_keys, &batch, append)
+                    .map_err(|e| match e {
+                        StoreError::Conflict => RepoError::Conflict,
+                        StoreError::LedgerConflict => RepoError::Ledger(LedgerError::Conflict),
+                        e => RepoError::Store(e),
+                    })
+            })
+        };
+        // Another writer moved the ledger on: the state was reloaded, so one retry appends
+        // at the right place (the versions' own preconditions are re-checked by the store).
+        match once() {
+            Err(RepoError::Ledger(LedgerError::Conflict)) => once(),
+            other => other,
+        }?;
         for (owner, (key, _)) in pending.map {
             keys.cache_dek(owner, key);
         }
@@ -813,7 +832,7 @@ impl Repository {
         let Some(current) = current.filter(|c| !c.is_deleted()) else {
             return Ok(None);
         };
-        let patient = self.patient_of_record(&keys, &current)?;
+        let patient = self.patient_for_delete(&keys, &current);
         let PreparedWrite(prepared) = self.prepare_delete(&current, self.clock.now_ms(), patient);
         let version = prepared.new.record.version;
         self.commit(&keys, audit, &mut [prepared], PendingKeys::default())?;
@@ -1024,9 +1043,13 @@ impl Repository {
         )?))
     }
 
-    /// The patient (bare id) a stored version belongs to, read from its decrypted content.
-    pub(crate) fn patient_of_record(&self, keys: &Keys, rec: &VersionRecord) -> Result<String> {
-        Ok(patient_of_stored(&self.open(keys, rec)?))
+    /// The patient (bare id) of a version being deleted, for the ledger. A version that no
+    /// longer decrypts (damaged, already counted as an integrity failure) can still be
+    /// deleted; its entry then names no patient.
+    pub(crate) fn patient_for_delete(&self, keys: &Keys, rec: &VersionRecord) -> String {
+        self.open(keys, rec)
+            .map(|s| patient_of_stored(&s))
+            .unwrap_or_default()
     }
 
     pub(crate) fn prepare_delete(

@@ -141,6 +141,10 @@ pub struct Keys {
     /// Signs ledger checkpoints. Derived from the keyring seed, which is stored only
     /// wrapped under the root key, so the signing key is as sealed as the data.
     ledger_signer: medvault_ledger::SigningKey,
+    /// MACs account, role and grant rows, so forged rows are refused.
+    integrity: SecretKey,
+    /// Encrypts the stored OPAQUE server setup.
+    auth_setup: AeadKey,
     /// Unwrapped data keys by owner token. Cleared when the keys are dropped on seal.
     deks: Mutex<HashMap<Vec<u8>, Arc<AeadKey>>>,
 }
@@ -159,6 +163,8 @@ impl Keys {
             ledger_entries: AeadKey::new(&keyring.seed.derive("medvault/ledger-entry/v1"), 0),
             ledger_signer: crate::ledger::signing_key(signing_seed.expose())
                 .map_err(|_| VaultError::KeyringDamaged)?,
+            integrity: keyring.seed.derive("medvault/integrity/v1"),
+            auth_setup: AeadKey::new(&keyring.seed.derive("medvault/opaque-setup/v1"), 0),
             root,
             keyring,
             keks,
@@ -172,6 +178,16 @@ impl Keys {
         let cached = std::mem::take(&mut *old.deks.lock().unwrap_or_else(|e| e.into_inner()));
         *self.deks.lock().unwrap_or_else(|e| e.into_inner()) = cached;
         self
+    }
+
+    /// The key that MACs identity rows (accounts, registration tokens).
+    pub fn integrity(&self) -> &SecretKey {
+        &self.integrity
+    }
+
+    /// The key that encrypts the stored OPAQUE server setup.
+    pub fn auth_setup(&self) -> &AeadKey {
+        &self.auth_setup
     }
 
     /// The key that encrypts audit-ledger entries.

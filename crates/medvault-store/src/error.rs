@@ -12,6 +12,8 @@ pub enum StoreError {
     AlreadyInitialized,
     #[error("a concurrent change won; the precondition no longer holds")]
     Conflict,
+    #[error("the audit ledger does not continue where the appended rows expect (another writer, or rows deleted)")]
+    LedgerConflict,
     #[error(
         "the database schema is newer than this program (schema {found}, supported {supported})"
     )]

@@ -154,15 +154,27 @@ fn ledger_size_in(conn: &Connection) -> Result<u64> {
 
 /// Append ledger rows inside the caller's write transaction, checking that they continue
 /// the stored ledger exactly.
+fn ledger_conflict(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict => StoreError::LedgerConflict,
+        e => e,
+    }
+}
+
 fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
     let mut next = ledger_size_in(tx)?;
     let mut add_entry =
         tx.prepare_cached("INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (?, ?, ?)")?;
     for e in &ledger.entries {
         if e.index != next {
-            return Err(StoreError::Conflict);
+            return Err(StoreError::LedgerConflict);
         }
-        add_entry.execute(params![to_i64(e.index)?, e.leaf.as_slice(), e.envelope])?;
+        unique_is_conflict(add_entry.execute(params![
+            to_i64(e.index)?,
+            e.leaf.as_slice(),
+            e.envelope
+        ]))
+        .map_err(ledger_conflict)?;
         next += 1;
     }
     let mut add_node =
@@ -175,16 +187,21 @@ fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
             .and_then(|i| i.checked_shl(n.level))
             .filter(|_| n.level >= 1 && n.level < 64);
         if end.is_none_or(|end| end > next) {
-            return Err(StoreError::Conflict);
+            return Err(StoreError::LedgerConflict);
         }
-        add_node.execute(params![n.level, to_i64(n.index)?, n.hash.as_slice()])?;
+        // A stored hash already there was left by entries deleted from the end.
+        unique_is_conflict(add_node.execute(params![n.level, to_i64(n.index)?, n.hash.as_slice()]))
+            .map_err(ledger_conflict)?;
     }
     if let Some(c) = &ledger.checkpoint {
         if c.size != next {
-            return Err(StoreError::Conflict);
+            return Err(StoreError::LedgerConflict);
         }
-        tx.prepare_cached("INSERT INTO ledger_checkpoint (size, note) VALUES (?, ?)")?
-            .execute(params![to_i64(c.size)?, c.note])?;
+        unique_is_conflict(
+            tx.prepare_cached("INSERT INTO ledger_checkpoint (size, note) VALUES (?, ?)")?
+                .execute(params![to_i64(c.size)?, c.note]),
+        )
+        .map_err(ledger_conflict)?;
     }
     Ok(())
 }

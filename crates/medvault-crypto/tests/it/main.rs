@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod envelope;
+mod jose;
 mod keys;
 mod shamir;
 mod share_text;

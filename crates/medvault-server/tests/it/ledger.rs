@@ -545,3 +545,76 @@ async fn a_running_server_finds_a_tampered_ledger_and_calls_the_webhook() {
     let health = h.call("GET", "/sys/health", None).await;
     assert_eq!(health.json["ledger_compromised"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_name_every_patient_whose_data_they_return() {
+    let h = Harness::unsealed();
+    let a = h.create(patient("Same", "Ann", "1970-01-01")).await;
+    let b = h.create(patient("Same", "Bea", "1980-01-01")).await;
+    let before = entries(&h).len();
+    // A search by name (no patient parameter) returns two patients' records.
+    let r = h.call("GET", "/fhir/Patient?family=Same", None).await;
+    assert_eq!(r.json["total"], 2);
+    // A batch whose GET entry reads one patient.
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("Patient/{b}")}}
+    ]});
+    let r = h.call("POST", "/fhir", Some(batch)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let got: Vec<_> = entries(&h)[before..].iter().map(summary).collect();
+    let mut searched = vec![
+        row("search", "Patient", &a, Outcome::Allow, ""),
+        row("search", "Patient", &b, Outcome::Allow, ""),
+    ];
+    searched.sort_by(|x, y| x.2.cmp(&y.2));
+    assert_eq!(got[..2].to_vec(), searched);
+    assert_eq!(
+        got[2..].to_vec(),
+        vec![row("bundle", "", &b, Outcome::Allow, "")]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_resource_can_still_be_deleted() {
+    let h = Harness::unsealed();
+    let id = h.create(patient("Broken", "Bo", "1970-01-01")).await;
+    sql(
+        &h,
+        &format!("UPDATE resource_version SET body = zeroblob(length(body)) WHERE id = '{id}'"),
+    );
+    h.call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    let r = h.call("DELETE", &format!("/fhir/Patient/{id}"), None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.json);
+    let last = entries(&h).pop().unwrap();
+    assert_eq!(
+        summary(&last),
+        row("delete", "Patient", "", Outcome::Allow, "")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealing_works_even_when_the_ledger_cannot_be_written() {
+    let h = Harness::unsealed();
+    sql(&h, "DROP TABLE ledger_node; DROP TABLE ledger_entry;");
+    h.repo.ledger().forget();
+    let r = h
+        .call("POST", "/sys/seal", Some(json!({"share": h.shares[0]})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(h.repo.vault().is_sealed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_newest_entries_is_found_when_the_tree_is_rebuilt() {
+    let h = ledger_of(7);
+    // No checkpoint covers entries 5 and 6 (one every 5): delete them. Their subtree hash
+    // (over 4..6) stays behind and gives the deletion away.
+    sql(&h, "DELETE FROM ledger_entry WHERE idx >= 5");
+    h.repo.ledger().forget();
+    let keys = h.repo.vault().keys().unwrap();
+    h.repo.ledger().tick(&keys).unwrap();
+    let why = h.repo.ledger().compromised().unwrap();
+    assert!(why.contains("deleted"), "{why}");
+}

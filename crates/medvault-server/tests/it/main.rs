@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod fhir;
+mod identity;
 mod ledger;
 mod listen;
 mod seal;

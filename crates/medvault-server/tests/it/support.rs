@@ -28,6 +28,8 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     pub app: Router,
     pub shares: Vec<String>,
+    /// The one-time bootstrap token `init` printed (creates the first admin).
+    pub bootstrap: String,
 }
 
 impl Harness {
@@ -47,7 +49,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let data = open_data_dir(&dir.path().join("data")).unwrap();
         let rng: Arc<dyn Random> = Arc::new(DeterministicRandom::new(seed));
-        let (issued, _token) = Vault::initialize(&*data.store, &*rng, threshold, count).unwrap();
+        let (issued, token) = Vault::initialize(&*data.store, &*rng, threshold, count).unwrap();
+        let bootstrap = token.to_string();
         let shares = issued
             .shares
             .iter()
@@ -73,6 +76,7 @@ impl Harness {
             clock,
             app,
             shares,
+            bootstrap,
         }
     }
 

@@ -4,7 +4,14 @@ use medvault_store::{
     CheckpointRecord, LedgerAppend, LedgerNode, LedgerRecord, SqliteStore, Store, StoreError,
 };
 
-use crate::common::{assert_conflict, create, open_store};
+use crate::common::{create, open_store};
+
+fn assert_conflict<T: std::fmt::Debug>(r: medvault_store::Result<T>) {
+    match r {
+        Err(StoreError::LedgerConflict) => {}
+        other => panic!("expected LedgerConflict, got {other:?}"),
+    }
+}
 
 fn entry(index: u64) -> LedgerRecord {
     LedgerRecord {
@@ -123,6 +130,6 @@ fn a_refused_write_stores_neither_the_action_nor_its_entry() {
     assert_eq!(store.ledger_size().unwrap(), 1);
     // And a ledger conflict takes the action down.
     let r = store.commit(&[], &[create("Patient", "p2", 12, &[])], &entries(5..6));
-    assert!(matches!(r, Err(StoreError::Conflict)), "{r:?}");
+    assert!(matches!(r, Err(StoreError::LedgerConflict)), "{r:?}");
     assert_eq!(store.current("Patient", "p2").unwrap(), None);
 }

@@ -1,0 +1,278 @@
+//! Compact JWS (RFC 7515 §7.1): strict parsing, ES256/EdDSA verification, EdDSA signing.
+
+use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+use serde_json::{Map, Value};
+
+use super::jwk::KeyMaterial;
+use super::{b64, json, JoseError, PublicJwk, MAX_CLAIM_LEN, MAX_TOKEN_LEN};
+
+/// Length of both supported signatures: ES256 `r || s` and Ed25519.
+const SIGNATURE_LEN: usize = 64;
+/// Longest accepted `typ` header value.
+const MAX_TYP_LEN: usize = 64;
+
+/// The signature algorithms this module implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    /// ECDSA with P-256 and SHA-256, fixed-length `r || s` signature (RFC 7518 §3.4).
+    Es256,
+    /// EdDSA with Ed25519 (RFC 8037).
+    EdDsa,
+}
+
+impl Alg {
+    /// Every implemented algorithm.
+    pub const ALL: [Alg; 2] = [Alg::Es256, Alg::EdDsa];
+
+    /// The JOSE `alg` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+        }
+    }
+
+    /// Parse a JOSE `alg` name (case-sensitive, RFC 7515 §4.1.1). Anything
+    /// else, notably `none` and the `HS*` family, is unsupported.
+    pub fn parse(name: &str) -> Result<Alg, JoseError> {
+        match name {
+            "ES256" => Ok(Alg::Es256),
+            "EdDSA" => Ok(Alg::EdDsa),
+            _ => Err(JoseError::UnsupportedAlgorithm),
+        }
+    }
+}
+
+/// A parsed JOSE header. Only the parameters this module uses are kept;
+/// unknown ones are ignored except `crit` and `b64`, which are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    alg: Alg,
+    typ: Option<String>,
+    kid: Option<String>,
+    jwk: Option<PublicJwk>,
+}
+
+impl Header {
+    /// The signature algorithm.
+    pub fn alg(&self) -> Alg {
+        self.alg
+    }
+
+    /// The `typ` parameter, as sent.
+    pub fn typ(&self) -> Option<&str> {
+        self.typ.as_deref()
+    }
+
+    /// The `kid` parameter.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The embedded public key (`jwk` parameter), already checked to be public.
+    pub fn jwk(&self) -> Option<&PublicJwk> {
+        self.jwk.as_ref()
+    }
+
+    /// Whether `typ` names the media type `expected` (e.g. `dpop+jwt`).
+    ///
+    /// Per RFC 7515 §4.1.9 media types compare case-insensitively and the
+    /// `application/` prefix may be omitted, so `application/DPoP+JWT` matches too.
+    pub fn typ_is(&self, expected: &str) -> bool {
+        const PREFIX: &str = "application/";
+        let Some(typ) = self.typ.as_deref() else {
+            return false;
+        };
+        let bare = match (typ.get(..PREFIX.len()), typ.get(PREFIX.len()..)) {
+            (Some(prefix), Some(rest)) if prefix.eq_ignore_ascii_case(PREFIX) => rest,
+            _ => typ,
+        };
+        bare.eq_ignore_ascii_case(expected)
+    }
+
+    fn from_json(map: &Map<String, Value>) -> Result<Header, JoseError> {
+        if map.contains_key("crit") {
+            return Err(JoseError::UnsupportedCritical);
+        }
+        // RFC 7797 unencoded payloads are never used here; refuse rather than
+        // risk a signer and verifier disagreeing on what was signed.
+        if map.contains_key("b64") {
+            return Err(JoseError::InvalidHeader("b64"));
+        }
+        let alg = match map.get("alg") {
+            Some(Value::String(alg)) => Alg::parse(alg)?,
+            _ => return Err(JoseError::InvalidHeader("alg")),
+        };
+        let typ = optional_str(map, "typ", MAX_TYP_LEN)?;
+        let kid = optional_str(map, "kid", MAX_CLAIM_LEN)?;
+        let jwk = map.get("jwk").map(PublicJwk::from_json_value).transpose()?;
+        Ok(Header { alg, typ, kid, jwk })
+    }
+}
+
+fn optional_str(
+    map: &Map<String, Value>,
+    name: &'static str,
+    max_len: usize,
+) -> Result<Option<String>, JoseError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= max_len => Ok(Some(s.clone())),
+        Some(_) => Err(JoseError::InvalidHeader(name)),
+    }
+}
+
+/// A compact JWS whose structure, header and encodings are valid but whose
+/// signature has not been checked yet.
+pub(crate) struct Unverified<'a> {
+    header: Header,
+    /// `BASE64URL(header) || '.' || BASE64URL(payload)`: exactly the signed bytes.
+    signing_input: &'a str,
+    payload: Vec<u8>,
+    signature: [u8; SIGNATURE_LEN],
+}
+
+/// Split and decode a compact JWS: exactly three non-empty, canonical base64url
+/// parts, a header that is a bounded JSON object with a supported `alg`, and a
+/// 64-byte signature. The payload is decoded but not yet parsed.
+pub(crate) fn parse_compact(compact: &str) -> Result<Unverified<'_>, JoseError> {
+    if compact.len() > MAX_TOKEN_LEN {
+        return Err(JoseError::TooLarge);
+    }
+    let (signing_input, signature) = compact
+        .rsplit_once('.')
+        .ok_or(JoseError::Malformed("expected three parts"))?;
+    let (header, payload) = signing_input
+        .split_once('.')
+        .ok_or(JoseError::Malformed("expected three parts"))?;
+    if payload.contains('.') {
+        return Err(JoseError::Malformed("expected three parts"));
+    }
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return Err(JoseError::Malformed("empty part"));
+    }
+    let header_bytes = b64::decode(header, "header")?;
+    let header = Header::from_json(&json::parse_object(&header_bytes, "header", MAX_TOKEN_LEN)?)?;
+    let payload = b64::decode(payload, "payload")?;
+    let signature = b64::decode_array(
+        signature,
+        "signature",
+        JoseError::Malformed("signature length"),
+    )?;
+    Ok(Unverified {
+        header,
+        signing_input,
+        payload,
+        signature,
+    })
+}
+
+impl Unverified<'_> {
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The decoded, not yet authenticated payload bytes.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// Check `alg` against `allowed` and `key`, verify the signature, and only
+    /// then parse the payload as bounded JSON.
+    pub(crate) fn verify(
+        self,
+        key: &PublicJwk,
+        allowed: &[Alg],
+    ) -> Result<(Header, Value), JoseError> {
+        if !allowed.contains(&self.header.alg) {
+            return Err(JoseError::AlgorithmNotAllowed);
+        }
+        if key.alg() != self.header.alg {
+            return Err(JoseError::AlgorithmKeyMismatch);
+        }
+        verify_signature(key, self.signing_input.as_bytes(), &self.signature)?;
+        let payload = json::parse(&self.payload, "payload", MAX_TOKEN_LEN)?;
+        Ok((self.header, payload))
+    }
+}
+
+fn verify_signature(key: &PublicJwk, message: &[u8], signature: &[u8]) -> Result<(), JoseError> {
+    let result = match key.material() {
+        KeyMaterial::P256 { x, y } => {
+            // SEC 1 uncompressed point: 0x04 || x || y.
+            let point = [&[4u8][..], x, y].concat();
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(message, signature)
+        }
+        KeyMaterial::Ed25519 { x } => {
+            UnparsedPublicKey::new(&ED25519, x).verify(message, signature)
+        }
+    };
+    result.map_err(|_| JoseError::BadSignature)
+}
+
+/// Verify a compact JWS with `key` and return its header and JSON payload.
+///
+/// The token must be at most [`MAX_TOKEN_LEN`] bytes with three canonical
+/// unpadded base64url parts; `alg` must be in `allowed_algs` and match the
+/// key type. The payload is only parsed after the signature verified, and
+/// must be JSON (any type) nested at most [`super::MAX_JSON_DEPTH`] levels.
+/// The header `typ` is returned, not checked; see [`Header::typ_is`].
+pub fn verify_jws(
+    compact: &str,
+    key: &PublicJwk,
+    allowed_algs: &[Alg],
+) -> Result<(Header, Value), JoseError> {
+    parse_compact(compact)?.verify(key, allowed_algs)
+}
+
+/// Sign `payload` under `header` (which must say `"alg":"EdDSA"`) with an Ed25519 key.
+pub(crate) fn sign_eddsa(header: &Value, payload: &Value, key: &Ed25519KeyPair) -> String {
+    let mut out = b64::encode(header.to_string().as_bytes());
+    out.push('.');
+    out.push_str(&b64::encode(payload.to_string().as_bytes()));
+    let signature = key.sign(out.as_bytes());
+    out.push('.');
+    out.push_str(&b64::encode(signature.as_ref()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(typ: Option<&str>) -> Header {
+        Header {
+            alg: Alg::EdDsa,
+            typ: typ.map(str::to_owned),
+            kid: None,
+            jwk: None,
+        }
+    }
+
+    #[test]
+    fn typ_matching_follows_rfc7515() {
+        assert!(header(Some("dpop+jwt")).typ_is("dpop+jwt"));
+        assert!(header(Some("DPoP+JWT")).typ_is("dpop+jwt"));
+        assert!(header(Some("application/dpop+jwt")).typ_is("dpop+jwt"));
+        assert!(header(Some("Application/dpop+jwt")).typ_is("dpop+jwt"));
+        assert!(!header(Some("application/")).typ_is("dpop+jwt"));
+        assert!(!header(Some("jwt")).typ_is("dpop+jwt"));
+        assert!(!header(Some("text/dpop+jwt")).typ_is("dpop+jwt"));
+        assert!(!header(Some("dpop+jwt ")).typ_is("dpop+jwt"));
+        assert!(!header(None).typ_is("dpop+jwt"));
+        // Multi-byte characters never cause a slicing panic.
+        assert!(!header(Some("applicatio\u{e9}n/x")).typ_is("x"));
+    }
+
+    #[test]
+    fn alg_names() {
+        for alg in Alg::ALL {
+            assert_eq!(Alg::parse(alg.as_str()), Ok(alg));
+        }
+        for bad in [
+            "none", "None", "HS256", "RS256", "ES384", "es256", "EDDSA", "",
+        ] {
+            assert_eq!(Alg::parse(bad), Err(JoseError::UnsupportedAlgorithm));
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! Accounts and OPAQUE: the bootstrap admin, registration tokens (one-time, expiring,
+//! revocable, role-bound), login without the password reaching the server, lockout with
+//! back-off, and forged account rows refused.
+
+use medvault_crypto::{Random, SystemRandom};
+use medvault_server::accounts::{self, AccountError, Role};
+use medvault_server::login::{self, LoginError, Logins, Suite};
+use opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, RegistrationResponse, ServerSetup,
+};
+
+use medvault_store::Store;
+
+use crate::support::{Harness, T0};
+
+/// The system random source as the RNG opaque-ke's client side wants.
+struct TestRng(SystemRandom);
+
+impl opaque_ke::rand::RngCore for TestRng {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.0.fill(dest).unwrap();
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), opaque_ke::rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl opaque_ke::rand::CryptoRng for TestRng {}
+
+fn rng() -> TestRng {
+    TestRng(SystemRandom::new())
+}
+
+/// Client and server run OPAQUE registration; returns the password file the server stores
+/// (the password itself never crosses).
+fn opaque_register(setup: &ServerSetup<Suite>, login: &str, password: &str) -> Vec<u8> {
+    let start = ClientRegistration::<Suite>::start(&mut rng(), password.as_bytes()).unwrap();
+    let response = login::registration_response(setup, login, &start.message.serialize()).unwrap();
+    let finish = start
+        .state
+        .finish(
+            &mut rng(),
+            password.as_bytes(),
+            RegistrationResponse::deserialize(&response).unwrap(),
+            ClientRegistrationFinishParameters::default(),
+        )
+        .unwrap();
+    login::registration_finish(&finish.message.serialize()).unwrap()
+}
+
+/// Client and server run OPAQUE login; `Ok(account id)` if the server accepted it.
+fn opaque_login(
+    h: &Harness,
+    logins: &Logins,
+    setup: &ServerSetup<Suite>,
+    now: i64,
+    login: &str,
+    password: &str,
+) -> Result<String, LoginError> {
+    let keys = h.repo.vault().keys().unwrap();
+    let account = accounts::load_by_login(&*h.data.store, &keys, login).unwrap();
+    let start = ClientLogin::<Suite>::start(&mut rng(), password.as_bytes()).unwrap();
+    let file = account
+        .as_ref()
+        .and_then(|a| a.password_file().map(<[u8]>::to_vec));
+    let (id, response) = logins.start(
+        setup,
+        &SystemRandom::new(),
+        now,
+        &login.to_lowercase(),
+        "10.0.0.9",
+        account
+            .as_ref()
+            .zip(file.as_deref())
+            .map(|(a, f)| (a.id(), f)),
+        &start.message.serialize(),
+    )?;
+    let finalization = match start.state.finish(
+        &mut rng(),
+        password.as_bytes(),
+        CredentialResponse::deserialize(&response).unwrap(),
+        ClientLoginFinishParameters::default(),
+    ) {
+        Ok(done) => done.message.serialize().to_vec(),
+        // A wrong password fails on the client; a guesser would send something anyway.
+        Err(_) => vec![0u8; 64],
+    };
+    logins.finish(now, &id, &finalization).map(|l| l.account)
+}
+
+fn register(
+    h: &Harness,
+    setup: &ServerSetup<Suite>,
+    token: &str,
+    login: &str,
+    nid: &str,
+) -> Result<accounts::Account, AccountError> {
+    let keys = h.repo.vault().keys().unwrap();
+    let grant = accounts::check_token(&*h.data.store, &keys, h.clock_now(), token)?;
+    let file = opaque_register(setup, &login.to_lowercase(), "correct horse battery staple");
+    accounts::register(
+        &*h.data.store,
+        &keys,
+        &SystemRandom::new(),
+        grant,
+        login,
+        nid,
+        file,
+        Some(b"client-encrypted key bundle".to_vec()),
+    )
+}
+
+impl Harness {
+    fn clock_now(&self) -> i64 {
+        use medvault_server::clock::Clock;
+        self.clock.now_ms()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_admin_then_role_bound_one_time_tokens() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let store = &*h.data.store;
+    let setup = login::server_setup(store, &keys, &SystemRandom::new()).unwrap();
+    // The setup is made once and read back the same afterwards.
+    let again = login::server_setup(store, &keys, &SystemRandom::new()).unwrap();
+    assert_eq!(setup.serialize(), again.serialize());
+
+    let admin = register(&h, &setup, &h.bootstrap, "Admin@Example.org", "NID-A").unwrap();
+    assert_eq!(admin.role(), Role::Admin);
+    assert!(matches!(
+        register(&h, &setup, &h.bootstrap, "second-admin", "NID-B"),
+        Err(AccountError::BadToken)
+    ));
+
+    let t = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Physician,
+        "Practitioner/dr-1",
+        3_600_000,
+    )
+    .unwrap();
+    let doc = register(&h, &setup, &t, "dr.one", "NID-D").unwrap();
+    assert_eq!(
+        (doc.role(), doc.link()),
+        (Role::Physician, "Practitioner/dr-1")
+    );
+    assert_eq!(doc.key_bundle(), Some(&b"client-encrypted key bundle"[..]));
+    // One-time.
+    assert!(matches!(
+        register(&h, &setup, &t, "dr.two", "NID-E"),
+        Err(AccountError::BadToken)
+    ));
+    // One account per national id, and per login name (case-insensitive).
+    let t2 = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Nurse,
+        "Practitioner/n-1",
+        3_600_000,
+    )
+    .unwrap();
+    assert!(matches!(
+        register(&h, &setup, &t2, "nurse.one", "nid-d"),
+        Err(AccountError::Taken)
+    ));
+    assert!(matches!(
+        register(&h, &setup, &t2, "DR.ONE", "NID-F"),
+        Err(AccountError::Taken)
+    ));
+    // The refused registrations left the token usable.
+    register(&h, &setup, &t2, "nurse.one", "NID-F").unwrap();
+
+    // Expiry and revocation.
+    let short = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Auditor,
+        "",
+        60_000,
+    )
+    .unwrap();
+    h.clock.advance(60_000);
+    assert!(matches!(
+        register(&h, &setup, &short, "auditor", "NID-G"),
+        Err(AccountError::BadToken)
+    ));
+    let revoked = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        h.clock_now(),
+        &admin,
+        Role::Auditor,
+        "",
+        600_000,
+    )
+    .unwrap();
+    accounts::revoke_token(store, &keys, &admin, &revoked).unwrap();
+    assert!(matches!(
+        register(&h, &setup, &revoked, "auditor", "NID-G"),
+        Err(AccountError::BadToken)
+    ));
+
+    // Only admins issue staff tokens; links must fit the role.
+    assert!(matches!(
+        accounts::issue_token(
+            store,
+            &keys,
+            &SystemRandom::new(),
+            T0,
+            &doc,
+            Role::Admin,
+            "",
+            600_000
+        ),
+        Err(AccountError::Forbidden)
+    ));
+    assert!(matches!(
+        accounts::issue_token(
+            store,
+            &keys,
+            &SystemRandom::new(),
+            T0,
+            &admin,
+            Role::Patient,
+            "Practitioner/x",
+            600_000
+        ),
+        Err(AccountError::Invalid(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_login_and_lockout_with_back_off() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    let admin = register(&h, &setup, &h.bootstrap, "admin", "NID-A").unwrap();
+    let logins = Logins::new();
+
+    let id = opaque_login(
+        &h,
+        &logins,
+        &setup,
+        T0,
+        "ADMIN",
+        "correct horse battery staple",
+    )
+    .unwrap();
+    assert_eq!(id, admin.id());
+
+    // Wrong passwords: three are free, then each failure doubles the wait.
+    for _ in 0..4 {
+        assert!(matches!(
+            opaque_login(&h, &logins, &setup, T0, "admin", "wrong"),
+            Err(LoginError::Failed)
+        ));
+    }
+    match opaque_login(
+        &h,
+        &logins,
+        &setup,
+        T0,
+        "admin",
+        "correct horse battery staple",
+    ) {
+        Err(LoginError::Locked(secs)) => assert_eq!(secs, 1),
+        other => panic!("expected a lockout, got {:?}", other.map(|_| ())),
+    }
+    // After the back-off the right password works again and clears the count.
+    let later = T0 + 1_000;
+    opaque_login(
+        &h,
+        &logins,
+        &setup,
+        later,
+        "admin",
+        "correct horse battery staple",
+    )
+    .unwrap();
+
+    // An unknown name runs the whole exchange (no enumeration) and fails at the end.
+    assert!(matches!(
+        opaque_login(&h, &logins, &setup, later, "nobody", "whatever"),
+        Err(LoginError::Failed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_edited_account_row_is_refused() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    let admin = register(&h, &setup, &h.bootstrap, "admin", "NID-A").unwrap();
+    let t = accounts::issue_token(
+        &*h.data.store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Nurse,
+        "Practitioner/n1",
+        600_000,
+    )
+    .unwrap();
+    let nurse = register(&h, &setup, &t, "nurse", "NID-N").unwrap();
+    assert!(accounts::load(&*h.data.store, &keys, nurse.id())
+        .unwrap()
+        .is_some());
+
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    // Promote the nurse straight in the database.
+    raw.execute(
+        "UPDATE account SET role = 'admin' WHERE id = ?",
+        [nurse.id()],
+    )
+    .unwrap();
+    assert!(matches!(
+        accounts::load(&*h.data.store, &keys, nurse.id()),
+        Err(AccountError::Forged)
+    ));
+    // Insert a new admin row (copying a real row's MAC does not help: it covers the id).
+    raw.execute(
+        "INSERT INTO account (id, login, national_id, role, link, disabled, generation, password_file, key_bundle, mac)
+         SELECT 'forged', zeroblob(16), zeroblob(16), 'admin', '', 0, 1, password_file, NULL, mac FROM account WHERE id = ?",
+        [admin.id()],
+    )
+    .unwrap();
+    assert!(matches!(
+        accounts::load(&*h.data.store, &keys, "forged"),
+        Err(AccountError::Forged)
+    ));
+    assert!(matches!(
+        accounts::list(&*h.data.store, &keys),
+        Err(AccountError::Forged)
+    ));
+    // A registration token planted in the database is refused too.
+    raw.execute(
+        "INSERT INTO registration_token (hash, role, link, issued_by, expires_ms, state, mac)
+         VALUES (?, 'admin', '', 'x', 9999999999999, 'open', zeroblob(32))",
+        [medvault_crypto::keys::sha256(b"mvr_planted").to_vec()],
+    )
+    .unwrap();
+    assert!(matches!(
+        accounts::check_token(&*h.data.store, &keys, T0, "mvr_planted"),
+        Err(AccountError::Forged)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_changes_and_disabling_are_new_authenticated_generations() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    let admin = register(&h, &setup, &h.bootstrap, "admin", "NID-A").unwrap();
+    let t = accounts::issue_token(
+        &*h.data.store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Nurse,
+        "Practitioner/n1",
+        600_000,
+    )
+    .unwrap();
+    let nurse = register(&h, &setup, &t, "nurse", "NID-N").unwrap();
+    let changed = accounts::update(&*h.data.store, &keys, &nurse, |r| {
+        r.role = Role::Physician.as_str().into();
+        r.disabled = true;
+    })
+    .unwrap();
+    let loaded = accounts::load(&*h.data.store, &keys, nurse.id())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (loaded.role(), loaded.disabled(), loaded.generation()),
+        (Role::Physician, true, 2)
+    );
+    // A change based on the old generation loses.
+    assert!(accounts::update(&*h.data.store, &keys, &nurse, |r| r.disabled = false).is_err());
+    assert_eq!(changed.generation(), 2);
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn unb64(v: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+async fn http_register(
+    h: &Harness,
+    token: &str,
+    login: &str,
+    nid: &str,
+    password: &str,
+) -> crate::support::Resp {
+    let start = ClientRegistration::<Suite>::start(&mut rng(), password.as_bytes()).unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/register/start",
+            Some(serde_json::json!({"token": token, "login": login, "request": b64(&start.message.serialize())})),
+        )
+        .await;
+    if r.status != axum::http::StatusCode::OK {
+        return r;
+    }
+    let finish = start
+        .state
+        .finish(
+            &mut rng(),
+            password.as_bytes(),
+            RegistrationResponse::deserialize(&unb64(&r.json["response"])).unwrap(),
+            ClientRegistrationFinishParameters::default(),
+        )
+        .unwrap();
+    h.call(
+        "POST",
+        "/auth/opaque/register/finish",
+        Some(serde_json::json!({
+            "token": token, "login": login, "national_id": nid,
+            "upload": b64(&finish.message.serialize()),
+            "key_bundle": b64(b"sealed keys"),
+        })),
+    )
+    .await
+}
+
+async fn http_login(h: &Harness, login: &str, password: &str) -> crate::support::Resp {
+    let start = ClientLogin::<Suite>::start(&mut rng(), password.as_bytes()).unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/login/start",
+            Some(serde_json::json!({"login": login, "request": b64(&start.message.serialize())})),
+        )
+        .await;
+    if r.status != axum::http::StatusCode::OK {
+        return r;
+    }
+    let finalization = match start.state.finish(
+        &mut rng(),
+        password.as_bytes(),
+        CredentialResponse::deserialize(&unb64(&r.json["response"])).unwrap(),
+        ClientLoginFinishParameters::default(),
+    ) {
+        Ok(done) => b64(&done.message.serialize()),
+        Err(_) => b64(&[7u8; 64]),
+    };
+    h.call(
+        "POST",
+        "/auth/opaque/login/finish",
+        Some(serde_json::json!({"login_id": r.json["login_id"], "finalization": finalization})),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_and_log_in_over_http_with_every_decision_in_the_ledger() {
+    use axum::http::StatusCode;
+    let h = Harness::unsealed();
+    let r = http_register(&h, &h.bootstrap, "Root", "NID-1", "pw-1").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    assert_eq!(r.json["role"], "admin");
+    let admin_id = r.json["account"].as_str().unwrap().to_string();
+    // The bootstrap token is spent.
+    http_register(&h, &h.bootstrap, "other", "NID-2", "pw")
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+
+    let r = http_login(&h, "root", "pw-1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["account"], admin_id.as_str());
+    assert_eq!(unb64(&r.json["key_bundle"]), b"sealed keys");
+
+    for _ in 0..4 {
+        http_login(&h, "root", "nope")
+            .await
+            .assert_outcome(StatusCode::UNAUTHORIZED);
+    }
+    let r = http_login(&h, "root", "pw-1").await;
+    r.assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    h.clock.advance(1_000);
+    assert_eq!(http_login(&h, "root", "pw-1").await.status, StatusCode::OK);
+
+    // Malformed input is a 400 with an OperationOutcome, not a 500.
+    h.call(
+        "POST",
+        "/auth/opaque/login/start",
+        Some(serde_json::json!({"login": "root", "request": "%%%"})),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+
+    let keys = h.repo.vault().keys().unwrap();
+    let entries: Vec<(String, medvault_ledger::Outcome)> = h
+        .data
+        .store
+        .ledger_entries(0, 1000)
+        .unwrap()
+        .iter()
+        .map(|rec| {
+            let e = medvault_server::ledger::open_entry(&keys, rec).unwrap().0;
+            (e.action.as_str().to_string(), e.outcome)
+        })
+        .collect();
+    use medvault_ledger::Outcome::{Allow, Deny, Error};
+    let expect: Vec<(String, medvault_ledger::Outcome)> = [
+        ("register", Allow),
+        ("register", Allow),
+        ("register", Deny),
+        ("login", Allow),
+        ("login", Allow),
+        ("login", Allow),
+        ("login", Deny),
+        ("login", Allow),
+        ("login", Deny),
+        ("login", Allow),
+        ("login", Deny),
+        ("login", Allow),
+        ("login", Deny),
+        ("login", Deny),
+        ("login", Allow),
+        ("login", Allow),
+        ("login", Error),
+    ]
+    .iter()
+    .map(|(a, o)| (a.to_string(), *o))
+    .collect();
+    assert_eq!(entries, expect);
+}
