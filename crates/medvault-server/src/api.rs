@@ -30,6 +30,7 @@ use crate::repo::{
     parse_query_string, patient_of_resource, patient_of_stored, Page, RepoError, Repository,
     RewrapProgress, Stored,
 };
+use crate::session::{SessionError, Sessions};
 use crate::vault::{Vault, VaultError};
 use medvault_ledger::Outcome;
 
@@ -59,6 +60,10 @@ pub struct AppState {
     unrecorded: Arc<Mutex<Vec<(Audit, Event)>>>,
     /// OPAQUE logins in progress and failed-login back-off.
     logins: Arc<Logins>,
+    /// The DPoP replay cache and token issuance.
+    sessions: Arc<Sessions>,
+    /// The public base URL (issuer and audience of access tokens; DPoP proofs name it).
+    public_url: String,
 }
 
 impl AppState {
@@ -70,6 +75,8 @@ impl AppState {
             refused_shares: Arc::new(AtomicU64::new(0)),
             unrecorded: Arc::new(Mutex::new(Vec::new())),
             logins: Arc::new(Logins::new()),
+            sessions: Arc::new(Sessions::new()),
+            public_url: public_url.trim_end_matches('/').to_string(),
         }
     }
 }
@@ -98,7 +105,8 @@ pub fn router(state: AppState) -> Router {
         .route("/opaque/register/start", post(register_start))
         .route("/opaque/register/finish", post(register_finish))
         .route("/opaque/login/start", post(login_start))
-        .route("/opaque/login/finish", post(login_finish));
+        .route("/opaque/login/finish", post(login_finish))
+        .route("/whoami", get(whoami));
     Router::new()
         .route("/sys/health", get(health))
         .route("/sys/seal-status", get(seal_status))
@@ -742,6 +750,7 @@ async fn rekey(
 enum AuthFailure {
     Account(AccountError),
     Login(LoginError),
+    Session(SessionError),
     Repo(RepoError),
     BadRequest(&'static str),
 }
@@ -756,6 +765,12 @@ impl From<LoginError> for AuthFailure {
         AuthFailure::Login(e)
     }
 }
+impl From<SessionError> for AuthFailure {
+    fn from(e: SessionError) -> Self {
+        AuthFailure::Session(e)
+    }
+}
+
 impl From<RepoError> for AuthFailure {
     fn from(e: RepoError) -> Self {
         AuthFailure::Repo(e)
@@ -777,6 +792,7 @@ impl AuthFailure {
                 }
                 resp
             }
+            AuthFailure::Session(e) => session_error(&e),
             AuthFailure::Repo(e) => repo_error(e),
             AuthFailure::BadRequest(msg) => bad_request(msg),
         }
@@ -789,7 +805,9 @@ impl AuthFailure {
             | AuthFailure::Login(LoginError::Failed | LoginError::Locked(_)) => {
                 (Outcome::Deny, "refused")
             }
-            AuthFailure::Account(AccountError::Forged) => (Outcome::Deny, "forged record"),
+            AuthFailure::Account(AccountError::Forged)
+            | AuthFailure::Session(SessionError::Forged) => (Outcome::Deny, "forged record"),
+            AuthFailure::Session(_) => (Outcome::Deny, "unauthenticated"),
             AuthFailure::Account(AccountError::Taken) => (Outcome::Deny, "already registered"),
             _ => (Outcome::Error, "error"),
         }
@@ -973,12 +991,21 @@ async fn login_start(
 async fn login_finish(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    auth_step(&state, audit, "login", body, |st, v| {
+    let proof = headers
+        .get("dpop")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    auth_step(&state, audit, "login", body, move |st, v| {
         let repo = &st.repo;
         let keys = repo.keys()?;
         let now = repo.clock().now_ms();
+        let now_s = u64::try_from(now.div_euclid(1000)).unwrap_or(0);
+        // The token will be bound to the key this proof shows; check it before the password.
+        let url = format!("{}/auth/opaque/login/finish", st.public_url);
+        let jkt = st.sessions.login_proof(proof.as_deref(), &url, now_s)?;
         let done = st.logins.finish(
             now,
             text_field(v, "login_id")?,
@@ -987,6 +1014,9 @@ async fn login_finish(
         let account = accounts::load(repo.store(), &keys, &done.account)?
             .filter(|a| !a.disabled())
             .ok_or(AuthFailure::Login(LoginError::Failed))?;
+        let token =
+            st.sessions
+                .issue(&keys, &**repo.rng(), &st.public_url, &account, jkt, now_s)?;
         Ok((
             StatusCode::OK,
             json!({
@@ -994,11 +1024,97 @@ async fn login_finish(
                 "role": account.role().as_str(),
                 "link": account.link(),
                 "key_bundle": account.key_bundle().map(b64),
+                "access_token": token,
+                "token_type": "DPoP",
+                "expires_in": crate::session::ACCESS_TOKEN_SECS,
             }),
             account.id().to_string(),
         ))
     })
     .await
+}
+
+fn session_error(e: &SessionError) -> Response {
+    let (status, code, www) = match e {
+        SessionError::Missing => (StatusCode::UNAUTHORIZED, "login", "DPoP"),
+        SessionError::InvalidToken | SessionError::AccountUnusable => (
+            StatusCode::UNAUTHORIZED,
+            "login",
+            "DPoP error=\"invalid_token\"",
+        ),
+        SessionError::InvalidProof | SessionError::Replayed => (
+            StatusCode::UNAUTHORIZED,
+            "login",
+            "DPoP error=\"invalid_dpop_proof\"",
+        ),
+        SessionError::Forged => (StatusCode::INTERNAL_SERVER_ERROR, "security", ""),
+        SessionError::Store | SessionError::Crypto => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "exception", "")
+        }
+    };
+    let mut resp = fhir_response(status, operation_outcome(code, &e.to_string()));
+    if let (false, Ok(v)) = (www.is_empty(), HeaderValue::from_str(www)) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// Authenticate a request with its DPoP-bound access token (blocking work inside).
+async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<crate::session::Authenticated, Response> {
+    let header_text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from)
+    };
+    let (authz, proof) = (header_text("authorization"), header_text("dpop"));
+    let url = format!("{}{path}", state.public_url);
+    let (st, method) = (state.clone(), method.to_string());
+    let r = tokio::task::spawn_blocking(move || {
+        let repo = &st.repo;
+        let keys = repo.keys().map_err(|_| SessionError::Store)?;
+        let now = u64::try_from(repo.clock().now_ms().div_euclid(1000)).unwrap_or(0);
+        st.sessions.authenticate(
+            repo.store(),
+            &keys,
+            &st.public_url,
+            authz.as_deref(),
+            proof.as_deref(),
+            &method,
+            &url,
+            now,
+        )
+    })
+    .await;
+    match r {
+        Ok(Ok(a)) => Ok(a),
+        Ok(Err(e)) => Err(session_error(&e)),
+        Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
+    }
+}
+
+/// Who the presented DPoP-bound token belongs to (as the account is now).
+async fn whoami(
+    State(state): State<AppState>,
+    method: Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    match authenticate(&state, &method, uri.path(), &headers).await {
+        Ok(a) => Json(json!({
+            "account": a.account.id(),
+            "role": a.account.role().as_str(),
+            "link": a.account.link(),
+            "token_expires": a.claims.exp(),
+        }))
+        .into_response(),
+        Err(r) => r,
+    }
 }
 
 // ---------------------------------------------------------------- /ledger

@@ -11,6 +11,7 @@ pub mod outcome;
 pub mod repo;
 mod search_time;
 mod serve;
+pub mod session;
 pub mod vault;
 
 pub use serve::{check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles};

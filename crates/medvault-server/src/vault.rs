@@ -145,6 +145,8 @@ pub struct Keys {
     integrity: SecretKey,
     /// Encrypts the stored OPAQUE server setup.
     auth_setup: AeadKey,
+    /// Signs access tokens (Ed25519).
+    access_tokens: medvault_crypto::jose::TokenSigner,
     /// Unwrapped data keys by owner token. Cleared when the keys are dropped on seal.
     deks: Mutex<HashMap<Vec<u8>, Arc<AeadKey>>>,
 }
@@ -165,6 +167,9 @@ impl Keys {
                 .map_err(|_| VaultError::KeyringDamaged)?,
             integrity: keyring.seed.derive("medvault/integrity/v1"),
             auth_setup: AeadKey::new(&keyring.seed.derive("medvault/opaque-setup/v1"), 0),
+            access_tokens: medvault_crypto::jose::TokenSigner::new(
+                &keyring.seed.derive("medvault/access-token/v1"),
+            ),
             root,
             keyring,
             keks,
@@ -183,6 +188,11 @@ impl Keys {
     /// The key that MACs identity rows (accounts, registration tokens).
     pub fn integrity(&self) -> &SecretKey {
         &self.integrity
+    }
+
+    /// The key that signs access tokens.
+    pub fn access_tokens(&self) -> &medvault_crypto::jose::TokenSigner {
+        &self.access_tokens
     }
 
     /// The key that encrypts the stored OPAQUE server setup.

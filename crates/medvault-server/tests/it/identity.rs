@@ -457,7 +457,55 @@ async fn http_register(
     .await
 }
 
+/// A client's DPoP key: an Ed25519 key pair that signs proofs (RFC 9449).
+pub struct DpopKey(ring::signature::Ed25519KeyPair);
+
+impl DpopKey {
+    pub fn new() -> DpopKey {
+        let pkcs8 =
+            ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
+                .unwrap();
+        DpopKey(ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap())
+    }
+
+    /// A proof for `method url` issued at `iat` (seconds), with `jti`, bound to `token`.
+    pub fn proof(
+        &self,
+        method: &str,
+        url: &str,
+        iat: i64,
+        jti: &str,
+        token: Option<&str>,
+    ) -> String {
+        use ring::signature::KeyPair;
+        let header = serde_json::json!({
+            "typ": "dpop+jwt", "alg": "EdDSA",
+            "jwk": {"kty": "OKP", "crv": "Ed25519", "x": b64(self.0.public_key().as_ref())},
+        });
+        let mut claims = serde_json::json!({"jti": jti, "htm": method, "htu": url, "iat": iat});
+        if let Some(t) = token {
+            claims["ath"] = serde_json::json!(medvault_crypto::jose::access_token_hash(t));
+        }
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self.0.sign(input.as_bytes());
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
+}
+
 async fn http_login(h: &Harness, login: &str, password: &str) -> crate::support::Resp {
+    http_login_with(h, login, password, &DpopKey::new()).await
+}
+
+async fn http_login_with(
+    h: &Harness,
+    login: &str,
+    password: &str,
+    key: &DpopKey,
+) -> crate::support::Resp {
     let start = ClientLogin::<Suite>::start(&mut rng(), password.as_bytes()).unwrap();
     let r = h
         .call(
@@ -478,10 +526,19 @@ async fn http_login(h: &Harness, login: &str, password: &str) -> crate::support:
         Ok(done) => b64(&done.message.serialize()),
         Err(_) => b64(&[7u8; 64]),
     };
-    h.call(
+    let now = h.clock_now() / 1000;
+    let proof = key.proof(
+        "POST",
+        &format!("{}/auth/opaque/login/finish", crate::support::BASE),
+        now,
+        &format!("login-{}", r.json["login_id"].as_str().unwrap()),
+        None,
+    );
+    h.call_with(
         "POST",
         "/auth/opaque/login/finish",
         Some(serde_json::json!({"login_id": r.json["login_id"], "finalization": finalization})),
+        &[("dpop", &proof)],
     )
     .await
 }
@@ -560,4 +617,162 @@ async fn register_and_log_in_over_http_with_every_decision_in_the_ledger() {
     .map(|(a, o)| (a.to_string(), *o))
     .collect();
     assert_eq!(entries, expect);
+}
+
+async fn whoami(h: &Harness, token: &str, proof: &str) -> crate::support::Resp {
+    h.call_with(
+        "GET",
+        "/auth/whoami",
+        None,
+        &[("authorization", &format!("DPoP {token}")), ("dpop", proof)],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_bound_to_the_dpop_key_and_each_proof_works_once() {
+    use axum::http::StatusCode;
+    let h = Harness::unsealed();
+    http_register(&h, &h.bootstrap, "root", "NID-1", "pw").await;
+    let key = DpopKey::new();
+    let r = http_login_with(&h, "root", "pw", &key).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["token_type"], "DPoP");
+    let token = r.json["access_token"].as_str().unwrap().to_string();
+    let url = format!("{}/auth/whoami", crate::support::BASE);
+    let now = h.clock_now() / 1000;
+
+    let ok = key.proof("GET", &url, now, "j1", Some(&token));
+    let r = whoami(&h, &token, &ok).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["role"], "admin");
+    // The same proof again: replay.
+    whoami(&h, &token, &ok)
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+
+    let refused = |name: &'static str, proof: String| (name, proof);
+    let other = DpopKey::new();
+    for (name, proof) in [
+        refused(
+            "another key",
+            other.proof("GET", &url, now, "j2", Some(&token)),
+        ),
+        refused(
+            "wrong method",
+            key.proof("POST", &url, now, "j3", Some(&token)),
+        ),
+        refused(
+            "wrong url",
+            key.proof(
+                "GET",
+                &format!("{}/auth/whoamI", crate::support::BASE),
+                now,
+                "j4",
+                Some(&token),
+            ),
+        ),
+        refused(
+            "stale",
+            key.proof("GET", &url, now - 120, "j5", Some(&token)),
+        ),
+        refused(
+            "future",
+            key.proof("GET", &url, now + 60, "j6", Some(&token)),
+        ),
+        refused("no ath", key.proof("GET", &url, now, "j7", None)),
+        refused("garbage", "a.b.c".to_string()),
+    ] {
+        let r = whoami(&h, &token, &proof).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name}: {}", r.json);
+        assert!(r.header("www-authenticate").is_some(), "{name}");
+    }
+    // No proof at all, and a bearer-style header.
+    let r = h
+        .call_with(
+            "GET",
+            "/auth/whoami",
+            None,
+            &[("authorization", &format!("DPoP {token}"))],
+        )
+        .await;
+    r.assert_outcome(StatusCode::UNAUTHORIZED);
+    let r = h
+        .call_with(
+            "GET",
+            "/auth/whoami",
+            None,
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("dpop", &key.proof("GET", &url, now, "j8", Some(&token))),
+            ],
+        )
+        .await;
+    r.assert_outcome(StatusCode::UNAUTHORIZED);
+
+    // A role change takes effect on the next request; disabling ends the session.
+    let keys = h.repo.vault().keys().unwrap();
+    let admin = accounts::load_by_login(&*h.data.store, &keys, "root")
+        .unwrap()
+        .unwrap();
+    let admin =
+        accounts::update(&*h.data.store, &keys, &admin, |r| r.role = "auditor".into()).unwrap();
+    let r = whoami(&h, &token, &key.proof("GET", &url, now, "j9", Some(&token))).await;
+    assert_eq!(r.json["role"], "auditor");
+    accounts::update(&*h.data.store, &keys, &admin, |r| r.disabled = true).unwrap();
+    whoami(
+        &h,
+        &token,
+        &key.proof("GET", &url, now, "j10", Some(&token)),
+    )
+    .await
+    .assert_outcome(StatusCode::UNAUTHORIZED);
+
+    // A bootstrap token is worthless once an account exists.
+    let r = http_register(&h, "mvb_unused", "x", "y", "z").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Tokens expire.
+    h.clock.advance(301_000);
+    let later = h.clock_now() / 1000;
+    whoami(
+        &h,
+        &token,
+        &key.proof("GET", &url, later, "j11", Some(&token)),
+    )
+    .await
+    .assert_outcome(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_without_a_valid_proof_gets_no_token() {
+    use axum::http::StatusCode;
+    let h = Harness::unsealed();
+    http_register(&h, &h.bootstrap, "root", "NID-1", "pw").await;
+    // Finish without a DPoP header.
+    let start = ClientLogin::<Suite>::start(&mut rng(), b"pw").unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/login/start",
+            Some(serde_json::json!({"login": "root", "request": b64(&start.message.serialize())})),
+        )
+        .await;
+    let done = start
+        .state
+        .finish(
+            &mut rng(),
+            b"pw",
+            CredentialResponse::deserialize(&unb64(&r.json["response"])).unwrap(),
+            ClientLoginFinishParameters::default(),
+        )
+        .unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/login/finish",
+            Some(serde_json::json!({"login_id": r.json["login_id"], "finalization": b64(&done.message.serialize())})),
+        )
+        .await;
+    r.assert_outcome(StatusCode::UNAUTHORIZED);
+    assert!(r.json.get("access_token").is_none());
 }
