@@ -63,6 +63,49 @@ impl Client {
         Ok(text)
     }
 
+    /// The server's base URL (what DPoP proofs name).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Any request with extra headers; returns the status and the body text, whatever the
+    /// status (the caller decides what an error is).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, String)> {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
+        let resp = match body {
+            Some((content_type, bytes)) => {
+                let req = req
+                    .header("Content-Type", content_type)
+                    .body(bytes)
+                    .map_err(|e| anyhow!("building the request: {e}"))?;
+                self.agent.run(req)
+            }
+            None => {
+                let req = req
+                    .body(())
+                    .map_err(|e| anyhow!("building the request: {e}"))?;
+                self.agent.run(req)
+            }
+        };
+        let mut resp = resp.map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| anyhow!("reading the response: {e}"))?;
+        Ok((status, text))
+    }
+
     /// POST a JSON document with the given content type.
     pub fn post(&self, path: &str, content_type: &str, body: &Value) -> Result<Value> {
         let resp = self

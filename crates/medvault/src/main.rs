@@ -6,6 +6,7 @@ mod client;
 mod gen;
 mod import;
 mod ledger;
+mod session;
 
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -162,6 +163,47 @@ enum Command {
         seed: u64,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Create your account with a registration token (password from MEDVAULT_PASSWORD or
+    /// stdin; it never leaves this machine: OPAQUE).
+    Register {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The one-time registration token you were given (or `init`'s bootstrap token).
+        #[arg(long)]
+        token: String,
+        /// Your login name.
+        #[arg(long)]
+        login: String,
+        /// Your national id (one account per person; stored only as a keyed token).
+        #[arg(long)]
+        national_id: String,
+    },
+    /// Log in (OPAQUE) and keep a DPoP-bound session in MEDVAULT_SESSION
+    /// (default ~/.config/medvault/session.json).
+    Login {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        login: String,
+    },
+    /// Show who the current session belongs to.
+    Whoami {
+        #[arg(long, env = "MEDVAULT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+    },
+    /// Forget the current session.
+    Logout,
+    /// A FHIR request signed with the current session; prints the answer.
+    Fhir {
+        #[arg(long, env = "MEDVAULT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// GET, POST, PUT, PATCH or DELETE.
+        method: String,
+        /// e.g. `Patient/123` or `/fhir/Observation?code=8867-4`.
+        path: String,
+        /// The request body (a JSON file).
+        file: Option<PathBuf>,
     },
     /// The audit ledger: offline verification and a witness of a server's checkpoints.
     Ledger {
@@ -323,6 +365,21 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Register {
+            server,
+            token,
+            login,
+            national_id,
+        } => session::register(&server.client()?, &token, &login, &national_id),
+        Command::Login { server, login } => session::login(&server.client()?, &login),
+        Command::Whoami { ca_cert } => session::whoami(ca_cert.as_deref()),
+        Command::Logout => session::logout(),
+        Command::Fhir {
+            ca_cert,
+            method,
+            path,
+            file,
+        } => session::fhir(ca_cert.as_deref(), &method, &path, file.as_deref()),
         Command::Ledger { command } => ledger::run(command),
         Command::Bench { command } => bench::run(command),
     }
