@@ -435,7 +435,9 @@ fn clinician(
         _ if needs_relationship && (basis.is_some() || granted) => {
             Decision::deny(Reason::CareRelationshipRequired)
         }
-        _ if granted => Decision {
+        // Break-glass opens the chart for reading (DESIGN.md: "open a patient's chart");
+        // writing still needs a care relationship or consent.
+        _ if granted && action.is_read() => Decision {
             break_glass_used: true,
             ..Decision::allow(Reason::BreakGlass)
         },

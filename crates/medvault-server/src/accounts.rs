@@ -150,6 +150,20 @@ fn normalize(text: &str, what: &'static str) -> Result<String, AccountError> {
     Ok(t)
 }
 
+/// Binds the two registration steps: `start` answers for one login name (OPAQUE's credential
+/// identifier), so `finish` must be for the same token and the same name, or the account
+/// could never log in.
+pub fn registration_binding(
+    keys: &Keys,
+    token: &str,
+    login: &str,
+) -> Result<[u8; 32], AccountError> {
+    let mut m = b"medvault/registration-binding/v1".to_vec();
+    push_field(&mut m, &sha256(token.trim().as_bytes()));
+    push_field(&mut m, normalize(login, "login name")?.as_bytes());
+    Ok(hmac_sha256(keys.integrity(), &m))
+}
+
 /// A login name as OPAQUE and the index see it (trimmed, lowercase), or `Invalid`.
 pub fn normalized_login(login: &str) -> Result<String, AccountError> {
     normalize(login, "login name")
@@ -305,7 +319,7 @@ pub fn check_token(
     let hash = sha256(token.trim().as_bytes());
     if token.starts_with("mvb_") {
         // Only good for the very first account; the store re-checks atomically.
-        if !store.accounts()?.is_empty() {
+        if store.account_count()? != 0 {
             return Err(AccountError::BadToken);
         }
         return Ok(Grant {

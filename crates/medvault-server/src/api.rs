@@ -886,7 +886,7 @@ async fn auth_step(
     }
 }
 
-/// `{token, login, request}` → `{response}`: OPAQUE registration, step 2.
+/// `{token, login, request}` → `{response, binding}`: OPAQUE registration, step 2.
 async fn register_start(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
@@ -900,16 +900,17 @@ async fn register_start(
         let login = accounts::normalized_login(text_field(v, "login")?)?;
         let setup = opaque::server_setup(repo.store(), &keys, &**repo.rng())?;
         let response = opaque::registration_response(&setup, &login, &b64_field(v, "request")?)?;
+        let binding = accounts::registration_binding(&keys, text_field(v, "token")?, &login)?;
         Ok((
             StatusCode::OK,
-            json!({ "response": b64(&response) }),
+            json!({ "response": b64(&response), "binding": b64(&binding) }),
             String::new(),
         ))
     })
     .await
 }
 
-/// `{token, login, national_id, upload, key_bundle?}` → 201 `{account, role, link}`:
+/// `{token, login, national_id, upload, binding, key_bundle?}` → 201 `{account, role, link}`:
 /// OPAQUE registration, step 4; the token is used up with the account it creates.
 async fn register_finish(
     State(state): State<AppState>,
@@ -920,7 +921,14 @@ async fn register_finish(
         let repo = &st.repo;
         let keys = repo.keys()?;
         let now = repo.clock().now_ms();
-        let grant = accounts::check_token(repo.store(), &keys, now, text_field(v, "token")?)?;
+        let token = text_field(v, "token")?;
+        let grant = accounts::check_token(repo.store(), &keys, now, token)?;
+        let expected = accounts::registration_binding(&keys, token, text_field(v, "login")?)?;
+        if !medvault_crypto::keys::constant_time_eq(&expected, &b64_field(v, "binding")?) {
+            return Err(AuthFailure::BadRequest(
+                "finish the registration with the token and login name it was started with",
+            ));
+        }
         let file = opaque::registration_finish(&b64_field(v, "upload")?)?;
         let bundle = match v.get("key_bundle") {
             None | Some(Value::Null) => None,
@@ -952,8 +960,9 @@ async fn register_finish(
     .await
 }
 
-/// `{login, request}` → `{login_id, response}`: OPAQUE login, step 2. An unknown login name
-/// gets an answer indistinguishable from a known one.
+/// `{login, request, dpop_jkt}` → `{login_id, response}`: OPAQUE login, step 2. An unknown
+/// login name gets an answer indistinguishable from a known one. `dpop_jkt` is the
+/// thumbprint of the DPoP key that must sign the finish (and that the token is bound to).
 async fn login_start(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
@@ -977,6 +986,7 @@ async fn login_start(
             &address,
             account.as_ref().zip(file).map(|(a, f)| (a.id(), f)),
             &b64_field(v, "request")?,
+            text_field(v, "dpop_jkt")?,
         )?;
         Ok((
             StatusCode::OK,
@@ -1010,6 +1020,7 @@ async fn login_finish(
             now,
             text_field(v, "login_id")?,
             &b64_field(v, "finalization")?,
+            jkt.as_str(),
         )?;
         let account = accounts::load(repo.store(), &keys, &done.account)?
             .filter(|a| !a.disabled())
@@ -1101,19 +1112,43 @@ async fn authenticate(
 /// Who the presented DPoP-bound token belongs to (as the account is now).
 async fn whoami(
     State(state): State<AppState>,
+    Extension(mut audit): Extension<Audit>,
     method: Method,
     axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    match authenticate(&state, &method, uri.path(), &headers).await {
-        Ok(a) => Json(json!({
-            "account": a.account.id(),
-            "role": a.account.role().as_str(),
-            "link": a.account.link(),
-            "token_expires": a.claims.exp(),
-        }))
-        .into_response(),
-        Err(r) => r,
+    let result = authenticate(&state, &method, uri.path(), &headers).await;
+    // Authentication decisions are access decisions: recorded, allowed or not.
+    let (event, resp) = match result {
+        Ok(a) => {
+            audit.actor = a.account.id().to_string();
+            audit.role = a.account.role().as_str().to_string();
+            (
+                Event::new("authenticate", "Account", a.account.id(), Outcome::Allow),
+                Json(json!({
+                    "account": a.account.id(),
+                    "role": a.account.role().as_str(),
+                    "link": a.account.link(),
+                    "token_expires": a.claims.exp(),
+                }))
+                .into_response(),
+            )
+        }
+        Err(r) => (
+            Event::new("authenticate", "Account", "", Outcome::Deny).reason(r.status().as_str()),
+            r,
+        ),
+    };
+    let repo = state.repo.clone();
+    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let keys = repo.keys()?;
+        Ok(repo.ledger().record(&keys, &audit, &[event])?)
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => repo_error(e),
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
     }
 }
 

@@ -30,8 +30,15 @@ impl CipherSuite for Suite {
 
 /// Logins started but not finished are forgotten after this long.
 const PENDING_TTL_MS: i64 = 60_000;
-/// At most this many logins may be pending at once (a bound on memory).
+/// At most this many logins may be pending at once (a bound on memory), and at most this
+/// many from one address (so one client cannot fill the table for everyone).
 const MAX_PENDING: usize = 10_000;
+const MAX_PENDING_PER_ADDRESS: usize = 16;
+/// At most this many accounts and addresses are tracked for back-off; when full, logins are
+/// refused rather than forgotten (failing closed).
+const MAX_TRACKED: usize = 100_000;
+/// Failures older than this no longer count.
+const FAILURE_MEMORY_MS: i64 = 3_600_000;
 /// Failures allowed before back-off starts.
 const FREE_FAILURES: u32 = 3;
 /// The longest back-off.
@@ -135,7 +142,11 @@ struct Pending {
     /// `None` when the login name is unknown: the exchange runs on (so nobody can tell
     /// which names exist) and fails at the end.
     account: Option<String>,
-    keys: [String; 2],
+    /// The back-off keys of the account and of the address.
+    account_key: String,
+    address_key: String,
+    /// The DPoP key the client declared at start; only a proof by that key may finish.
+    jkt: String,
     expires_ms: i64,
 }
 
@@ -143,6 +154,26 @@ struct Pending {
 struct Failures {
     count: u32,
     until_ms: i64,
+    last_ms: i64,
+}
+
+/// The back-off key of a login name: a hash, so the table holds no login names.
+fn account_key(login: &str) -> String {
+    let digest = medvault_crypto::keys::sha256(login.as_bytes());
+    format!("login:{}", crate::vault::hex(&digest[..16]))
+}
+
+/// The back-off key of a client address: IPv6 clients are grouped by /64 (one host usually
+/// holds the whole prefix).
+fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("addr:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V4(v4)) => format!("addr:{v4}"),
+        Err(_) => format!("addr:{}", address.chars().take(64).collect::<String>()),
+    }
 }
 
 /// Logins in progress and the failure counters of accounts and addresses.
@@ -155,7 +186,7 @@ pub struct Logins {
 /// A finished login.
 pub struct LoggedIn {
     pub account: String,
-    /// The OPAQUE session key (both sides have it; the server uses it to bind the session).
+    /// The OPAQUE session key (both sides have it; not used further yet).
     pub session_key: Zeroizing<Vec<u8>>,
 }
 
@@ -175,22 +206,38 @@ impl Logins {
         }
     }
 
-    fn record_failure(&self, key: &str, now_ms: i64) {
+    /// Count one attempt against `key`. Every login start counts: its answer already lets
+    /// the client test a password offline, so waiting for `finish` would count nothing.
+    fn record_attempt(&self, key: &str, now_ms: i64) -> Result<(), LoginError> {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_TRACKED / 2 {
+            map.retain(|_, f| f.until_ms > now_ms || now_ms - f.last_ms < FAILURE_MEMORY_MS);
+        }
+        if map.len() >= MAX_TRACKED && !map.contains_key(key) {
+            return Err(LoginError::Locked(60));
+        }
         let f = map.entry(key.to_string()).or_default();
+        if now_ms - f.last_ms >= FAILURE_MEMORY_MS {
+            f.count = 0;
+        }
         f.count = f.count.saturating_add(1);
+        f.last_ms = now_ms;
         if f.count > FREE_FAILURES {
             let exp = (f.count - FREE_FAILURES - 1).min(20);
             let backoff = (1_000i64 << exp).min(MAX_BACKOFF_MS);
             f.until_ms = now_ms + backoff;
         }
+        Ok(())
     }
 
-    fn clear_failures(&self, key: &str) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
+    /// A login succeeded: the account starts afresh; the address only gets this one attempt
+    /// back (so logging into one's own account does not reset an address's back-off).
+    fn record_success(&self, account_key: &str, address_key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(account_key);
+        if let Some(f) = map.get_mut(address_key) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 
     /// Login, step 2 of 3: answer the client's credential request. `account` is the account
@@ -205,11 +252,15 @@ impl Logins {
         address: &str,
         account: Option<(&str, &[u8])>,
         request: &[u8],
+        dpop_jkt: &str,
     ) -> Result<(String, Vec<u8>), LoginError> {
-        let account_key = format!("login:{login}");
-        let address_key = format!("addr:{address}");
+        let account_key = account_key(login);
+        let address_key = address_key(address);
         self.check_locked(&account_key, now_ms)?;
         self.check_locked(&address_key, now_ms)?;
+        if dpop_jkt.is_empty() || dpop_jkt.len() > 128 {
+            return Err(LoginError::Malformed("DPoP key thumbprint"));
+        }
         let request = CredentialRequest::<Suite>::deserialize(request)
             .map_err(|_| LoginError::Malformed("credential request"))?;
         let file = match account {
@@ -231,29 +282,44 @@ impl Logins {
         rng.fill(&mut id).map_err(|_| LoginError::Crypto)?;
         let id = crate::vault::hex(&id);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.expires_ms > now_ms);
-        if pending.len() >= MAX_PENDING {
+        // One login in progress per account: a new start replaces an older one.
+        pending.retain(|_, p| p.expires_ms > now_ms && p.account_key != account_key);
+        let from_address = pending
+            .values()
+            .filter(|p| p.address_key == address_key)
+            .count();
+        if pending.len() >= MAX_PENDING || from_address >= MAX_PENDING_PER_ADDRESS {
             return Err(LoginError::Locked(1));
         }
-        pending.insert(
-            id.clone(),
-            Pending {
-                state: start.state,
-                account: account.map(|(id, _)| id.to_string()),
-                keys: [account_key, address_key],
-                expires_ms: now_ms + PENDING_TTL_MS,
-            },
-        );
+        drop(pending);
+        self.record_attempt(&account_key, now_ms)?;
+        self.record_attempt(&address_key, now_ms)?;
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id.clone(),
+                Pending {
+                    state: start.state,
+                    account: account.map(|(id, _)| id.to_string()),
+                    account_key,
+                    address_key,
+                    jkt: dpop_jkt.to_string(),
+                    expires_ms: now_ms + PENDING_TTL_MS,
+                },
+            );
         Ok((id, start.message.serialize().to_vec()))
     }
 
-    /// Login, step 3 of 3: check the client's finalization. Failures count towards the
-    /// account's and the address's back-off.
+    /// Login, step 3 of 3: check the client's finalization, sent with a proof by the DPoP
+    /// key declared at start (`jkt`), so an intercepted finalization cannot be redeemed
+    /// with another key. (The attempt was counted at start.)
     pub fn finish(
         &self,
         now_ms: i64,
         login_id: &str,
         finalization: &[u8],
+        jkt: &str,
     ) -> Result<LoggedIn, LoginError> {
         let pending = self
             .pending
@@ -262,6 +328,9 @@ impl Logins {
             .remove(login_id)
             .filter(|p| p.expires_ms > now_ms)
             .ok_or(LoginError::Failed)?;
+        if !medvault_crypto::keys::constant_time_eq(pending.jkt.as_bytes(), jkt.as_bytes()) {
+            return Err(LoginError::Failed);
+        }
         let finished = CredentialFinalization::<Suite>::deserialize(finalization)
             .ok()
             .and_then(|f| {
@@ -272,20 +341,13 @@ impl Logins {
             });
         match (finished, pending.account) {
             (Some(done), Some(account)) => {
-                for k in &pending.keys {
-                    self.clear_failures(k);
-                }
+                self.record_success(&pending.account_key, &pending.address_key);
                 Ok(LoggedIn {
                     account,
                     session_key: Zeroizing::new(done.session_key.to_vec()),
                 })
             }
-            _ => {
-                for k in &pending.keys {
-                    self.record_failure(k, now_ms);
-                }
-                Err(LoginError::Failed)
-            }
+            _ => Err(LoginError::Failed),
         }
     }
 }

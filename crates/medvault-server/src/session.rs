@@ -89,7 +89,9 @@ impl Sessions {
         true
     }
 
-    /// Check the DPoP proof a login sends (no token yet) and return the key it proves.
+    /// Check the DPoP proof a login finish sends (no token yet) and return the key it
+    /// proves. It is not put in the replay cache (anyone may send one, so they could fill
+    /// it); a login id finishes only once, which already makes the proof single-use.
     pub fn login_proof(
         &self,
         proof: Option<&str>,
@@ -101,9 +103,6 @@ impl Sessions {
             .and_then(|e| e.with_iat_window(PROOF_MAX_AGE_SECS, 5))
             .map_err(|_| SessionError::InvalidProof)?;
         let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
-        if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
-            return Err(SessionError::Replayed);
-        }
         Ok(p.jkt().clone())
     }
 

@@ -118,6 +118,8 @@ pub trait Store: Send + Sync {
     fn account_by_login(&self, login: &[u8; 16]) -> Result<Option<AccountRecord>>;
     /// Every account, by id.
     fn accounts(&self) -> Result<Vec<AccountRecord>>;
+    /// The number of accounts.
+    fn account_count(&self) -> Result<u64>;
     /// Replace an account if its stored generation is still `expected_generation`.
     fn update_account(&self, account: &AccountRecord, expected_generation: i64) -> Result<()>;
     /// Insert a registration token (`Conflict` if the hash exists).

@@ -736,6 +736,12 @@ impl Store for SqliteStore {
         rows.map(|r| r?).collect()
     }
 
+    fn account_count(&self) -> Result<u64> {
+        let conn = self.reader();
+        let n: i64 = conn.query_row("SELECT count(*) FROM account", [], |r| r.get(0))?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt("account count"))
+    }
+
     fn update_account(&self, a: &AccountRecord, expected_generation: i64) -> Result<()> {
         let conn = self.writer();
         let n = unique_is_conflict(conn.execute(

@@ -131,6 +131,7 @@ pub fn register(client: &Client, token: &str, login: &str, national_id: &str) ->
         &json!({
             "token": token, "login": login, "national_id": national_id,
             "upload": b64(&finish.message.serialize()),
+            "binding": r["binding"],
         }),
     )?;
     println!(
@@ -168,6 +169,16 @@ impl DpopKey {
             pair: Ed25519KeyPair::from_pkcs8(bytes)
                 .map_err(|_| anyhow!("the session's key is damaged; log in again"))?,
         })
+    }
+
+    /// The RFC 7638 thumbprint of the public key.
+    fn jkt(&self) -> String {
+        let mut x = [0u8; 32];
+        x.copy_from_slice(self.pair.public_key().as_ref());
+        medvault_crypto::jose::PublicJwk::ed25519(x)
+            .thumbprint()
+            .as_str()
+            .to_string()
     }
 
     /// A proof for `method url` now, bound to `token` if given (RFC 9449).
@@ -221,11 +232,13 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
     let pw = password()?;
     let start = ClientLogin::<Suite>::start(&mut rng(), pw.as_bytes())
         .map_err(|_| anyhow!("could not start the login"))?;
+    // The key the session will be bound to; only a proof by it can finish this login.
+    let (key, pkcs8) = DpopKey::generate()?;
     let r = step(
         client,
         "/auth/opaque/login/start",
         &[],
-        &json!({"login": login, "request": b64(&start.message.serialize())}),
+        &json!({"login": login, "request": b64(&start.message.serialize()), "dpop_jkt": key.jkt()}),
     )?;
     let login_id = r["login_id"]
         .as_str()
@@ -239,7 +252,6 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
         response,
         ClientLoginFinishParameters::default(),
     );
-    let (key, pkcs8) = DpopKey::generate()?;
     let url = format!("{}/auth/opaque/login/finish", client.base());
     let proof = key.proof("POST", &url, None)?;
     // A wrong password is found here, on the client. Tell the server anyway (with a

@@ -91,17 +91,17 @@ fn denied_read_offers_break_glass_then_grant_allows_flagged() {
     assert!(!d.break_glass_available());
 
     let ctx = unrelated().with_grant(grant("dr-a", "pat-b"));
-    for action in [
-        Action::Read,
-        Action::Search,
-        Action::History,
-        Action::Create,
-        Action::Update,
-    ] {
+    for action in [Action::Read, Action::Search, Action::History] {
         let d = check(&dr, action, &obs, &ctx);
         assert_eq!(outcome(d), (true, "break-glass"), "{action}");
         assert!(d.break_glass_used(), "{action}");
         assert!(!d.break_glass_available(), "{action}");
+    }
+    // It opens the chart for reading only: writing still needs care or consent.
+    for action in [Action::Create, Action::Update] {
+        let d = check(&dr, action, &obs, &ctx);
+        assert!(!d.allowed(), "{action}");
+        assert!(!d.break_glass_used(), "{action}");
     }
     // Break-glass opens the chart; it does not create lasting relationships or delete.
     for rt in ["CareTeam", "Encounter", "Appointment"] {

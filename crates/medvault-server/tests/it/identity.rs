@@ -86,6 +86,7 @@ fn opaque_login(
             .zip(file.as_deref())
             .map(|(a, f)| (a.id(), f)),
         &start.message.serialize(),
+        "test-jkt",
     )?;
     let finalization = match start.state.finish(
         &mut rng(),
@@ -97,7 +98,9 @@ fn opaque_login(
         // A wrong password fails on the client; a guesser would send something anyway.
         Err(_) => vec![0u8; 64],
     };
-    logins.finish(now, &id, &finalization).map(|l| l.account)
+    logins
+        .finish(now, &id, &finalization, "test-jkt")
+        .map(|l| l.account)
 }
 
 fn register(
@@ -303,11 +306,64 @@ async fn opaque_login_and_lockout_with_back_off() {
     )
     .unwrap();
 
+    // That address still carries its recent failures (a success gives back one attempt,
+    // it does not wipe them); an hour later they are forgotten.
+    let hour = later + 3_600_000;
     // An unknown name runs the whole exchange (no enumeration) and fails at the end.
     assert!(matches!(
-        opaque_login(&h, &logins, &setup, later, "nobody", "whatever"),
+        opaque_login(&h, &logins, &setup, hour, "nobody", "whatever"),
         Err(LoginError::Failed)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_login_start_counts_so_guessing_offline_is_throttled_too() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    register(&h, &setup, &h.bootstrap, "admin", "NID-A").unwrap();
+    let logins = Logins::new();
+    let account = accounts::load_by_login(&*h.data.store, &keys, "admin")
+        .unwrap()
+        .unwrap();
+    let file = account.password_file().unwrap().to_vec();
+    // A guesser only ever calls start: its answer is enough to test a password offline.
+    let start_only = |now: i64| {
+        let start = ClientLogin::<Suite>::start(&mut rng(), b"guess").unwrap();
+        logins
+            .start(
+                &setup,
+                &SystemRandom::new(),
+                now,
+                "admin",
+                "2001:db8::1",
+                Some((account.id(), &file)),
+                &start.message.serialize(),
+                "jkt",
+            )
+            .map(|_| ())
+    };
+    for _ in 0..4 {
+        start_only(T0).unwrap();
+    }
+    assert!(matches!(start_only(T0), Err(LoginError::Locked(1))));
+    // The address is throttled as a /64: another host of the prefix is held back too.
+    let start = ClientLogin::<Suite>::start(&mut rng(), b"guess").unwrap();
+    let other = logins.start(
+        &setup,
+        &SystemRandom::new(),
+        T0,
+        "someone-else",
+        "2001:db8::2",
+        None,
+        &start.message.serialize(),
+        "jkt",
+    );
+    assert!(
+        matches!(other, Err(LoginError::Locked(_))),
+        "{:?}",
+        other.map(|_| ())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,6 +507,7 @@ async fn http_register(
         Some(serde_json::json!({
             "token": token, "login": login, "national_id": nid,
             "upload": b64(&finish.message.serialize()),
+            "binding": r.json["binding"],
             "key_bundle": b64(b"sealed keys"),
         })),
     )
@@ -469,6 +526,17 @@ impl DpopKey {
     }
 
     /// A proof for `method url` issued at `iat` (seconds), with `jti`, bound to `token`.
+    /// The RFC 7638 thumbprint of this key.
+    pub fn jkt(&self) -> String {
+        use ring::signature::KeyPair;
+        let mut x = [0u8; 32];
+        x.copy_from_slice(self.0.public_key().as_ref());
+        medvault_crypto::jose::PublicJwk::ed25519(x)
+            .thumbprint()
+            .as_str()
+            .to_string()
+    }
+
     pub fn proof(
         &self,
         method: &str,
@@ -511,7 +579,7 @@ async fn http_login_with(
         .call(
             "POST",
             "/auth/opaque/login/start",
-            Some(serde_json::json!({"login": login, "request": b64(&start.message.serialize())})),
+            Some(serde_json::json!({"login": login, "request": b64(&start.message.serialize()), "dpop_jkt": key.jkt()})),
         )
         .await;
     if r.status != axum::http::StatusCode::OK {
@@ -750,11 +818,12 @@ async fn a_login_without_a_valid_proof_gets_no_token() {
     http_register(&h, &h.bootstrap, "root", "NID-1", "pw").await;
     // Finish without a DPoP header.
     let start = ClientLogin::<Suite>::start(&mut rng(), b"pw").unwrap();
+    let key = DpopKey::new();
     let r = h
         .call(
             "POST",
             "/auth/opaque/login/start",
-            Some(serde_json::json!({"login": "root", "request": b64(&start.message.serialize())})),
+            Some(serde_json::json!({"login": "root", "request": b64(&start.message.serialize()), "dpop_jkt": key.jkt()})),
         )
         .await;
     let done = start
@@ -775,4 +844,84 @@ async fn a_login_without_a_valid_proof_gets_no_token() {
         .await;
     r.assert_outcome(StatusCode::UNAUTHORIZED);
     assert!(r.json.get("access_token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_can_only_be_finished_by_the_key_declared_at_start() {
+    use axum::http::StatusCode;
+    let h = Harness::unsealed();
+    http_register(&h, &h.bootstrap, "root", "NID-1", "pw").await;
+    let declared = DpopKey::new();
+    let thief = DpopKey::new();
+    let start = ClientLogin::<Suite>::start(&mut rng(), b"pw").unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/login/start",
+            Some(serde_json::json!({"login": "root", "request": b64(&start.message.serialize()), "dpop_jkt": declared.jkt()})),
+        )
+        .await;
+    let done = start
+        .state
+        .finish(
+            &mut rng(),
+            b"pw",
+            CredentialResponse::deserialize(&unb64(&r.json["response"])).unwrap(),
+            ClientLoginFinishParameters::default(),
+        )
+        .unwrap();
+    // Someone who intercepted the finalization signs the finish with their own key.
+    let url = format!("{}/auth/opaque/login/finish", crate::support::BASE);
+    let proof = thief.proof("POST", &url, h.clock_now() / 1000, "t1", None);
+    let r = h
+        .call_with(
+            "POST",
+            "/auth/opaque/login/finish",
+            Some(serde_json::json!({"login_id": r.json["login_id"], "finalization": b64(&done.message.serialize())})),
+            &[("dpop", &proof)],
+        )
+        .await;
+    r.assert_outcome(StatusCode::UNAUTHORIZED);
+    assert!(r.json.get("access_token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_must_finish_with_the_login_name_it_started_with() {
+    use axum::http::StatusCode;
+    let h = Harness::unsealed();
+    let start = ClientRegistration::<Suite>::start(&mut rng(), b"pw").unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/auth/opaque/register/start",
+            Some(serde_json::json!({"token": h.bootstrap, "login": "alice", "request": b64(&start.message.serialize())})),
+        )
+        .await;
+    let finish = start
+        .state
+        .finish(
+            &mut rng(),
+            b"pw",
+            RegistrationResponse::deserialize(&unb64(&r.json["response"])).unwrap(),
+            ClientRegistrationFinishParameters::default(),
+        )
+        .unwrap();
+    let body = |login: &str| {
+        serde_json::json!({
+            "token": h.bootstrap, "login": login, "national_id": "NID-1",
+            "upload": b64(&finish.message.serialize()), "binding": r.json["binding"],
+        })
+    };
+    h.call(
+        "POST",
+        "/auth/opaque/register/finish",
+        Some(body("mallory")),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    // Nothing was used up: the right name still registers.
+    let ok = h
+        .call("POST", "/auth/opaque/register/finish", Some(body("Alice")))
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.json);
 }
