@@ -18,6 +18,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
+use crate::access::Caller;
 use crate::accounts::{self, AccountError};
 use crate::bundle::parse_etag;
 use crate::clock::{format_http_date, format_instant};
@@ -33,6 +34,7 @@ use crate::repo::{
 use crate::session::{SessionError, Sessions};
 use crate::vault::{Vault, VaultError};
 use medvault_ledger::Outcome;
+use medvault_policy::Action;
 
 /// Largest request body accepted (bundles can be large; resources are not).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -64,6 +66,8 @@ pub struct AppState {
     sessions: Arc<Sessions>,
     /// The public base URL (issuer and audience of access tokens; DPoP proofs name it).
     public_url: String,
+    /// Whether FHIR requests without a token are served (anonymously, outside the policy).
+    allow_anonymous: bool,
 }
 
 impl AppState {
@@ -77,7 +81,15 @@ impl AppState {
             logins: Arc::new(Logins::new()),
             sessions: Arc::new(Sessions::new()),
             public_url: public_url.trim_end_matches('/').to_string(),
+            allow_anonymous: false,
         }
+    }
+
+    /// Serve FHIR requests that carry no token, anonymously and outside the access policy
+    /// (`--danger-no-auth`, `--dev`). Requests that carry a token are still checked.
+    pub fn allowing_anonymous(mut self, allow: bool) -> AppState {
+        self.allow_anonymous = allow;
+        self
     }
 }
 
@@ -234,9 +246,36 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, String, String
 /// Every FHIR request ends in the ledger: writes inside their own commit (marked
 /// `Recorded`), everything else (reads, searches, refusals, errors) here, in a durable commit
 /// before the answer leaves. If that commit fails, the answer is withheld.
-async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let audit = req.extensions().get::<Audit>().cloned().unwrap_or_default();
+async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let mut audit = req.extensions().get::<Audit>().cloned().unwrap_or_default();
     let described = describe(req.method(), req.uri().path());
+    // Who is asking: a DPoP-bound token if one is presented; anonymous only where the
+    // server allows it (`--danger-no-auth`, `--dev`). The capability statement is public.
+    let caller = if described.is_none() {
+        Caller::Anonymous
+    } else if req.headers().contains_key(header::AUTHORIZATION) || !state.allow_anonymous {
+        let path = req
+            .extensions()
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| req.uri().path().to_string(), |u| u.0.path().to_string());
+        match authenticate(&state, req.method(), &path, req.headers()).await {
+            Ok(a) => {
+                audit.actor = a.account.id().to_string();
+                audit.role = a.account.role().as_str().to_string();
+                Caller::User(Box::new(a.account))
+            }
+            Err(resp) => {
+                let (action, rtype, id) = described.unwrap_or_default();
+                let event =
+                    Event::new(action, &rtype, &id, Outcome::Deny).reason(resp.status().as_str());
+                return record_then(&state, audit, vec![event], resp).await;
+            }
+        }
+    } else {
+        Caller::Anonymous
+    };
+    req.extensions_mut().insert(audit.clone());
+    req.extensions_mut().insert(caller);
     let resp = next.run(req).await;
     if resp.extensions().get::<Recorded>().is_some() {
         return resp;
@@ -247,7 +286,7 @@ async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) ->
     let status = resp.status();
     let outcome = if status.is_success() {
         Outcome::Allow
-    } else if status == StatusCode::FORBIDDEN {
+    } else if matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED) {
         Outcome::Deny
     } else {
         Outcome::Error
@@ -270,6 +309,30 @@ async fn record_fhir(State(state): State<AppState>, req: Request, next: Next) ->
             .map(|p| event.clone().patient(p))
             .collect()
     };
+    let repo = state.repo.clone();
+    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+        let keys = repo.keys()?;
+        Ok(repo.ledger().record(&keys, &audit, &events)?)
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => resp,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "audit ledger write failed; answer withheld");
+            repo_error(e)
+        }
+        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    }
+}
+
+/// Write `events` durably, then answer `resp`; if they cannot be written, the answer is
+/// withheld.
+async fn record_then(
+    state: &AppState,
+    audit: Audit,
+    events: Vec<Event>,
+    resp: Response,
+) -> Response {
     let repo = state.repo.clone();
     let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
         let keys = repo.keys()?;
@@ -1326,9 +1389,18 @@ async fn metadata(State(state): State<AppState>) -> Response {
 async fn bundle(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if matches!(caller, Caller::User(_)) {
+        // Deciding every entry of a transaction is not built yet; refuse rather than let a
+        // Bundle bypass the policy.
+        return repo_error(RepoError::Forbidden {
+            reason: "bundles-not-yet-available-to-signed-in-users",
+            break_glass_available: false,
+        });
+    }
     let value = match json_body(&headers, &body, false) {
         Ok(v) => v,
         Err(r) => return r,
@@ -1350,6 +1422,7 @@ async fn bundle(
 async fn create(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    Extension(caller): Extension<Caller>,
     Path(rtype): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -1366,7 +1439,23 @@ async fn create(
     };
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
-        r.create(&audit, &rtype, value, if_none_exist.as_deref())
+        r.authorize(
+            &caller,
+            Action::Create,
+            &rtype,
+            Some(&new_compartment(&rtype, &value)),
+        )?;
+        let w = r.create(&audit, &rtype, value, if_none_exist.as_deref())?;
+        if !w.created {
+            // An existing match is returned instead: that is a read of it.
+            r.authorize(
+                &caller,
+                Action::Read,
+                &rtype,
+                Some(&patient_of_stored(&w.stored)),
+            )?;
+        }
+        Ok(w)
     })
     .await
     {
@@ -1399,9 +1488,16 @@ fn read_response(state: &AppState, s: &Stored) -> Response {
 
 async fn read(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id)): Path<(String, String)>,
 ) -> Response {
-    match blocking(&state, move |r| r.read(&rtype, &id)).await {
+    match blocking(&state, move |r| {
+        let s = r.read(&rtype, &id)?;
+        r.authorize(&caller, Action::Read, &rtype, Some(&patient_of_stored(&s)))?;
+        Ok(s)
+    })
+    .await
+    {
         Ok(s) => read_response(&state, &s),
         Err(r) => r,
     }
@@ -1409,9 +1505,16 @@ async fn read(
 
 async fn vread(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id, vid)): Path<(String, String, String)>,
 ) -> Response {
-    match blocking(&state, move |r| r.vread(&rtype, &id, &vid)).await {
+    match blocking(&state, move |r| {
+        let s = r.vread(&rtype, &id, &vid)?;
+        r.authorize(&caller, Action::Read, &rtype, Some(&patient_of_stored(&s)))?;
+        Ok(s)
+    })
+    .await
+    {
         Ok(s) => read_response(&state, &s),
         Err(r) => r,
     }
@@ -1420,6 +1523,7 @@ async fn vread(
 async fn update(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -1434,6 +1538,22 @@ async fn update(
     };
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
+        // Decided on both the version being replaced and the new one, so a resource can
+        // neither be changed nor moved into a chart without access to it.
+        if matches!(caller, Caller::User(_)) {
+            match r.read(&rtype, &id) {
+                Ok(current) => r.authorize(
+                    &caller,
+                    Action::Update,
+                    &rtype,
+                    Some(&patient_of_stored(&current)),
+                )?,
+                Err(RepoError::NotFound | RepoError::Gone) => {}
+                Err(e) => return Err(e),
+            }
+            let patient = existing_compartment(&rtype, &id, &value);
+            r.authorize(&caller, Action::Update, &rtype, Some(&patient))?;
+        }
         r.update(&audit, &rtype, &id, value, expected)
     })
     .await
@@ -1455,6 +1575,7 @@ async fn update(
 async fn patch(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
@@ -1468,7 +1589,24 @@ async fn patch(
         Err(r) => return r,
     };
     match blocking(&state, move |r| {
-        r.patch(&audit, &rtype, &id, value, expected)
+        if matches!(caller, Caller::User(_)) {
+            let current = r.read(&rtype, &id)?;
+            r.authorize(
+                &caller,
+                Action::Update,
+                &rtype,
+                Some(&patient_of_stored(&current)),
+            )?;
+        }
+        let check = |doc: &Value| {
+            r.authorize(
+                &caller,
+                Action::Update,
+                &rtype,
+                Some(&existing_compartment(&rtype, &id, doc)),
+            )
+        };
+        r.patch(&audit, &rtype, &id, value, expected, &check)
     })
     .await
     {
@@ -1484,6 +1622,7 @@ async fn patch(
 async fn delete(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -1491,7 +1630,25 @@ async fn delete(
         Ok(v) => v,
         Err(r) => return r,
     };
-    match blocking(&state, move |r| r.delete(&audit, &rtype, &id, expected)).await {
+    match blocking(&state, move |r| {
+        if matches!(caller, Caller::User(_)) {
+            match r.read(&rtype, &id) {
+                Ok(current) => r.authorize(
+                    &caller,
+                    Action::Delete,
+                    &rtype,
+                    Some(&patient_of_stored(&current)),
+                )?,
+                Err(RepoError::NotFound | RepoError::Gone) => {
+                    r.authorize(&caller, Action::Delete, &rtype, None)?
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        r.delete(&audit, &rtype, &id, expected)
+    })
+    .await
+    {
         Ok(Some(version)) => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("W/\"{version}\"")) {
@@ -1507,15 +1664,17 @@ async fn delete(
 
 async fn search(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = parse_query_string(query.as_deref().unwrap_or(""));
-    run_search(state, rtype, pairs).await
+    run_search(state, caller, rtype, pairs).await
 }
 
 async fn search_post(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
     body: Bytes,
@@ -1525,10 +1684,15 @@ async fn search_post(
         return bad_request("the search form is not UTF-8");
     };
     pairs.extend(parse_query_string(form));
-    run_search(state, rtype, pairs).await
+    run_search(state, caller, rtype, pairs).await
 }
 
-async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>) -> Response {
+async fn run_search(
+    state: AppState,
+    caller: Caller,
+    rtype: String,
+    pairs: Vec<(String, String)>,
+) -> Response {
     let base = format!("{}/{}", state.fhir_base, rtype);
     let p = pairs.clone();
     // A search within one patient's compartment is recorded against that patient.
@@ -1536,9 +1700,19 @@ async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>
         .iter()
         .find(|(k, _)| matches!(k.as_str(), "patient" | "subject"))
         .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(v).to_string());
-    match blocking(&state, move |r| r.search(&rtype, &p)).await {
-        Ok(page) => {
-            let body = page_bundle(&state, "searchset", &base, &pairs, &page);
+    let named = patient.clone();
+    match blocking(&state, move |r| {
+        r.authorize(&caller, Action::Search, &rtype, named.as_deref())?;
+        let page = r.search(&rtype, &p)?;
+        filter_page(r, &caller, page)
+    })
+    .await
+    {
+        Ok((page, filtered)) => {
+            let mut body = page_bundle(&state, "searchset", &base, &pairs, &page);
+            if filtered {
+                hide_total(&mut body);
+            }
             let patients = audit_patients(&body, patient);
             let mut resp = fhir_response(StatusCode::OK, body);
             resp.extensions_mut().insert(patients);
@@ -1550,24 +1724,27 @@ async fn run_search(state: AppState, rtype: String, pairs: Vec<(String, String)>
 
 async fn type_history(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(rtype): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let base = format!("{}/{}/_history", state.fhir_base, rtype);
-    history(state, rtype, None, base, query).await
+    history(state, caller, rtype, None, base, query).await
 }
 
 async fn instance_history(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path((rtype, id)): Path<(String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
     let base = format!("{}/{}/{}/_history", state.fhir_base, rtype, id);
-    history(state, rtype, Some(id), base, query).await
+    history(state, caller, rtype, Some(id), base, query).await
 }
 
 async fn history(
     state: AppState,
+    caller: Caller,
     rtype: String,
     id: Option<String>,
     base: String,
@@ -1589,18 +1766,92 @@ async fn history(
         }
     }
     match blocking(&state, move |r| {
-        r.history(&rtype, id.as_deref(), offset, count)
+        r.authorize(&caller, Action::History, &rtype, None)
+            .or_else(|e| match (&caller, id.as_deref()) {
+                // An instance's history is decided on its own patient.
+                (Caller::User(_), Some(id)) => match r.read(&rtype, id) {
+                    Ok(cur) => r.authorize(
+                        &caller,
+                        Action::History,
+                        &rtype,
+                        Some(&patient_of_stored(&cur)),
+                    ),
+                    Err(_) => Err(e),
+                },
+                _ => Err(e),
+            })?;
+        let page = r.history(&rtype, id.as_deref(), offset, count)?;
+        filter_page(r, &caller, page)
     })
     .await
     {
-        Ok(page) => {
-            let body = page_bundle(&state, "history", &base, &pairs, &page);
+        Ok((page, filtered)) => {
+            let mut body = page_bundle(&state, "history", &base, &pairs, &page);
+            if filtered {
+                hide_total(&mut body);
+            }
             let patients = audit_patients(&body, None);
             let mut resp = fhir_response(StatusCode::OK, body);
             resp.extensions_mut().insert(patients);
             resp
         }
         Err(r) => r,
+    }
+}
+
+/// The compartment a new resource will belong to. A new Patient is its own compartment but
+/// has no id yet; "new-patient" stands for it (a valid id no stored patient has, since the
+/// server assigns uuids).
+fn new_compartment(rtype: &str, value: &Value) -> String {
+    if rtype == "Patient" {
+        return "new-patient".to_string();
+    }
+    patient_of_resource(value)
+}
+
+/// The compartment of a resource written at a known id (update, patch).
+fn existing_compartment(rtype: &str, id: &str, value: &Value) -> String {
+    if rtype == "Patient" {
+        return id.to_string();
+    }
+    patient_of_resource(value)
+}
+
+/// For a signed-in caller, keep only the entries the policy lets them read (decided once
+/// per resource type and patient). Returns whether anything could have been dropped, in
+/// which case the total is not shown (it would count what the caller may not see).
+fn filter_page(r: &Repository, caller: &Caller, mut page: Page) -> Result<(Page, bool), RepoError> {
+    if matches!(caller, Caller::Anonymous) {
+        return Ok((page, false));
+    }
+    let mut decided: std::collections::HashMap<(String, String), bool> =
+        std::collections::HashMap::new();
+    let mut keep = Vec::with_capacity(page.entries.len());
+    for s in page.entries {
+        let key = (s.rtype.clone(), patient_of_stored(&s));
+        let allowed = match decided.get(&key) {
+            Some(a) => *a,
+            None => {
+                let a = match r.authorize(caller, Action::Read, &key.0, Some(&key.1)) {
+                    Ok(()) => true,
+                    Err(RepoError::Forbidden { .. }) => false,
+                    Err(e) => return Err(e),
+                };
+                decided.insert(key, a);
+                a
+            }
+        };
+        if allowed {
+            keep.push(s);
+        }
+    }
+    page.entries = keep;
+    Ok((page, true))
+}
+
+fn hide_total(body: &mut Value) {
+    if let Some(o) = body.as_object_mut() {
+        o.remove("total");
     }
 }
 

@@ -1,6 +1,7 @@
 //! The medvault server: seal lifecycle (`vault`), the encrypted FHIR repository (`repo`),
 //! the HTTP API (`api`) and the listener (`serve`).
 
+pub mod access;
 pub mod accounts;
 pub mod api;
 mod bundle;

@@ -41,6 +41,18 @@ pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
             tracing::error!(error = %e, "cryptographic failure");
             simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
         }
+        RepoError::Forbidden {
+            break_glass_available,
+            ..
+        } => {
+            let mut text = err.to_string();
+            if *break_glass_available {
+                text.push_str(
+                    "; a break-glass grant would allow it (the break-glass endpoint is not built yet)",
+                );
+            }
+            (StatusCode::FORBIDDEN, operation_outcome("forbidden", &text))
+        }
         RepoError::Ledger(e) => {
             tracing::error!(error = %e, "audit ledger failure");
             simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")

@@ -51,6 +51,11 @@ pub enum RepoError {
     Store(#[from] StoreError),
     #[error("cryptographic failure")]
     Crypto(CryptoError),
+    #[error("access denied ({reason})")]
+    Forbidden {
+        reason: &'static str,
+        break_glass_available: bool,
+    },
     #[error("the audit ledger could not be written, so the request was not carried out")]
     Ledger(#[from] LedgerError),
     #[error("internal error")]
@@ -771,6 +776,7 @@ impl Repository {
         id: &str,
         patch: Value,
         if_match: Option<i64>,
+        check: &dyn Fn(&Value) -> Result<()>,
     ) -> Result<Written> {
         let patch: json_patch::Patch = serde_json::from_value(patch).map_err(|_| {
             RepoError::BadRequest("the body is not a valid JSON Patch document".into())
@@ -807,6 +813,8 @@ impl Repository {
                 "a patch may not change the resource type or id".into(),
             ));
         }
+        // The caller's access check on the patched content (it may name another patient).
+        check(&doc)?;
         // Pin the version we patched: a concurrent update makes this a conflict, not a
         // silent overwrite.
         match self.update(audit, rtype, id, doc, Some(current.version)) {
@@ -880,6 +888,16 @@ impl Repository {
         check_type(rtype)?;
         let keys = self.keys()?;
         self.search_with_keys(&keys, rtype, pairs, None)
+    }
+
+    /// A search with already unsealed keys (for access control's own lookups).
+    pub(crate) fn search_with(
+        &self,
+        keys: &Keys,
+        rtype: &str,
+        pairs: &[(String, String)],
+    ) -> Result<Page> {
+        self.search_with_keys(keys, rtype, pairs, None)
     }
 
     fn search_with_keys(

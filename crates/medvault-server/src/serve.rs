@@ -15,8 +15,6 @@ use crate::repo::Repository;
 pub enum ServeError {
     #[error("refusing plain HTTP on non-loopback address {0}: give --tls-cert/--tls-key, or accept the risk with --danger-allow-plain-http")]
     PlainHttpNotLoopback(SocketAddr),
-    #[error("refusing to expose the unauthenticated FHIR API on non-loopback address {0}: accounts and access control are not built yet; accept the risk with --danger-no-auth")]
-    NoAuthNotLoopback(SocketAddr),
     #[error("data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -53,6 +51,7 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     pub tls: Option<TlsFiles>,
     pub danger_allow_plain_http: bool,
+    /// Serve FHIR requests that carry no token, anonymously and outside the access policy.
     pub danger_no_auth: bool,
     /// POST a JSON alert here when the audit ledger fails an integrity check.
     pub alert_webhook: Option<String>,
@@ -94,21 +93,17 @@ pub fn open_data_dir(path: &Path) -> Result<DataDir, ServeError> {
 }
 
 /// The listen policy: loopback may use plain HTTP; anything else needs TLS (or the named
-/// danger flag), and — until accounts exist — an explicit acceptance that /fhir is open.
+/// danger flag).
 pub fn check_listen(
     addr: SocketAddr,
     tls: bool,
     danger_allow_plain_http: bool,
-    danger_no_auth: bool,
 ) -> Result<(), ServeError> {
     if addr.ip().is_loopback() {
         return Ok(());
     }
     if !tls && !danger_allow_plain_http {
         return Err(ServeError::PlainHttpNotLoopback(addr));
-    }
-    if !danger_no_auth {
-        return Err(ServeError::NoAuthNotLoopback(addr));
     }
     Ok(())
 }
@@ -124,8 +119,12 @@ pub async fn serve(
         opts.listen,
         opts.tls.is_some(),
         opts.danger_allow_plain_http,
-        opts.danger_no_auth,
     )?;
+    if opts.danger_no_auth {
+        tracing::warn!(
+            "--danger-no-auth: FHIR requests without a token are served anonymously, outside the access policy"
+        );
+    }
     if opts.listen.ip().is_unspecified() && opts.public_url.is_none() {
         return Err(ServeError::NeedPublicUrl(opts.listen));
     }
@@ -145,7 +144,7 @@ pub async fn serve(
         repo.ledger().set_alert(webhook_alert(url, public.clone()));
     }
     spawn_ledger_verifier(repo.clone());
-    let app = router(AppState::new(repo, &public));
+    let app = router(AppState::new(repo, &public).allowing_anonymous(opts.danger_no_auth));
 
     match &opts.tls {
         None => {

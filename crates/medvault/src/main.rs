@@ -92,7 +92,8 @@ enum Command {
         /// Allow plain HTTP on a non-loopback address (traffic, including shares, in clear).
         #[arg(long)]
         danger_allow_plain_http: bool,
-        /// Allow a non-loopback listener although the FHIR API has no authentication yet.
+        /// Serve FHIR requests that carry no access token, anonymously and outside the access
+        /// policy (as before accounts existed). Requests with a token are still checked.
         #[arg(long)]
         danger_no_auth: bool,
         /// Development mode: initialize 1-of-1 if needed, keep the share ON DISK in the data
@@ -290,7 +291,8 @@ fn run(cli: Cli) -> Result<()> {
                     public_url,
                     tls,
                     danger_allow_plain_http,
-                    danger_no_auth,
+                    // Dev mode is for trying things out with curl: no token needed.
+                    danger_no_auth: danger_no_auth || dev,
                     alert_webhook,
                 },
                 dev,

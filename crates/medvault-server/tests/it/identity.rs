@@ -103,7 +103,7 @@ fn opaque_login(
         .map(|l| l.account)
 }
 
-fn register(
+pub fn register(
     h: &Harness,
     setup: &ServerSetup<Suite>,
     token: &str,
@@ -462,7 +462,7 @@ async fn role_changes_and_disabling_are_new_authenticated_generations() {
     assert_eq!(changed.generation(), 2);
 }
 
-fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -568,7 +568,7 @@ async fn http_login(h: &Harness, login: &str, password: &str) -> crate::support:
     http_login_with(h, login, password, &DpopKey::new()).await
 }
 
-async fn http_login_with(
+pub async fn http_login_with(
     h: &Harness,
     login: &str,
     password: &str,

@@ -11,19 +11,12 @@ fn plain_http_is_only_allowed_on_loopback() {
     let lo: SocketAddr = "127.0.0.1:8200".parse().unwrap();
     let lo6: SocketAddr = "[::1]:8200".parse().unwrap();
     let any: SocketAddr = "0.0.0.0:8200".parse().unwrap();
-    assert!(check_listen(lo, false, false, false).is_ok());
-    assert!(check_listen(lo6, false, false, false).is_ok());
-    let err = check_listen(any, false, false, true)
-        .unwrap_err()
-        .to_string();
+    assert!(check_listen(lo, false, false).is_ok());
+    assert!(check_listen(lo6, false, false).is_ok());
+    let err = check_listen(any, false, false).unwrap_err().to_string();
     assert!(err.contains("--danger-allow-plain-http"), "{err}");
-    // TLS alone is not enough while the FHIR API has no authentication.
-    let err = check_listen(any, true, false, false)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("--danger-no-auth"), "{err}");
-    assert!(check_listen(any, true, false, true).is_ok());
-    assert!(check_listen(any, false, true, true).is_ok());
+    assert!(check_listen(any, true, false).is_ok());
+    assert!(check_listen(any, false, true).is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

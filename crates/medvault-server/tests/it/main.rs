@@ -2,6 +2,7 @@
 //! lifecycle, tamper detection on a real SQLite file, and the TLS listener on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod fhir;
 mod identity;
 mod ledger;

@@ -68,7 +68,9 @@ impl Harness {
             )
             .with_ledger_config(ledger),
         );
-        let app = router(AppState::new(repo.clone(), BASE));
+        // Most tests exercise FHIR behaviour without accounts; access control has its own
+        // tests, on routers that require tokens.
+        let app = router(AppState::new(repo.clone(), BASE).allowing_anonymous(true));
         Harness {
             dir,
             data,
@@ -78,6 +80,13 @@ impl Harness {
             shares,
             bootstrap,
         }
+    }
+
+    /// A 1-of-1 vault, unsealed, whose FHIR API requires a token (the production default).
+    pub fn unsealed_requiring_auth() -> Harness {
+        let mut h = Harness::unsealed();
+        h.app = router(AppState::new(h.repo.clone(), BASE));
+        h
     }
 
     /// A 1-of-1 vault, unsealed.

@@ -181,7 +181,8 @@ fn operator_lifecycle_over_http_and_cli() {
     );
     assert!(fails(&again).contains("already initialized"));
 
-    let server = start(&["--data-dir", d]);
+    // Anonymous FHIR access for this operator walkthrough (accounts have their own test).
+    let server = start(&["--data-dir", d, "--danger-no-auth"]);
     let url = server.url.clone();
     let status = ok(&medvault(&["status", "--server", &url], ""));
     assert!(status.contains("sealed: 0 of 2"), "{status}");
@@ -332,7 +333,7 @@ fn operator_lifecycle_over_http_and_cli() {
 
     // Restart: the server comes up sealed; the new share unseals; everything is there.
     drop(server);
-    let server = start(&["--data-dir", d]);
+    let server = start(&["--data-dir", d, "--danger-no-auth"]);
     let url = server.url.clone();
     assert_eq!(http("GET", &format!("{url}/fhir/Patient"), None).0, 503);
     ok(&medvault(&["unseal", "--server", &url], &new_share));
@@ -575,26 +576,27 @@ fn register_log_in_and_sign_requests_from_the_cli() {
         "",
     ));
     assert!(out.contains("(admin)"), "{out}");
-    // Signed FHIR requests go through (the FHIR API does not check tokens yet, but the
-    // signing path is the one it will check).
+    // Signed FHIR requests are authenticated and decided by the policy: an admin manages
+    // accounts and may not touch clinical data (separation of duties).
     let patient = tmp.path().join("p.json");
     std::fs::write(
         &patient,
         r#"{"resourceType": "Patient", "name": [{"family": "Cli"}]}"#,
     )
     .unwrap();
-    let out = ok(&medvault_env(
+    let err = fails(&medvault_env(
         &["fhir", "POST", "Patient", patient.to_str().unwrap()],
         &[("MEDVAULT_SESSION", sess)],
         "",
     ));
-    assert!(out.contains("\"Cli\""), "{out}");
-    let err = fails(&medvault_env(
-        &["fhir", "GET", "Patient/nope"],
-        &[("MEDVAULT_SESSION", sess)],
-        "",
-    ));
-    assert!(err.contains("HTTP 404"), "{err}");
+    assert!(
+        err.contains("HTTP 403") && err.contains("admin-no-clinical"),
+        "{err}"
+    );
+    // Without a token the FHIR API refuses: this server was not started with
+    // --danger-no-auth.
+    let (code, _) = http("GET", &format!("{url}/fhir/Patient"), None);
+    assert_eq!(code, 401);
 
     let out = ok(&medvault_env(
         &["logout"],

@@ -1,0 +1,378 @@
+//! Access control over HTTP: signed-in callers are decided by the policy (care relationship,
+//! consent, roles), callers without a token are refused, and every decision is recorded.
+
+use axum::http::StatusCode;
+use medvault_crypto::SystemRandom;
+use medvault_server::accounts::{self, Role};
+use medvault_server::ledger::Audit;
+use medvault_server::login;
+use medvault_store::Store;
+use serde_json::{json, Value};
+
+use crate::identity::{http_login_with, register, DpopKey};
+use crate::support::{observation, patient, Harness, Resp, BASE};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A signed-in user: their token and DPoP key.
+struct User {
+    token: String,
+    key: DpopKey,
+}
+
+impl User {
+    async fn call(&self, h: &Harness, method: &str, path: &str, body: Option<Value>) -> Resp {
+        let path_only = path.split('?').next().unwrap_or(path);
+        let mut jti = [0u8; 12];
+        medvault_crypto::Random::fill(&SystemRandom::new(), &mut jti).unwrap();
+        let proof = self.key.proof(
+            method,
+            &format!("{BASE}{path_only}"),
+            h.clock_now_s(),
+            &crate::identity::b64(&jti),
+            Some(&self.token),
+        );
+        h.call_with(
+            method,
+            path,
+            body,
+            &[
+                ("authorization", &format!("DPoP {}", self.token)),
+                ("dpop", &proof),
+            ],
+        )
+        .await
+    }
+}
+
+impl Harness {
+    fn clock_now_s(&self) -> i64 {
+        use medvault_server::clock::Clock;
+        self.clock.now_ms() / 1000
+    }
+}
+
+/// An account of `role` linked to `link`, signed in.
+async fn user(h: &Harness, admin: &accounts::Account, role: Role, link: &str, name: &str) -> User {
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    let token = accounts::issue_token(
+        &*h.data.store,
+        &keys,
+        &SystemRandom::new(),
+        h.clock_now_s() * 1000,
+        admin,
+        role,
+        link,
+        3_600_000,
+    )
+    .unwrap();
+    register(h, &setup, &token, name, &format!("NID-{name}")).unwrap();
+    signed_in(h, name).await
+}
+
+async fn signed_in(h: &Harness, name: &str) -> User {
+    let key = DpopKey::new();
+    let r = http_login_with(h, name, PASSWORD, &key).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    User {
+        token: r.json["access_token"].as_str().unwrap().to_string(),
+        key,
+    }
+}
+
+/// Data written straight through the repository (set-up, not under test).
+fn put(h: &Harness, resource: Value) -> String {
+    let rtype = resource["resourceType"].as_str().unwrap().to_string();
+    h.repo
+        .create(&Audit::system("test"), &rtype, resource, None)
+        .unwrap()
+        .stored
+        .id
+}
+
+struct World {
+    h: Harness,
+    pid: String,
+    other_pid: String,
+    obs: String,
+    gp: User,
+    stranger: User,
+    reception: User,
+    patient: User,
+    admin: User,
+}
+
+/// Patient P (GP: dr-gp) with an Observation, and another patient; a GP, an unrelated
+/// physician, a receptionist, P as a patient user, and the admin, all signed in.
+async fn world() -> World {
+    let h = Harness::unsealed_requiring_auth();
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
+    let admin_account = register(&h, &setup, &h.bootstrap, "admin", "NID-admin").unwrap();
+    let mut p = patient("Care", "Cara", "1960-01-01");
+    p["generalPractitioner"] = json!([{"reference": "Practitioner/dr-gp"}]);
+    let pid = put(&h, p);
+    let other_pid = put(&h, patient("Else", "Ed", "1970-01-01"));
+    let obs = put(&h, observation(&pid, "8867-4", "2024-01-01", 70));
+    put(&h, observation(&other_pid, "8867-4", "2024-01-01", 90));
+    let gp = user(
+        &h,
+        &admin_account,
+        Role::Physician,
+        "Practitioner/dr-gp",
+        "gp",
+    )
+    .await;
+    let stranger = user(
+        &h,
+        &admin_account,
+        Role::Physician,
+        "Practitioner/dr-x",
+        "stranger",
+    )
+    .await;
+    let reception = user(
+        &h,
+        &admin_account,
+        Role::Receptionist,
+        "Practitioner/rec",
+        "rec",
+    )
+    .await;
+    let patient_user = user(
+        &h,
+        &admin_account,
+        Role::Patient,
+        &format!("Patient/{pid}"),
+        "cara",
+    )
+    .await;
+    let admin = signed_in(&h, "admin").await;
+    World {
+        h,
+        pid,
+        other_pid,
+        obs,
+        gp,
+        stranger,
+        reception,
+        patient: patient_user,
+        admin,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_fhir_api_refuses() {
+    let w = world().await;
+    let r =
+        w.h.call("GET", &format!("/fhir/Patient/{}", w.pid), None)
+            .await;
+    r.assert_outcome(StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("www-authenticate"), Some("DPoP"));
+    // The capability statement stays public.
+    assert_eq!(
+        w.h.call("GET", "/fhir/metadata", None).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_general_practitioner_reads_and_writes_the_chart() {
+    let w = world().await;
+    let h = &w.h;
+    let r =
+        w.gp.call(h, "GET", &format!("/fhir/Patient/{}", w.pid), None)
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r =
+        w.gp.call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r =
+        w.gp.call(
+            h,
+            "GET",
+            &format!("/fhir/Observation?patient={}", w.pid),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["entry"].as_array().unwrap().len(), 1, "{}", r.json);
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.pid, "8310-5", "2024-02-02", 37)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    // But not another patient's chart, and not by moving a resource into it.
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.other_pid, "8310-5", "2024-02-02", 37)),
+        )
+        .await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    // A type-wide search shows only what the caller may read, and no total.
+    let r =
+        w.gp.call(h, "GET", "/fhir/Observation?code=8867-4", None)
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let subjects: Vec<&str> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["subject"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects, [format!("Patient/{}", w.pid)]);
+    assert!(r.json.get("total").is_none(), "{}", r.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn others_are_refused_by_role_or_relationship() {
+    let w = world().await;
+    let h = &w.h;
+    let obs = format!("/fhir/Observation/{}", w.obs);
+    // An unrelated physician: refused, told break-glass would apply.
+    let r = w.stranger.call(h, "GET", &obs, None).await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    let text = r.json["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("not-in-care") && text.contains("break-glass"),
+        "{text}"
+    );
+    w.stranger
+        .call(
+            h,
+            "GET",
+            &format!("/fhir/Observation?patient={}", w.pid),
+            None,
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // Reception sees demographics, not clinical data.
+    let r = w
+        .reception
+        .call(h, "GET", &format!("/fhir/Patient/{}", w.pid), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    w.reception
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // The patient reads their own record, read-only, and nobody else's.
+    let r = w.patient.call(h, "GET", &obs, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    w.patient
+        .call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.pid, "8310-5", "2024-02-02", 37)),
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    w.patient
+        .call(h, "GET", &format!("/fhir/Patient/{}", w.other_pid), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // The admin manages accounts and reads no charts; nobody runs bundles yet.
+    w.admin
+        .call(h, "GET", &format!("/fhir/Patient/{}", w.pid), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    w.gp.call(
+        h,
+        "POST",
+        "/fhir",
+        Some(json!({"resourceType": "Bundle", "type": "batch", "entry": []})),
+    )
+    .await
+    .assert_outcome(StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_consent_grants_and_its_revocation_withdraws_access_at_once() {
+    let w = world().await;
+    let h = &w.h;
+    let obs = format!("/fhir/Observation/{}", w.obs);
+    w.stranger
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    let consent = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{}", w.pid)},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "PRCP"}]},
+            "reference": {"reference": "Practitioner/dr-x"}
+        }]}
+    });
+    let r = w
+        .patient
+        .call(h, "POST", "/fhir/Consent", Some(consent.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let cid = r.json["id"].as_str().unwrap().to_string();
+    let r = w.stranger.call(h, "GET", &obs, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // Revoked: refused on the very next request.
+    let mut revoked = consent;
+    revoked["id"] = json!(cid);
+    revoked["status"] = json!("inactive");
+    let r = w
+        .patient
+        .call(h, "PUT", &format!("/fhir/Consent/{cid}"), Some(revoked))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    w.stranger
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_are_in_the_ledger_with_who_asked() {
+    let w = world().await;
+    let h = &w.h;
+    let before = h.data.store.ledger_size().unwrap();
+    w.stranger
+        .call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    h.call("GET", &format!("/fhir/Patient/{}", w.pid), None)
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+    let keys = h.repo.vault().keys().unwrap();
+    let got: Vec<(String, String, medvault_ledger::Outcome, String)> = h
+        .data
+        .store
+        .ledger_entries(before, 100)
+        .unwrap()
+        .iter()
+        .map(|rec| {
+            let e = medvault_server::ledger::open_entry(&keys, rec).unwrap().0;
+            (
+                e.role.as_str().to_string(),
+                e.action.as_str().to_string(),
+                e.outcome,
+                e.reason.as_str().to_string(),
+            )
+        })
+        .collect();
+    use medvault_ledger::Outcome::Deny;
+    assert_eq!(
+        got,
+        vec![
+            ("physician".into(), "read".into(), Deny, "403".into()),
+            ("none".into(), "read".into(), Deny, "401".into()),
+        ]
+    );
+}
