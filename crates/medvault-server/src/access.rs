@@ -34,6 +34,7 @@ fn forbidden(code: &'static str) -> RepoError {
     RepoError::Forbidden {
         reason: code,
         break_glass_available: false,
+        patient: None,
     }
 }
 
@@ -134,6 +135,7 @@ impl Repository {
             Err(RepoError::Forbidden {
                 reason: d.reason().as_str(),
                 break_glass_available: d.break_glass_available(),
+                patient: patient.map(|p| p.as_str().to_string()),
             })
         }
     }

@@ -112,7 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/checkpoint", get(ledger_checkpoint))
         .route("/key", get(ledger_key))
         .route("/proof/inclusion", get(ledger_inclusion))
-        .route("/proof/consistency", get(ledger_consistency));
+        .route("/proof/consistency", get(ledger_consistency))
+        .route("/entries", get(ledger_entries));
     let auth = Router::new()
         .route("/opaque/register/start", post(register_start))
         .route("/opaque/register/finish", post(register_finish))
@@ -417,7 +418,15 @@ fn fhir_response(status: StatusCode, body: Value) -> Response {
 
 fn repo_error(err: RepoError) -> Response {
     let (status, body) = for_repo_error(&err);
-    fhir_response(status, body)
+    let mut resp = fhir_response(status, body);
+    // A refusal is an access to that patient's data too: it goes into their log.
+    if let RepoError::Forbidden {
+        patient: Some(p), ..
+    } = &err
+    {
+        resp.extensions_mut().insert(AuditPatient(vec![p.clone()]));
+    }
+    resp
 }
 
 fn bad_request(msg: &str) -> Response {
@@ -1217,6 +1226,224 @@ async fn whoami(
 
 // ---------------------------------------------------------------- /ledger
 
+fn entry_json(
+    index: u64,
+    e: &medvault_ledger::Entry,
+    salt: &medvault_ledger::Salt,
+    leaf: &medvault_ledger::Hash,
+) -> Value {
+    json!({
+        "index": index,
+        "time": format_instant(e.time.saturating_mul(1000)),
+        "actor": e.actor.as_str(),
+        "role": e.role.as_str(),
+        "client": e.client.as_str(),
+        "action": e.action.as_str(),
+        "resource_type": e.resource_type.as_str(),
+        "resource_id": e.resource_id.as_str(),
+        "patient": e.patient.as_str(),
+        "outcome": e.outcome.as_str(),
+        "reason": e.reason.as_str(),
+        "purpose": e.purpose.as_str(),
+        "break_glass": e.break_glass,
+        "address": e.address.as_str(),
+        "user_agent": e.user_agent.as_str(),
+        "salt": salt.to_hex(),
+        "leaf": b64_std(leaf.as_bytes()),
+    })
+}
+
+fn b64_std(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// `GET /ledger/entries?from=&count=`: the decrypted entries, for auditors only (always with
+/// a token: entries say who read which patient's data). Recorded like any other access.
+async fn ledger_entries(
+    State(state): State<AppState>,
+    Extension(mut audit): Extension<Audit>,
+    method: Method,
+    axum::extract::OriginalUri(uri): axum::extract::OriginalUri,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let account = match authenticate(&state, &method, uri.path(), &headers).await {
+        Ok(a) => a.account,
+        Err(resp) => {
+            let event =
+                Event::new("read-ledger", "", "", Outcome::Deny).reason(resp.status().as_str());
+            return record_then(&state, audit, vec![event], resp).await;
+        }
+    };
+    audit.actor = account.id().to_string();
+    audit.role = account.role().as_str().to_string();
+    let pairs = parse_query_string(q.as_deref().unwrap_or(""));
+    let from = pairs
+        .iter()
+        .find(|(k, _)| k == "from")
+        .map_or(Ok(0), |(_, v)| v.parse::<u64>());
+    let count = pairs
+        .iter()
+        .find(|(k, _)| k == "count")
+        .map_or(Ok(100), |(_, v)| v.parse::<usize>());
+    let (Ok(from), Ok(count)) = (from, count) else {
+        return bad_request("from and count must be non-negative integers");
+    };
+    let count = count.clamp(1, 1000);
+    let caller = Caller::User(Box::new(account));
+    let run = blocking(&state, move |r| {
+        r.authorize(&caller, Action::ReadLedger, "AuditEvent", None)?;
+        let keys = r.keys()?;
+        Ok(r.ledger().entries(&keys, from, count)?)
+    })
+    .await;
+    let (event, resp) = match run {
+        Ok(list) => {
+            let next = list.last().map(|(i, ..)| i + 1);
+            let body = json!({
+                "entries": list.iter().map(|(i, e, s, l)| entry_json(*i, e, s, l)).collect::<Vec<_>>(),
+                "next": next,
+            });
+            (
+                Event::new("read-ledger", "", "", Outcome::Allow)
+                    .reason(&format!("entries {from}..{}", next.unwrap_or(from))),
+                Json(body).into_response(),
+            )
+        }
+        Err(r) => (
+            Event::new("read-ledger", "", "", Outcome::Deny).reason(r.status().as_str()),
+            r,
+        ),
+    };
+    record_then(&state, audit, vec![event], resp).await
+}
+
+/// `GET /fhir/AuditEvent?patient=ID`: a patient's own ledger entries as FHIR AuditEvents,
+/// each with what is needed to check it: its salt and leaf, and an inclusion proof against
+/// the latest signed checkpoint (included in the Bundle), if the checkpoint covers it yet.
+async fn own_audit_events(
+    state: AppState,
+    caller: Caller,
+    pairs: Vec<(String, String)>,
+) -> Response {
+    let mut patient = None;
+    for (k, v) in &pairs {
+        match k.as_str() {
+            "patient" if patient.is_none() => {
+                patient = Some(v.strip_prefix("Patient/").unwrap_or(v).to_string())
+            }
+            "_format" | "_pretty" => {}
+            _ => return bad_request("AuditEvent is searched by patient only (one value)"),
+        }
+    }
+    let Some(patient) = patient else {
+        return bad_request("AuditEvent is searched by patient only (one value)");
+    };
+    if matches!(caller, Caller::Anonymous) {
+        // Entries name who read what: never served without a token.
+        return session_error(&SessionError::Missing);
+    }
+    let p = patient.clone();
+    let run = blocking(&state, move |r| {
+        r.authorize(&caller, Action::ReadOwnAudit, "AuditEvent", Some(&p))?;
+        let keys = r.keys()?;
+        let ledger = r.ledger();
+        let entries = ledger.entries_of_patient(&keys, &p, 10_000)?;
+        let latest = ledger.latest()?;
+        let mut out = Vec::with_capacity(entries.len());
+        for (index, e, salt, leaf) in entries {
+            let proof = match &latest {
+                Some((size, _)) if index < *size => Some(ledger.inclusion(index, *size)?),
+                _ => None,
+            };
+            out.push((index, e, salt, leaf, proof));
+        }
+        Ok((out, latest))
+    })
+    .await;
+    let (entries, latest) = match run {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    const EXT: &str = "https://medvault.invalid/fhir/StructureDefinition";
+    let resources: Vec<Value> = entries
+        .iter()
+        .map(|(index, e, salt, leaf, proof)| {
+            let code = match e.action.as_str() {
+                "create" => "C",
+                "read" | "vread" | "search" | "history" => "R",
+                "update" | "patch" => "U",
+                "delete" => "D",
+                _ => "E",
+            };
+            let outcome = match e.outcome {
+                Outcome::Allow => "0",
+                Outcome::Deny => "4",
+                Outcome::Error => "8",
+            };
+            let mut ext = vec![
+                json!({"url": "index", "valueUnsignedInt": index}),
+                json!({"url": "salt", "valueString": salt.to_hex()}),
+                json!({"url": "leaf", "valueBase64Binary": b64_std(leaf.as_bytes())}),
+                // The canonical encoding the leaf commits to, so the patient can recompute it.
+                json!({"url": "entry", "valueBase64Binary": b64_std(&e.encode())}),
+            ];
+            if let (Some(p), Some((size, _))) = (proof, &latest) {
+                ext.push(json!({"url": "checkpointSize", "valueUnsignedInt": size}));
+                for h in &p.hashes {
+                    ext.push(json!({"url": "proofHash", "valueBase64Binary": b64_std(h.as_bytes())}));
+                }
+            }
+            json!({
+                "fullUrl": format!("{}/AuditEvent/ledger-{index}", state.fhir_base),
+                "resource": {
+                    "resourceType": "AuditEvent",
+                    "id": format!("ledger-{index}"),
+                    "extension": [{"url": format!("{EXT}/ledger-inclusion"), "extension": ext}],
+                    "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+                    "subtype": [{"code": e.action.as_str()}],
+                    "action": code,
+                    "recorded": format_instant(e.time.saturating_mul(1000)),
+                    "outcome": outcome,
+                    "outcomeDesc": e.reason.as_str(),
+                    "purposeOfEvent": if e.purpose.as_str().is_empty() { json!([]) } else { json!([{"text": e.purpose.as_str()}]) },
+                    "agent": [{
+                        "who": {"identifier": {"value": e.actor.as_str()}},
+                        "role": [{"text": e.role.as_str()}],
+                        "requestor": true,
+                        "network": {"address": e.address.as_str(), "type": "2"},
+                    }],
+                    "source": {"observer": {"display": "medvault"}},
+                    "entity": [
+                        {"what": {"reference": format!("{}/{}", e.resource_type.as_str(), e.resource_id.as_str())}},
+                        {"what": {"reference": format!("Patient/{}", e.patient.as_str())}},
+                    ],
+                },
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "total": resources.len(),
+        "entry": resources,
+    });
+    if let Some((size, note)) = latest {
+        bundle["extension"] = json!([{
+            "url": format!("{EXT}/ledger-checkpoint"),
+            "extension": [
+                {"url": "size", "valueUnsignedInt": size},
+                {"url": "note", "valueString": note},
+            ],
+        }]);
+    }
+    let mut resp = fhir_response(StatusCode::OK, bundle);
+    resp.extensions_mut().insert(AuditPatient(vec![patient]));
+    resp
+}
+
 fn ledger_error(e: LedgerError) -> Response {
     match e {
         LedgerError::BadRequest(msg) => bad_request(msg),
@@ -1399,6 +1626,7 @@ async fn bundle(
         return repo_error(RepoError::Forbidden {
             reason: "bundles-not-yet-available-to-signed-in-users",
             break_glass_available: false,
+            patient: None,
         });
     }
     let value = match json_body(&headers, &body, false) {
@@ -1669,6 +1897,9 @@ async fn search(
     RawQuery(query): RawQuery,
 ) -> Response {
     let pairs = parse_query_string(query.as_deref().unwrap_or(""));
+    if rtype == "AuditEvent" {
+        return own_audit_events(state, caller, pairs).await;
+    }
     run_search(state, caller, rtype, pairs).await
 }
 

@@ -572,6 +572,55 @@ impl Ledger {
         Ok(self.store.latest_checkpoint()?.map(|c| c.note))
     }
 
+    /// Up to `count` decrypted entries from index `from` (for auditors), each with its salt
+    /// and leaf so it can be checked against a proof.
+    pub fn entries(
+        &self,
+        keys: &Keys,
+        from: u64,
+        count: usize,
+    ) -> Result<Vec<(u64, Entry, Salt, Hash)>, LedgerError> {
+        let mut out = Vec::new();
+        for rec in self.store.ledger_entries(from, count)? {
+            let (entry, salt) = open_entry(keys, &rec)?;
+            out.push((rec.index, entry, salt, Hash::from_bytes(rec.leaf)));
+        }
+        Ok(out)
+    }
+
+    /// Every entry naming `patient`, oldest first (a full scan: entries are encrypted, so
+    /// there is no index by patient), at most `limit`.
+    pub fn entries_of_patient(
+        &self,
+        keys: &Keys,
+        patient: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, Entry, Salt, Hash)>, LedgerError> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        loop {
+            let chunk = self.store.ledger_entries(from, VERIFY_CHUNK)?;
+            let Some(last) = chunk.last() else {
+                return Ok(out);
+            };
+            from = last.index + 1;
+            for rec in chunk {
+                let (entry, salt) = open_entry(keys, &rec)?;
+                if entry.patient.as_str() == patient {
+                    out.push((rec.index, entry, salt, Hash::from_bytes(rec.leaf)));
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The latest checkpoint's size and note, if any.
+    pub fn latest(&self) -> Result<Option<(u64, String)>, LedgerError> {
+        Ok(self.store.latest_checkpoint()?.map(|c| (c.size, c.note)))
+    }
+
     /// Inclusion proof of entry `index` in the tree of `size` entries.
     pub fn inclusion(&self, index: u64, size: u64) -> Result<Proof, LedgerError> {
         if size > self.store.ledger_size()? {

@@ -55,6 +55,8 @@ pub enum RepoError {
     Forbidden {
         reason: &'static str,
         break_glass_available: bool,
+        /// The patient whose data was refused (so the refusal shows in their access log).
+        patient: Option<String>,
     },
     #[error("the audit ledger could not be written, so the request was not carried out")]
     Ledger(#[from] LedgerError),

@@ -201,7 +201,7 @@ enum Command {
         ca_cert: Option<PathBuf>,
         /// GET, POST, PUT, PATCH or DELETE.
         method: String,
-        /// e.g. `Patient/123` or `/fhir/Observation?code=8867-4`.
+        /// e.g. `Patient/123`, `/fhir/Observation?code=8867-4` or `/ledger/entries`.
         path: String,
         /// The request body (a JSON file).
         file: Option<PathBuf>,

@@ -371,7 +371,8 @@ pub fn logout() -> Result<()> {
     }
 }
 
-/// `medvault fhir METHOD PATH [FILE]`: a signed FHIR request; prints the answer body.
+/// `medvault fhir METHOD PATH [FILE]`: a signed request (relative paths are under `/fhir`);
+/// prints the answer body.
 pub fn fhir(
     ca_cert: Option<&std::path::Path>,
     method: &str,
@@ -382,10 +383,12 @@ pub fn fhir(
     if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
         bail!("METHOD must be GET, POST, PUT, PATCH or DELETE");
     }
-    let path = if path.starts_with("/fhir") {
+    // A path with a leading slash is used as it is (`/fhir/...`, `/ledger/entries`);
+    // otherwise it is relative to the FHIR base.
+    let path = if path.starts_with('/') {
         path.to_string()
     } else {
-        format!("/fhir/{}", path.trim_start_matches('/'))
+        format!("/fhir/{path}")
     };
     let body = match file {
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),

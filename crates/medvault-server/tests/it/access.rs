@@ -376,3 +376,145 @@ async fn refusals_are_in_the_ledger_with_who_asked() {
         ]
     );
 }
+
+fn b64std(v: &Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().unwrap())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patient_sees_exactly_their_own_entries_with_proofs() {
+    let w = world().await;
+    let h = &w.h;
+    // Some accesses to each patient, then a checkpoint.
+    w.gp.call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await;
+    w.stranger
+        .call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await;
+    w.reception
+        .call(h, "GET", &format!("/fhir/Patient/{}", w.other_pid), None)
+        .await;
+    h.clock.advance(61_000);
+    let keys = h.repo.vault().keys().unwrap();
+    h.repo.ledger().tick(&keys).unwrap();
+
+    let r = w
+        .patient
+        .call(
+            h,
+            "GET",
+            &format!("/fhir/AuditEvent?patient={}", w.pid),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let key_text = h.call("GET", "/ledger/key", None).await.json;
+    let vkey = medvault_ledger::VerifierKey::parse(key_text.as_str().unwrap().trim()).unwrap();
+    let cp_ext = &r.json["extension"][0]["extension"];
+    let note = cp_ext[1]["valueString"].as_str().unwrap();
+    let checkpoint = medvault_ledger::open(note, &vkey).unwrap();
+    let entries = r.json["entry"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    let mut actions = Vec::new();
+    for e in entries {
+        let res = &e["resource"];
+        assert_eq!(
+            res["entity"][1]["what"]["reference"],
+            format!("Patient/{}", w.pid),
+            "{res}"
+        );
+        let ext = res["extension"][0]["extension"].as_array().unwrap();
+        let field = |name: &str| ext.iter().find(|x| x["url"] == name).cloned();
+        let index = field("index").unwrap()["valueUnsignedInt"]
+            .as_u64()
+            .unwrap();
+        let salt = medvault_ledger::Salt::from_hex(
+            field("salt").unwrap()["valueString"].as_str().unwrap(),
+        )
+        .unwrap();
+        let bytes = b64std(&field("entry").unwrap()["valueBase64Binary"]);
+        let entry = medvault_ledger::Entry::decode(&bytes).unwrap();
+        assert_eq!(entry.patient.as_str(), w.pid);
+        // The patient recomputes the leaf from the entry and checks it is in the signed tree.
+        let leaf = medvault_ledger::entry_leaf(&salt, &bytes);
+        assert_eq!(
+            leaf.as_bytes().to_vec(),
+            b64std(&field("leaf").unwrap()["valueBase64Binary"])
+        );
+        if index < checkpoint.size() {
+            let proof: Vec<medvault_ledger::Hash> = ext
+                .iter()
+                .filter(|x| x["url"] == "proofHash")
+                .map(|x| {
+                    medvault_ledger::Hash::from_slice(&b64std(&x["valueBase64Binary"])).unwrap()
+                })
+                .collect();
+            medvault_ledger::verify_inclusion(
+                &leaf,
+                index,
+                checkpoint.size(),
+                &proof,
+                checkpoint.root(),
+            )
+            .unwrap();
+        }
+        actions.push((entry.role.as_str().to_string(), entry.outcome));
+    }
+    // The GP's read and the stranger's refused read are there; the other patient's are not.
+    assert!(actions.contains(&("physician".into(), medvault_ledger::Outcome::Allow)));
+    assert!(actions.contains(&("physician".into(), medvault_ledger::Outcome::Deny)));
+    assert!(!actions.iter().any(|(role, _)| role == "receptionist"));
+
+    // Nobody else reads a patient's log through this door.
+    w.patient
+        .call(
+            h,
+            "GET",
+            &format!("/fhir/AuditEvent?patient={}", w.other_pid),
+            None,
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    w.gp.call(
+        h,
+        "GET",
+        &format!("/fhir/AuditEvent?patient={}", w.pid),
+        None,
+    )
+    .await
+    .assert_outcome(StatusCode::FORBIDDEN);
+    h.call("GET", &format!("/fhir/AuditEvent?patient={}", w.pid), None)
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_auditors_page_through_the_whole_ledger() {
+    let w = world().await;
+    let h = &w.h;
+    let keys = h.repo.vault().keys().unwrap();
+    let admin = accounts::load_by_login(&*h.data.store, &keys, "admin")
+        .unwrap()
+        .unwrap();
+    let auditor = user(h, &admin, Role::Auditor, "", "auditor").await;
+    let r = auditor
+        .call(h, "GET", "/ledger/entries?from=0&count=5", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let list = r.json["entries"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert_eq!(list[0]["index"], 0);
+    assert_eq!(r.json["next"], 5);
+    for other in [&w.gp, &w.patient, &w.admin, &w.reception] {
+        other
+            .call(h, "GET", "/ledger/entries", None)
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+    }
+    h.call("GET", "/ledger/entries", None)
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+}
