@@ -3,7 +3,8 @@
 //! Handlers ask `Repository::authorize`; none decides on its own.
 
 use medvault_policy::{
-    decide, Action, CareFacts, Context, Identity, PatientId, PractitionerId, Subject, Target,
+    decide, Action, CareFacts, Context, Identity, PatientId, PractitionerId, Reason, Subject,
+    Target,
 };
 use serde_json::Value;
 
@@ -20,6 +21,10 @@ pub enum Caller {
     /// An authenticated account, as it is now.
     User(Box<Account>),
 }
+
+/// Stands for the compartment of a Patient being created (it has no id yet). A Patient may
+/// not be stored under this id.
+pub const NEW_PATIENT: &str = "new-patient";
 
 /// The resource types whose content says who cares for a patient.
 const CARE_TYPES: [&str; 5] = [
@@ -94,7 +99,15 @@ impl Repository {
                 ("_count".to_string(), MAX_COUNT.to_string()),
             ];
             match self.search_with(keys, rtype, &pairs) {
-                Ok(page) => resources.extend(page.entries.into_iter().filter_map(|s| s.resource)),
+                // Only resources that belong to this patient count: an Appointment written
+                // into another patient's chart that also names this one grants nothing here
+                // (its write was decided on the other patient only).
+                Ok(page) => resources.extend(
+                    page.entries
+                        .into_iter()
+                        .filter(|s| crate::repo::patient_of_stored(s) == patient.as_str())
+                        .filter_map(|s| s.resource),
+                ),
                 // A type without a `patient` search parameter contributes nothing.
                 Err(RepoError::Search(_)) => {}
                 Err(e) => return Err(e),
@@ -112,8 +125,21 @@ impl Repository {
         resource_type: &str,
         patient: Option<&str>,
     ) -> Result<()> {
+        self.decision(caller, action, resource_type, patient)
+            .map(|_| ())
+    }
+
+    /// `authorize`, returning the policy's reason when allowed (`None` for anonymous
+    /// callers), so a caller can tell a plain allow from one that needs filtering.
+    pub fn decision(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource_type: &str,
+        patient: Option<&str>,
+    ) -> Result<Option<Reason>> {
         let account = match caller {
-            Caller::Anonymous => return Ok(()),
+            Caller::Anonymous => return Ok(None),
             Caller::User(a) => a,
         };
         let keys = self.keys()?;
@@ -125,12 +151,19 @@ impl Repository {
         let target = Target::new(resource_type, patient.clone())
             .map_err(|_| forbidden("unknown-resource-type"))?;
         let mut ctx = Context::new(self.clock().now_ms());
-        if let Some(p) = &patient {
+        // Care facts matter only for clinicians; reading them costs a patient's worth of
+        // searches. The placeholder of a Patient being created has none, whatever the store
+        // says (nobody can be in care of a patient that does not exist yet).
+        let clinician = matches!(account.role(), Role::Physician | Role::Nurse);
+        if let Some(p) = patient
+            .as_ref()
+            .filter(|p| clinician && p.as_str() != NEW_PATIENT)
+        {
             ctx = ctx.with_facts(self.care_facts(&keys, p)?);
         }
         let d = decide(&subject, action, &target, &ctx);
         if d.allowed() {
-            Ok(())
+            Ok(Some(d.reason()))
         } else {
             Err(RepoError::Forbidden {
                 reason: d.reason().as_str(),

@@ -168,6 +168,10 @@ struct Recorded;
 #[derive(Clone, Debug, Default)]
 struct AuditPatient(Vec<String>);
 
+/// The policy's reason for a refusal, for its ledger entry.
+#[derive(Clone, Copy, Debug)]
+struct AuditReason(&'static str);
+
 /// Most patients one response's ledger entries name individually.
 const MAX_AUDITED_PATIENTS: usize = 1000;
 
@@ -221,10 +225,11 @@ async fn attach_audit(mut req: Request, next: Next) -> Response {
 /// The ledger's action name, resource type and id for a FHIR request (never its query,
 /// which can hold names and identifiers). `None` for requests that touch no data.
 fn describe(method: &Method, path: &str) -> Option<(&'static str, String, String)> {
-    let path = path.strip_prefix("/fhir").unwrap_or(path);
+    // `path` is relative to /fhir (this runs inside the nested router).
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let action = match (method, segs.as_slice()) {
-        (_, ["metadata"]) => return None,
+        // Only reading the capability statement is public.
+        (&Method::GET, ["metadata"]) => return None,
         (&Method::POST, []) => "bundle",
         (&Method::GET, [_]) | (&Method::POST, [_, "_search"]) => "search",
         (&Method::POST, [_]) => "create",
@@ -293,7 +298,9 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
         Outcome::Error
     };
     let mut event = Event::new(action, &rtype, &id, outcome);
-    if !status.is_success() {
+    if let Some(AuditReason(code)) = resp.extensions().get::<AuditReason>() {
+        event = event.reason(code);
+    } else if !status.is_success() {
         event = event.reason(status.as_str());
     }
     let patients = resp
@@ -421,10 +428,13 @@ fn repo_error(err: RepoError) -> Response {
     let mut resp = fhir_response(status, body);
     // A refusal is an access to that patient's data too: it goes into their log.
     if let RepoError::Forbidden {
-        patient: Some(p), ..
+        patient, reason, ..
     } = &err
     {
-        resp.extensions_mut().insert(AuditPatient(vec![p.clone()]));
+        if let Some(p) = patient {
+            resp.extensions_mut().insert(AuditPatient(vec![p.clone()]));
+        }
+        resp.extensions_mut().insert(AuditReason(reason));
     }
     resp
 }
@@ -1667,21 +1677,37 @@ async fn create(
     };
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
-        r.authorize(
-            &caller,
-            Action::Create,
-            &rtype,
-            Some(&new_compartment(&rtype, &value)),
-        )?;
+        let compartment = new_compartment(&rtype, &value);
+        r.authorize(&caller, Action::Create, &rtype, Some(&compartment))?;
+        if let (Caller::User(_), Some(q)) = (&caller, if_none_exist.as_deref()) {
+            // The condition is a search; for a signed-in caller it may only look inside the
+            // chart being written to, or it would tell what other charts contain.
+            if rtype != "Patient" {
+                let named = parse_query_string(q.trim_start_matches('?'))
+                    .into_iter()
+                    .find(|(k, _)| matches!(k.as_str(), "patient" | "subject"))
+                    .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(&v).to_string());
+                if named.as_deref() != Some(compartment.as_str()) {
+                    return Err(RepoError::BadRequest(
+                        "If-None-Exist must name the resource's own patient (patient=...)".into(),
+                    ));
+                }
+            }
+        }
         let w = r.create(&audit, &rtype, value, if_none_exist.as_deref())?;
         if !w.created {
-            // An existing match is returned instead: that is a read of it.
-            r.authorize(
-                &caller,
-                Action::Read,
-                &rtype,
-                Some(&patient_of_stored(&w.stored)),
-            )?;
+            // An existing match is returned instead: that is a read of it. A match the
+            // caller may not read answers like any failed condition.
+            let patient = patient_of_stored(&w.stored);
+            match r.authorize(&caller, Action::Read, &rtype, Some(&patient)) {
+                Ok(()) => {}
+                Err(RepoError::Forbidden { .. }) => {
+                    return Err(RepoError::PreconditionFailed(
+                        "the conditional create criteria match a resource you may not read",
+                    ))
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(w)
     })
@@ -1765,6 +1791,9 @@ async fn update(
         Err(r) => return r,
     };
     let minimal = wants_minimal(&headers);
+    if rtype == "Patient" && id == crate::access::NEW_PATIENT {
+        return bad_request("this Patient id is reserved");
+    }
     match blocking(&state, move |r| {
         // Decided on both the version being replaced and the new one, so a resource can
         // neither be changed nor moved into a chart without access to it.
@@ -1933,7 +1962,16 @@ async fn run_search(
         .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(v).to_string());
     let named = patient.clone();
     match blocking(&state, move |r| {
-        r.authorize(&caller, Action::Search, &rtype, named.as_deref())?;
+        let reason = r.decision(&caller, Action::Search, &rtype, named.as_deref())?;
+        if named.is_none() && reason == Some(medvault_policy::Reason::SearchFiltered) {
+            // Filtering a type-wide search after paging would still tell, through paging
+            // links and page sizes, how much there is that the caller may not see.
+            return Err(RepoError::Forbidden {
+                reason: "search-within-one-patient",
+                break_glass_available: false,
+                patient: None,
+            });
+        }
         let page = r.search(&rtype, &p)?;
         filter_page(r, &caller, page)
     })
@@ -2011,6 +2049,18 @@ async fn history(
                 },
                 _ => Err(e),
             })?;
+        if id.is_none()
+            && r.decision(&caller, Action::History, &rtype, None)
+                .ok()
+                .flatten()
+                == Some(medvault_policy::Reason::SearchFiltered)
+        {
+            return Err(RepoError::Forbidden {
+                reason: "history-within-one-patient",
+                break_glass_available: false,
+                patient: None,
+            });
+        }
         let page = r.history(&rtype, id.as_deref(), offset, count)?;
         filter_page(r, &caller, page)
     })
@@ -2035,7 +2085,7 @@ async fn history(
 /// server assigns uuids).
 fn new_compartment(rtype: &str, value: &Value) -> String {
     if rtype == "Patient" {
-        return "new-patient".to_string();
+        return crate::access::NEW_PATIENT.to_string();
     }
     patient_of_resource(value)
 }
@@ -2057,8 +2107,9 @@ fn filter_page(r: &Repository, caller: &Caller, mut page: Page) -> Result<(Page,
     }
     let mut decided: std::collections::HashMap<(String, String), bool> =
         std::collections::HashMap::new();
-    let mut keep = Vec::with_capacity(page.entries.len());
-    for s in page.entries {
+    let before = page.entries.len();
+    let mut keep = Vec::with_capacity(before);
+    for s in std::mem::take(&mut page.entries) {
         let key = (s.rtype.clone(), patient_of_stored(&s));
         let allowed = match decided.get(&key) {
             Some(a) => *a,
@@ -2076,8 +2127,9 @@ fn filter_page(r: &Repository, caller: &Caller, mut page: Page) -> Result<(Page,
             keep.push(s);
         }
     }
+    let dropped = keep.len() != before;
     page.entries = keep;
-    Ok((page, true))
+    Ok((page, dropped))
 }
 
 fn hide_total(body: &mut Value) {

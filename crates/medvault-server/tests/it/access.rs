@@ -22,6 +22,17 @@ struct User {
 
 impl User {
     async fn call(&self, h: &Harness, method: &str, path: &str, body: Option<Value>) -> Resp {
+        self.call_with(h, method, path, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        h: &Harness,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let path_only = path.split('?').next().unwrap_or(path);
         let mut jti = [0u8; 12];
         medvault_crypto::Random::fill(&SystemRandom::new(), &mut jti).unwrap();
@@ -32,16 +43,10 @@ impl User {
             &crate::identity::b64(&jti),
             Some(&self.token),
         );
-        h.call_with(
-            method,
-            path,
-            body,
-            &[
-                ("authorization", &format!("DPoP {}", self.token)),
-                ("dpop", &proof),
-            ],
-        )
-        .await
+        let auth = format!("DPoP {}", self.token);
+        let mut headers: Vec<(&str, &str)> = vec![("authorization", &auth), ("dpop", &proof)];
+        headers.extend_from_slice(extra);
+        h.call_with(method, path, body, &headers).await
     }
 }
 
@@ -217,19 +222,31 @@ async fn the_general_practitioner_reads_and_writes_the_chart() {
         )
         .await;
     r.assert_outcome(StatusCode::FORBIDDEN);
-    // A type-wide search shows only what the caller may read, and no total.
+    // A type-wide clinical search would have to be filtered, and its paging would still
+    // tell how much is hidden: it must name a patient.
     let r =
         w.gp.call(h, "GET", "/fhir/Observation?code=8867-4", None)
             .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    let subjects: Vec<&str> = r.json["entry"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["resource"]["subject"]["reference"].as_str().unwrap())
-        .collect();
-    assert_eq!(subjects, [format!("Patient/{}", w.pid)]);
-    assert!(r.json.get("total").is_none(), "{}", r.json);
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    assert!(
+        r.json.to_string().contains("search-within-one-patient"),
+        "{}",
+        r.json
+    );
+    // A conditional create may only look inside the chart it writes to.
+    let r =
+        w.gp.call_with(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.pid, "8310-5", "2024-02-03", 38)),
+            &[(
+                "if-none-exist",
+                &format!("patient={}&code=8867-4", w.other_pid),
+            )],
+        )
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +388,12 @@ async fn refusals_are_in_the_ledger_with_who_asked() {
     assert_eq!(
         got,
         vec![
-            ("physician".into(), "read".into(), Deny, "403".into()),
+            (
+                "physician".into(),
+                "read".into(),
+                Deny,
+                "not-in-care".into()
+            ),
             ("none".into(), "read".into(), Deny, "401".into()),
         ]
     );
@@ -517,4 +539,37 @@ async fn only_auditors_page_through_the_whole_ledger() {
     h.call("GET", "/ledger/entries", None)
         .await
         .assert_outcome(StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn naming_another_patient_in_ones_own_chart_grants_nothing_there() {
+    let w = world().await;
+    let h = &w.h;
+    // The GP books an Appointment in their patient's chart that also names the other patient.
+    let appointment = json!({
+        "resourceType": "Appointment",
+        "status": "booked",
+        "start": "2026-11-23T11:00:00Z",
+        "end": "2026-11-23T11:30:00Z",
+        "participant": [
+            {"actor": {"reference": format!("Patient/{}", w.pid)}, "status": "accepted"},
+            {"actor": {"reference": format!("Patient/{}", w.other_pid)}, "status": "accepted"},
+            {"actor": {"reference": "Practitioner/dr-gp"}, "status": "accepted"},
+        ],
+    });
+    let r =
+        w.gp.call(h, "POST", "/fhir/Appointment", Some(appointment))
+            .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    // That does not put them in care of the other patient.
+    w.gp.call(h, "GET", &format!("/fhir/Patient/{}", w.other_pid), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // And the placeholder id of a Patient being created cannot be taken.
+    let mut p = patient("Place", "Holder", "1990-01-01");
+    p["id"] = json!("new-patient");
+    w.reception
+        .call(h, "PUT", "/fhir/Patient/new-patient", Some(p))
+        .await
+        .assert_outcome(StatusCode::BAD_REQUEST);
 }
