@@ -317,20 +317,7 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
             .map(|p| event.clone().patient(p))
             .collect()
     };
-    let repo = state.repo.clone();
-    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
-        let keys = repo.keys()?;
-        Ok(repo.ledger().record(&keys, &audit, &events)?)
-    })
-    .await;
-    match recorded {
-        Ok(Ok(())) => resp,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "audit ledger write failed; answer withheld");
-            repo_error(e)
-        }
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
-    }
+    record_then(&state, audit, events, resp).await
 }
 
 /// Write `events` durably, then answer `resp`; if they cannot be written, the answer is
@@ -955,17 +942,7 @@ async fn auth_step(
         }
     };
     // Logins and registrations are access decisions too: no answer without its entry.
-    let repo = state.repo.clone();
-    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
-        let keys = repo.keys()?;
-        Ok(repo.ledger().record(&keys, &audit, &[event])?)
-    })
-    .await;
-    match recorded {
-        Ok(Ok(())) => resp,
-        Ok(Err(e)) => repo_error(e),
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
-    }
+    record_then(state, audit, vec![event], resp).await
 }
 
 /// `{token, login, request}` → `{response, binding}`: OPAQUE registration, step 2.
@@ -1221,17 +1198,7 @@ async fn whoami(
             r,
         ),
     };
-    let repo = state.repo.clone();
-    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
-        let keys = repo.keys()?;
-        Ok(repo.ledger().record(&keys, &audit, &[event])?)
-    })
-    .await;
-    match recorded {
-        Ok(Ok(())) => resp,
-        Ok(Err(e)) => repo_error(e),
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
-    }
+    record_then(&state, audit, vec![event], resp).await
 }
 
 // ---------------------------------------------------------------- /ledger
@@ -1521,11 +1488,10 @@ fn u64_param(pairs: &[(String, String)], name: &str) -> Result<u64, Response> {
 }
 
 fn proof_json(fields: Value, hashes: &[medvault_ledger::Hash]) -> Response {
-    use base64::Engine;
     let mut body = fields;
     body["hashes"] = hashes
         .iter()
-        .map(|h| Value::String(base64::engine::general_purpose::STANDARD.encode(h.as_bytes())))
+        .map(|h| Value::String(b64_std(h.as_bytes())))
         .collect();
     Json(body).into_response()
 }

@@ -58,8 +58,8 @@ pub enum LoginError {
     Crypto,
 }
 
-/// `Random` as the `rand` RNG that opaque-ke asks for.
-struct Rng<'a>(&'a dyn Random);
+/// `Random` as the `rand` RNG that opaque-ke asks for (the client side uses it too).
+pub struct Rng<'a>(pub &'a dyn Random);
 
 impl RngCore for Rng<'_> {
     fn next_u32(&mut self) -> u32 {

@@ -33,37 +33,12 @@ fn unb64(v: &Value, what: &str) -> Result<Vec<u8>> {
         .ok_or_else(|| anyhow!("the server sent a malformed {what}"))
 }
 
-/// The system random source as the RNG opaque-ke wants.
-struct Rng(SystemRandom);
+/// The system random source, for opaque-ke's client side.
+static SYSTEM_RANDOM: std::sync::LazyLock<SystemRandom> =
+    std::sync::LazyLock::new(SystemRandom::new);
 
-impl opaque_ke::rand::RngCore for Rng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        // `fill_bytes` cannot fail; predictable bytes would make keys guessable, so stop.
-        if self.0.fill(dest).is_err() {
-            eprintln!("error: the system random source failed");
-            std::process::exit(1);
-        }
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), opaque_ke::rand::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl opaque_ke::rand::CryptoRng for Rng {}
-
-fn rng() -> Rng {
-    Rng(SystemRandom::new())
+fn rng() -> medvault_server::login::Rng<'static> {
+    medvault_server::login::Rng(&*SYSTEM_RANDOM)
 }
 
 /// The password: `MEDVAULT_PASSWORD`, or one line from stdin (prompted on a terminal).

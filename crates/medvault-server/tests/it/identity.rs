@@ -2,7 +2,7 @@
 //! revocable, role-bound), login without the password reaching the server, lockout with
 //! back-off, and forged account rows refused.
 
-use medvault_crypto::{Random, SystemRandom};
+use medvault_crypto::SystemRandom;
 use medvault_server::accounts::{self, AccountError, Role};
 use medvault_server::login::{self, LoginError, Logins, Suite};
 use opaque_ke::{
@@ -14,33 +14,12 @@ use medvault_store::Store;
 
 use crate::support::{Harness, T0};
 
-/// The system random source as the RNG opaque-ke's client side wants.
-struct TestRng(SystemRandom);
+static SYSTEM_RANDOM: std::sync::LazyLock<SystemRandom> =
+    std::sync::LazyLock::new(SystemRandom::new);
 
-impl opaque_ke::rand::RngCore for TestRng {
-    fn next_u32(&mut self) -> u32 {
-        let mut b = [0; 4];
-        self.fill_bytes(&mut b);
-        u32::from_le_bytes(b)
-    }
-    fn next_u64(&mut self) -> u64 {
-        let mut b = [0; 8];
-        self.fill_bytes(&mut b);
-        u64::from_le_bytes(b)
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        self.0.fill(dest).unwrap();
-    }
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), opaque_ke::rand::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl opaque_ke::rand::CryptoRng for TestRng {}
-
-fn rng() -> TestRng {
-    TestRng(SystemRandom::new())
+/// The system random source, for opaque-ke's client side.
+fn rng() -> login::Rng<'static> {
+    login::Rng(&*SYSTEM_RANDOM)
 }
 
 /// Client and server run OPAQUE registration; returns the password file the server stores
