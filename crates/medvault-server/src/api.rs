@@ -1929,14 +1929,8 @@ async fn run_search(
     let named = patient.clone();
     match blocking(&state, move |r| {
         let reason = r.decision(&caller, Action::Search, &rtype, named.as_deref())?;
-        if named.is_none() && reason == Some(medvault_policy::Reason::SearchFiltered) {
-            // Filtering a type-wide search after paging would still tell, through paging
-            // links and page sizes, how much there is that the caller may not see.
-            return Err(RepoError::Forbidden {
-                reason: "search-within-one-patient",
-                break_glass_available: false,
-                patient: None,
-            });
+        if named.is_none() {
+            refuse_if_filtered(reason, "search-within-one-patient")?;
         }
         let page = r.search(&rtype, &p)?;
         filter_page(r, &caller, page)
@@ -1944,14 +1938,7 @@ async fn run_search(
     .await
     {
         Ok((page, filtered)) => {
-            let mut body = page_bundle(&state, "searchset", &base, &pairs, &page);
-            if filtered {
-                hide_total(&mut body);
-            }
-            let patients = audit_patients(&body, patient);
-            let mut resp = fhir_response(StatusCode::OK, body);
-            resp.extensions_mut().insert(patients);
-            resp
+            page_response(&state, "searchset", &base, &pairs, &page, filtered, patient)
         }
         Err(r) => r,
     }
@@ -2001,31 +1988,23 @@ async fn history(
         }
     }
     match blocking(&state, move |r| {
-        r.authorize(&caller, Action::History, &rtype, None)
-            .or_else(|e| match (&caller, id.as_deref()) {
-                // An instance's history is decided on its own patient.
-                (Caller::User(_), Some(id)) => match r.read(&rtype, id) {
-                    Ok(cur) => r.authorize(
-                        &caller,
-                        Action::History,
-                        &rtype,
-                        Some(&patient_of_stored(&cur)),
-                    ),
-                    Err(_) => Err(e),
-                },
-                _ => Err(e),
-            })?;
-        if id.is_none()
-            && r.decision(&caller, Action::History, &rtype, None)
-                .ok()
-                .flatten()
-                == Some(medvault_policy::Reason::SearchFiltered)
-        {
-            return Err(RepoError::Forbidden {
-                reason: "history-within-one-patient",
-                break_glass_available: false,
-                patient: None,
-            });
+        match (
+            r.decision(&caller, Action::History, &rtype, None),
+            id.as_deref(),
+        ) {
+            (Ok(reason), None) => refuse_if_filtered(reason, "history-within-one-patient")?,
+            (Ok(_), Some(_)) => {}
+            // An instance's history is decided on its own patient.
+            (Err(e), Some(id)) if matches!(caller, Caller::User(_)) => match r.read(&rtype, id) {
+                Ok(cur) => r.authorize(
+                    &caller,
+                    Action::History,
+                    &rtype,
+                    Some(&patient_of_stored(&cur)),
+                )?,
+                Err(_) => return Err(e),
+            },
+            (Err(e), _) => return Err(e),
         }
         let page = r.history(&rtype, id.as_deref(), offset, count)?;
         filter_page(r, &caller, page)
@@ -2033,17 +2012,48 @@ async fn history(
     .await
     {
         Ok((page, filtered)) => {
-            let mut body = page_bundle(&state, "history", &base, &pairs, &page);
-            if filtered {
-                hide_total(&mut body);
-            }
-            let patients = audit_patients(&body, None);
-            let mut resp = fhir_response(StatusCode::OK, body);
-            resp.extensions_mut().insert(patients);
-            resp
+            page_response(&state, "history", &base, &pairs, &page, filtered, None)
         }
         Err(r) => r,
     }
+}
+
+/// A clinician's type-wide search or history would have to be filtered, and its paging would
+/// still tell how much is hidden: refuse it (the caller names a patient instead).
+fn refuse_if_filtered(
+    reason: Option<medvault_policy::Reason>,
+    code: &'static str,
+) -> Result<(), RepoError> {
+    if reason == Some(medvault_policy::Reason::SearchFiltered) {
+        return Err(RepoError::Forbidden {
+            reason: code,
+            break_glass_available: false,
+            patient: None,
+        });
+    }
+    Ok(())
+}
+
+/// A search or history page as a Bundle answer, naming for the ledger every patient whose
+/// data it carries (and `named`, the patient a search asked for).
+#[allow(clippy::too_many_arguments)]
+fn page_response(
+    state: &AppState,
+    kind: &str,
+    base: &str,
+    pairs: &[(String, String)],
+    page: &Page,
+    filtered: bool,
+    named: Option<String>,
+) -> Response {
+    let mut body = page_bundle(state, kind, base, pairs, page);
+    if filtered {
+        hide_total(&mut body);
+    }
+    let patients = audit_patients(&body, named);
+    let mut resp = fhir_response(StatusCode::OK, body);
+    resp.extensions_mut().insert(patients);
+    resp
 }
 
 /// The compartment a new resource will belong to. A new Patient is its own compartment but

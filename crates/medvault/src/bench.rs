@@ -188,18 +188,27 @@ fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
-/// medvault's full path, in process (no HTTP), through the same code the API uses.
-fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+/// A fresh data directory with a 1-of-1 vault, unsealed.
+fn unsealed_vault(
+    dir: &std::path::Path,
+) -> Result<(medvault_server::DataDir, Arc<dyn Random>, Vault)> {
     let dd = open_data_dir(dir)?;
     let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
     let (issued, _) = Vault::initialize(&*dd.store, &*rng, 1, 1)?;
-    let vault = Arc::new(Vault::new(dd.store.clone(), rng.clone()));
+    let vault = Vault::new(dd.store.clone(), rng.clone());
     let share = issued
         .shares
         .first()
         .ok_or_else(|| anyhow!("no share"))?
         .encode();
     vault.submit_share(&share)?;
+    Ok((dd, rng, vault))
+}
+
+/// medvault's full path, in process (no HTTP), through the same code the API uses.
+fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+    let (dd, rng, vault) = unsealed_vault(dir)?;
+    let vault = Arc::new(vault);
     let repo = Repository::new(
         dd.store.clone(),
         dd.blobs.clone(),
@@ -235,16 +244,7 @@ fn sample_event(i: u64) -> Event {
 fn ledger_bench(scratch: &std::path::Path, entries: u64, batch: usize) -> Result<()> {
     println!("bench ledger: {entries} entries, {batch} per durable commit");
     println!("machine: {}", machine());
-    let dd = open_data_dir(&scratch.join("medvault"))?;
-    let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
-    let (issued, _) = Vault::initialize(&*dd.store, &*rng, 1, 1)?;
-    let vault = Vault::new(dd.store.clone(), rng.clone());
-    let share = issued
-        .shares
-        .first()
-        .ok_or_else(|| anyhow!("no share"))?
-        .encode();
-    vault.submit_share(&share)?;
+    let (dd, rng, vault) = unsealed_vault(&scratch.join("medvault"))?;
     let keys = vault.keys()?;
     let ledger = Ledger::new(
         dd.store.clone(),

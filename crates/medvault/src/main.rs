@@ -514,7 +514,7 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool, ledger: LedgerConfig) -
                 .first()
                 .ok_or_else(|| anyhow!("initialization issued no share"))?
                 .encode();
-            write_private(&share_file, share.as_bytes())?;
+            write_private(&share_file, share.as_bytes(), false)?;
         }
     } else if dir.store.vault()?.is_none() {
         bail!(
@@ -558,17 +558,24 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool, ledger: LedgerConfig) -
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Write a file only its owner can read (mode 0600), synced. `replace`: overwrite an
+/// existing file; otherwise refuse to (the dev share must never be overwritten).
+pub(crate) fn write_private(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
+    if replace {
+        opts.write(true).create(true).truncate(true);
+    } else {
+        opts.write(true).create_new(true);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+    let mut f = opts.open(path).with_context(|| {
+        let verb = if replace { "writing" } else { "creating" };
+        format!("{verb} {}", path.display())
+    })?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())

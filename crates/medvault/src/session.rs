@@ -184,25 +184,6 @@ impl DpopKey {
     }
 }
 
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 pub fn login(client: &Client, login: &str) -> Result<()> {
     let pw = password()?;
     let start = ClientLogin::<Suite>::start(&mut rng(), pw.as_bytes())
@@ -254,7 +235,14 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
         "dpop_key": b64(&pkcs8),
     });
     let path = session_path()?;
-    write_private(&path, serde_json::to_string_pretty(&session)?.as_bytes())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    crate::write_private(
+        &path,
+        serde_json::to_string_pretty(&session)?.as_bytes(),
+        true,
+    )?;
     println!(
         "logged in as {} ({}); session in {} (expires in {} s)",
         login,
