@@ -24,6 +24,15 @@ pub enum CryptoError {
     /// An envelope header was malformed or unsupported.
     #[error("malformed envelope: {0}")]
     EnvelopeFormat(&'static str),
+    /// A sealed key bundle or its public-key text was malformed or of an unknown version.
+    #[error("malformed key bundle: {0}")]
+    KeyBundleFormat(&'static str),
+    /// An OPAQUE export key was shorter than the 32 bytes a 256-bit key needs.
+    #[error("export key must be at least 32 bytes")]
+    ExportKeyLength,
+    /// An X25519 peer key gave an all-zero shared secret (a low-order point).
+    #[error("X25519 public key is a low-order point")]
+    LowOrderPublicKey,
     /// Authentication failed: wrong key, wrong associated data or tampered data.
     #[error("integrity check failed")]
     Integrity,

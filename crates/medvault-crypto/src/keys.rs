@@ -52,16 +52,7 @@ impl SecretKey {
     /// Derive an independent subkey with HKDF-SHA256
     /// (salt `medvault/hkdf/v1`, info = `label`).
     pub fn derive(&self, label: &str) -> SecretKey {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(self.expose());
-        let info = [label.as_bytes()];
-        let mut out = Zeroizing::new([0u8; KEY_LEN]);
-        // HKDF only fails when asking for more than 255 * 32 bytes; we ask for 32
-        // (HKDF_SHA256's own length), so neither step can fail.
-        #[allow(clippy::expect_used)]
-        prk.expand(&info, hkdf::HKDF_SHA256)
-            .and_then(|okm| okm.fill(out.as_mut()))
-            .expect("HKDF-SHA256 expand of 32 bytes cannot fail");
-        SecretKey(out)
+        hkdf_sha256(self.expose(), label)
     }
 
     /// A public fingerprint of this key: HMAC-SHA256 under `derive("medvault/key-check")`
@@ -69,6 +60,22 @@ impl SecretKey {
     pub fn check_value(&self) -> [u8; 32] {
         hmac_sha256(&self.derive(CHECK_LABEL), CHECK_MESSAGE)
     }
+}
+
+/// HKDF-SHA256 with salt `medvault/hkdf/v1` and info = `label`, 32 bytes out.
+/// Shared by [`SecretKey::derive`] and derivations from keys of other lengths
+/// (the 64-byte OPAQUE export key).
+pub(crate) fn hkdf_sha256(ikm: &[u8], label: &str) -> SecretKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, HKDF_SALT).extract(ikm);
+    let info = [label.as_bytes()];
+    let mut out = Zeroizing::new([0u8; KEY_LEN]);
+    // HKDF only fails when asking for more than 255 * 32 bytes; we ask for 32
+    // (HKDF_SHA256's own length), so neither step can fail.
+    #[allow(clippy::expect_used)]
+    prk.expand(&info, hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .expect("HKDF-SHA256 expand of 32 bytes cannot fail");
+    SecretKey(out)
 }
 
 impl std::fmt::Debug for SecretKey {

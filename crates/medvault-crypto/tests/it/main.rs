@@ -5,6 +5,7 @@
 
 mod envelope;
 mod jose;
+mod key_bundle;
 mod keys;
 mod shamir;
 mod share_text;
