@@ -1132,6 +1132,51 @@ const DOCUMENT_REFERENCE: &[El] = &[
     ),
 ];
 
+const COMMUNICATION: &[El] = &[
+    m("identifier", T::Identifier),
+    m("instantiatesCanonical", T::Uri),
+    m("instantiatesUri", T::Uri),
+    m("basedOn", T::Reference),
+    m("partOf", T::Reference),
+    m("inResponseTo", T::Reference),
+    r("status", T::Code).codes(&[
+        "preparation",
+        "in-progress",
+        "not-done",
+        "on-hold",
+        "stopped",
+        "completed",
+        "entered-in-error",
+        "unknown",
+    ]),
+    o("statusReason", T::CodeableConcept),
+    m("category", T::CodeableConcept),
+    o("priority", T::Code).codes(&["routine", "urgent", "asap", "stat"]),
+    m("medium", T::CodeableConcept),
+    o("subject", T::Reference),
+    o("topic", T::CodeableConcept),
+    m("about", T::Reference),
+    o("encounter", T::Reference),
+    o("sent", T::DateTime),
+    o("received", T::DateTime),
+    m("recipient", T::Reference),
+    o("sender", T::Reference),
+    m("reasonCode", T::CodeableConcept),
+    m("reasonReference", T::Reference),
+    m(
+        "payload",
+        T::Bb(&[r(
+            "content[x]",
+            T::Choice(&[
+                ("String", T::String),
+                ("Attachment", T::Attachment),
+                ("Reference", T::Reference),
+            ]),
+        )]),
+    ),
+    m("note", T::Annotation),
+];
+
 /// Element table of a supported resource type.
 pub(crate) fn resource_elements(resource_type: &str) -> Option<&'static [El]> {
     Some(match resource_type {
@@ -1151,6 +1196,7 @@ pub(crate) fn resource_elements(resource_type: &str) -> Option<&'static [El]> {
         "Consent" => CONSENT,
         "ServiceRequest" => SERVICE_REQUEST,
         "DocumentReference" => DOCUMENT_REFERENCE,
+        "Communication" => COMMUNICATION,
         _ => return None,
     })
 }

@@ -34,6 +34,7 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "Consent",
     "ServiceRequest",
     "DocumentReference",
+    "Communication",
 ];
 
 /// True if `t` is one of [`SUPPORTED_TYPES`] (exact, case-sensitive).
@@ -67,7 +68,7 @@ mod tests {
 
     #[test]
     fn types() {
-        assert_eq!(SUPPORTED_TYPES.len(), 16);
+        assert_eq!(SUPPORTED_TYPES.len(), 17);
         assert!(is_supported_type("Patient"));
         assert!(!is_supported_type("patient"));
         assert!(!is_supported_type("Bundle"));

@@ -173,6 +173,8 @@ static DOCUMENT_REFERENCE_PARAMS: &[SearchParamDef] = &[
     STATUS,
     sp("date", D, "When the document reference was created"),
 ];
+static COMMUNICATION_PARAMS: &[SearchParamDef] =
+    &[PATIENT_REF, SUBJECT_REF, STATUS, sp("sent", D, "When sent")];
 
 /// Search parameters supported for a resource type (empty for unsupported types).
 pub fn search_params(resource_type: &str) -> &'static [SearchParamDef] {
@@ -193,6 +195,7 @@ pub fn search_params(resource_type: &str) -> &'static [SearchParamDef] {
         "CareTeam" => CARE_TEAM_PARAMS,
         "Consent" => CONSENT_PARAMS,
         "DocumentReference" => DOCUMENT_REFERENCE_PARAMS,
+        "Communication" => COMMUNICATION_PARAMS,
         _ => &[],
     }
 }
@@ -252,6 +255,7 @@ fn source(resource_type: &str, param: &str) -> Option<Source> {
         ("Immunization", "date") => P(&["occurrenceDateTime"]),
         ("Appointment", "date") => P(&["start"]),
         ("DocumentReference", "date") => P(&["date"]),
+        ("Communication", "sent") => P(&["sent"]),
         _ => return None,
     })
 }

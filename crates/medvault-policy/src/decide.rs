@@ -267,7 +267,7 @@ fn classify(resource_type: &str) -> Class {
         // stays denied until it is deliberately classified here.
         "Observation" | "Condition" | "Encounter" | "DiagnosticReport" | "MedicationRequest"
         | "AllergyIntolerance" | "Procedure" | "Immunization" | "CareTeam" | "ServiceRequest"
-        | "DocumentReference" => Class::Clinical,
+        | "DocumentReference" | "Communication" => Class::Clinical,
         "AuditEvent" => Class::Audit,
         _ => Class::Unknown,
     }

@@ -3,14 +3,43 @@
 //! Handlers ask `Repository::authorize`; none decides on its own.
 
 use medvault_policy::{
-    decide, Action, CareFacts, Context, Identity, PatientId, PractitionerId, Reason, Subject,
-    Target,
+    decide, Action, BreakGlassGrant, BreakGlassReason, CareFacts, Context, Identity, PatientId,
+    PractitionerId, Reason, Subject, Target, DEFAULT_BREAK_GLASS_MS, DEFAULT_CARE_WINDOW_MS,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::accounts::{Account, Role};
-use crate::repo::{RepoError, Repository, Result, MAX_COUNT};
+use crate::clock::format_instant;
+use crate::grants;
+use crate::ledger::Audit;
+use crate::repo::{RepoError, Repository, Result, Stored, MAX_COUNT};
 use crate::vault::Keys;
+
+/// Tunables of the access policy.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessConfig {
+    /// How long after its end an Encounter or Appointment keeps a clinician in care.
+    pub care_window_ms: i64,
+    /// How long a break-glass grant lasts.
+    pub break_glass_ms: i64,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            care_window_ms: DEFAULT_CARE_WINDOW_MS,
+            break_glass_ms: DEFAULT_BREAK_GLASS_MS,
+        }
+    }
+}
+
+/// What `$break-glass` did.
+pub struct BreakGlassOpened {
+    /// The notice written into the patient's record.
+    pub notice: Stored,
+    /// When the access ends.
+    pub expires_ms: i64,
+}
 
 /// Who is asking.
 #[derive(Clone, Debug)]
@@ -84,6 +113,129 @@ fn subject_of(account: &Account) -> Result<Subject> {
 }
 
 impl Repository {
+    /// The decision context for `account` acting on `patient`: care facts and break-glass
+    /// grants matter only for clinicians (reading facts costs a patient's worth of searches).
+    /// The placeholder of a Patient being created has none, whatever the store says (nobody
+    /// can be in care of a patient that does not exist yet).
+    fn context(
+        &self,
+        keys: &Keys,
+        account: &Account,
+        subject: &Subject,
+        patient: Option<&PatientId>,
+    ) -> Result<Context> {
+        let now = self.clock().now_ms();
+        let mut ctx = Context::new(now).with_care_window_ms(self.access_config().care_window_ms);
+        let clinician = matches!(account.role(), Role::Physician | Role::Nurse);
+        if let Some(p) = patient.filter(|p| clinician && p.as_str() != NEW_PATIENT) {
+            ctx = ctx.with_facts(self.care_facts(keys, p)?);
+            if let Some(until) =
+                grants::active_until(self.store(), keys, account.id(), p.as_str(), now)?
+            {
+                if let Some(practitioner) = subject.practitioner() {
+                    ctx = ctx.with_grant(BreakGlassGrant::new(
+                        practitioner.clone(),
+                        p.clone(),
+                        until,
+                    ));
+                }
+            }
+        }
+        Ok(ctx)
+    }
+
+    /// True if `caller` holds an active break-glass grant on `patient` (its accesses are
+    /// flagged in the ledger).
+    pub fn under_break_glass(&self, caller: &Caller, patient: &str) -> Result<bool> {
+        let Caller::User(account) = caller else {
+            return Ok(false);
+        };
+        if !matches!(account.role(), Role::Physician | Role::Nurse) || patient.is_empty() {
+            return Ok(false);
+        }
+        let keys = self.keys()?;
+        let now = self.clock().now_ms();
+        Ok(grants::active_until(self.store(), &keys, account.id(), patient, now)?.is_some())
+    }
+
+    /// `POST Patient/{id}/$break-glass`: a clinician outside care opens a chart in an
+    /// emergency. The patient's notice (a Communication in their record) is written first
+    /// and the grant after it, so there is never access the patient was not told about.
+    pub fn break_glass(
+        &self,
+        caller: &Caller,
+        audit: &Audit,
+        patient: &str,
+        reason: &str,
+    ) -> Result<BreakGlassOpened> {
+        let Caller::User(account) = caller else {
+            return Err(forbidden("authentication-required"));
+        };
+        let keys = self.keys()?;
+        let subject = subject_of(account)?;
+        let patient_id = PatientId::new(patient).map_err(|_| RepoError::NotFound)?;
+        let reason = BreakGlassReason::new(reason).map_err(|_| {
+            RepoError::BadRequest(
+                "a reason (a non-empty valueString named 'reason') is required".into(),
+            )
+        })?;
+        let ctx = self
+            .context(&keys, account, &subject, Some(&patient_id))?
+            .with_break_glass_reason(reason.clone());
+        let d = decide(
+            &subject,
+            Action::BreakGlass,
+            &Target::patient(patient_id.clone()),
+            &ctx,
+        );
+        if !d.allowed() {
+            return Err(RepoError::Forbidden {
+                reason: d.reason().as_str(),
+                break_glass_available: false,
+                patient: Some(patient.to_string()),
+            });
+        }
+        // Only existing charts can be opened.
+        self.read("Patient", patient)?;
+        let practitioner = subject
+            .practitioner()
+            .ok_or(forbidden("account-link"))?
+            .as_str()
+            .to_string();
+        let now = self.clock().now_ms();
+        let expires_ms = now.saturating_add(self.access_config().break_glass_ms);
+        let (sent, until) = (format_instant(now), format_instant(expires_ms));
+        let notice = json!({
+            "resourceType": "Communication",
+            "status": "completed",
+            "category": [{
+                "coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/communication-category",
+                    "code": "alert"
+                }],
+                "text": "Emergency access to your record"
+            }],
+            "priority": "urgent",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "recipient": [{"reference": format!("Patient/{patient}")}],
+            "sender": {"reference": format!("Practitioner/{practitioner}")},
+            "sent": sent,
+            "payload": [{"contentString": format!(
+                "A {} (Practitioner/{practitioner}) opened your record without a care \
+                 relationship (break-glass) at {sent}; the access ends at {until}. \
+                 Stated reason: {}",
+                account.role().as_str(),
+                reason.as_str()
+            )}]
+        });
+        let written = self.create(audit, "Communication", notice, None)?;
+        grants::insert(self.store(), &keys, account.id(), patient, now, expires_ms)?;
+        Ok(BreakGlassOpened {
+            notice: written.stored,
+            expires_ms,
+        })
+    }
+
     /// The resources that say who cares for `patient`: the Patient itself and its CareTeams,
     /// Encounters, Appointments, Consents and ServiceRequests.
     fn care_facts(&self, keys: &Keys, patient: &PatientId) -> Result<CareFacts> {
@@ -150,17 +302,7 @@ impl Repository {
         };
         let target = Target::new(resource_type, patient.clone())
             .map_err(|_| forbidden("unknown-resource-type"))?;
-        let mut ctx = Context::new(self.clock().now_ms());
-        // Care facts matter only for clinicians; reading them costs a patient's worth of
-        // searches. The placeholder of a Patient being created has none, whatever the store
-        // says (nobody can be in care of a patient that does not exist yet).
-        let clinician = matches!(account.role(), Role::Physician | Role::Nurse);
-        if let Some(p) = patient
-            .as_ref()
-            .filter(|p| clinician && p.as_str() != NEW_PATIENT)
-        {
-            ctx = ctx.with_facts(self.care_facts(&keys, p)?);
-        }
+        let ctx = self.context(&keys, account, &subject, patient.as_ref())?;
         let d = decide(&subject, action, &target, &ctx);
         if d.allowed() {
             Ok(Some(d.reason()))

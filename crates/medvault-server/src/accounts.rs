@@ -112,6 +112,11 @@ fn token_mac(keys: &Keys, t: &RegistrationTokenRecord) -> [u8; 32] {
     push_field(&mut m, t.issued_by.as_bytes());
     m.extend_from_slice(&t.expires_ms.to_be_bytes());
     push_field(&mut m, t.state.as_bytes());
+    // Added with password resets; tokens without one keep their original MAC.
+    if !t.account.is_empty() {
+        m.extend_from_slice(b"|reset");
+        push_field(&mut m, t.account.as_bytes());
+    }
     hmac_sha256(keys.integrity(), &m)
 }
 
@@ -269,6 +274,7 @@ pub fn issue_token(
         issued_by: issuer.id().into(),
         expires_ms: now_ms + ttl_ms,
         state: "open".into(),
+        account: String::new(),
         mac: [0; 32],
     };
     t.mac = token_mac(keys, &t);

@@ -5,6 +5,8 @@
 // so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod break_glass;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -107,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{rtype}/{id}/_history", get(instance_history))
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
+        .route("/Patient/{id}/$break-glass", post(break_glass::break_glass))
         .layer(middleware::from_fn_with_state(state.clone(), record_fhir));
     let ledger = Router::new()
         .route("/checkpoint", get(ledger_checkpoint))
@@ -239,6 +242,7 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, String, String
         (&Method::PUT, [_, _]) => "update",
         (&Method::PATCH, [_, _]) => "patch",
         (&Method::DELETE, [_, _]) => "delete",
+        (&Method::POST, ["Patient", _, "$break-glass"]) => "break-glass",
         _ => "other",
     };
     let rtype = segs.first().copied().unwrap_or("").to_string();
@@ -281,7 +285,7 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
         Caller::Anonymous
     };
     req.extensions_mut().insert(audit.clone());
-    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
     if resp.extensions().get::<Recorded>().is_some() {
         return resp;
@@ -308,7 +312,7 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
         .get::<AuditPatient>()
         .cloned()
         .unwrap_or_default();
-    let events: Vec<Event> = if patients.0.is_empty() {
+    let mut events: Vec<Event> = if patients.0.is_empty() {
         vec![event]
     } else {
         patients
@@ -317,7 +321,35 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
             .map(|p| event.clone().patient(p))
             .collect()
     };
+    if let Err(resp) = flag_break_glass(&state, caller, &mut events).await {
+        return record_then(&state, audit, events, resp).await;
+    }
     record_then(&state, audit, events, resp).await
+}
+
+/// Flag every entry about a patient whose chart the caller holds a break-glass grant on
+/// (every access during the grant is flagged, whatever else allowed it).
+async fn flag_break_glass(
+    state: &AppState,
+    caller: Caller,
+    events: &mut [Event],
+) -> Result<(), Response> {
+    if !matches!(&caller, Caller::User(a) if matches!(a.role(), accounts::Role::Physician | accounts::Role::Nurse))
+    {
+        return Ok(());
+    }
+    let patients: Vec<String> = events.iter().map(|e| e.patient.clone()).collect();
+    let flags = blocking(state, move |r| {
+        patients
+            .iter()
+            .map(|p| r.under_break_glass(&caller, p))
+            .collect::<Result<Vec<bool>, RepoError>>()
+    })
+    .await?;
+    for (e, flag) in events.iter_mut().zip(flags) {
+        e.break_glass |= flag;
+    }
+    Ok(())
 }
 
 /// Write `events` durably, then answer `resp`; if they cannot be written, the answer is

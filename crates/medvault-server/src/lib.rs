@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod api;
 mod bundle;
 pub mod clock;
+pub mod grants;
 pub mod ledger;
 pub mod login;
 pub mod outcome;

@@ -148,6 +148,7 @@ pub struct Repository {
     write_lock: Mutex<()>,
     integrity_errors: AtomicU64,
     ledger: Ledger,
+    access: crate::access::AccessConfig,
 }
 
 fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
@@ -298,7 +299,18 @@ impl Repository {
                 rng_for_ledger,
                 LedgerConfig::default(),
             ),
+            access: crate::access::AccessConfig::default(),
         }
+    }
+
+    /// Use `config` for the care window and break-glass duration.
+    pub fn with_access_config(mut self, config: crate::access::AccessConfig) -> Repository {
+        self.access = config;
+        self
+    }
+
+    pub fn access_config(&self) -> &crate::access::AccessConfig {
+        &self.access
     }
 
     /// Use `config` for when ledger checkpoints are signed.

@@ -14,9 +14,9 @@ pub use blob::BlobStore;
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use types::{
-    AccountRecord, Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode,
-    LedgerRecord, NewVersion, RegistrationTokenRecord, SearchPage, StoreQuery, Token, VaultRecord,
-    VersionRecord,
+    AccountRecord, Body, CheckpointRecord, DataKeyRecord, GrantRecord, HistoryPage, LedgerAppend,
+    LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord, RegistrationTokenRecord, SearchPage,
+    StoreQuery, Token, VaultRecord, VersionRecord,
 };
 
 /// Result alias for store operations.
@@ -136,4 +136,25 @@ pub trait Store: Send + Sync {
     fn auth_setup(&self) -> Result<Option<Vec<u8>>>;
     /// Store the OPAQUE setup envelope unless one exists; returns the stored one.
     fn init_auth_setup(&self, envelope: &[u8]) -> Result<Vec<u8>>;
+
+    /// Record a break-glass grant.
+    fn insert_grant(&self, grant: &GrantRecord) -> Result<()>;
+    /// The grants of `account` on the patient token `patient` that expire after `now_ms`.
+    fn active_grants(
+        &self,
+        account: &str,
+        patient: &[u8; 16],
+        now_ms: i64,
+    ) -> Result<Vec<GrantRecord>>;
+    /// Insert a refresh token (`Conflict` if the hash exists).
+    fn insert_refresh_token(&self, token: &RefreshTokenRecord) -> Result<()>;
+    /// A refresh token by hash.
+    fn refresh_token(&self, hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>>;
+    /// Mark the open token `used_hash` as used and insert its successor `next`, atomically;
+    /// `Conflict` (and no change) if it is no longer open.
+    fn rotate_refresh_token(&self, used_hash: &[u8; 32], next: &RefreshTokenRecord) -> Result<()>;
+    /// Revoke every open token of a family; returns how many.
+    fn revoke_refresh_family(&self, family: &[u8; 16]) -> Result<u64>;
+    /// Revoke every open token of an account; returns how many.
+    fn revoke_refresh_account(&self, account: &str) -> Result<u64>;
 }

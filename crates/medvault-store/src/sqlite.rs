@@ -13,9 +13,9 @@ use rusqlite::vtab::array::Array;
 
 use crate::posting;
 use crate::types::{
-    AccountRecord, Body, CheckpointRecord, DataKeyRecord, HistoryPage, LedgerAppend, LedgerNode,
-    LedgerRecord, NewVersion, RegistrationTokenRecord, SearchPage, StoreQuery, VaultRecord,
-    VersionRecord,
+    AccountRecord, Body, CheckpointRecord, DataKeyRecord, GrantRecord, HistoryPage, LedgerAppend,
+    LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord, RegistrationTokenRecord, SearchPage,
+    StoreQuery, VaultRecord, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0002_search_posting.sql"),
     include_str!("../sql/sqlite/0003_ledger.sql"),
     include_str!("../sql/sqlite/0004_identity.sql"),
+    include_str!("../sql/sqlite/0005_grants_sessions.sql"),
 ];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
@@ -241,8 +242,14 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<AccountRecord>>
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RegistrationTokenRecord>> {
     let hash: Vec<u8> = r.get(0)?;
     let mac: Vec<u8> = r.get(6)?;
-    let (role, link, issued_by, expires_ms, state) =
-        (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
+    let (role, link, issued_by, expires_ms, state, account) = (
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(7)?,
+    );
     Ok((|| {
         Ok(RegistrationTokenRecord {
             hash: array(hash, "token hash")?,
@@ -251,6 +258,7 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RegistrationToken
             issued_by,
             expires_ms,
             state,
+            account,
             mac: array(mac, "token mac")?,
         })
     })())
@@ -283,6 +291,24 @@ fn insert_account_in(tx: &Transaction<'_>, a: &AccountRecord) -> Result<()> {
             a.password_file,
             a.key_bundle,
             a.mac.as_slice()
+        ],
+    ))?;
+    Ok(())
+}
+
+fn insert_refresh_in(conn: &rusqlite::Connection, t: &RefreshTokenRecord) -> Result<()> {
+    unique_is_conflict(conn.execute(
+        "INSERT INTO refresh_token (hash, family, account, jkt, issued_ms, expires_ms, state, mac)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        params![
+            t.hash.as_slice(),
+            t.family.as_slice(),
+            t.account,
+            t.jkt,
+            t.issued_ms,
+            t.expires_ms,
+            t.state,
+            t.mac.as_slice()
         ],
     ))?;
     Ok(())
@@ -771,8 +797,8 @@ impl Store for SqliteStore {
     fn insert_registration_token(&self, t: &RegistrationTokenRecord) -> Result<()> {
         let conn = self.writer();
         unique_is_conflict(conn.execute(
-            "INSERT INTO registration_token (hash, role, link, issued_by, expires_ms, state, mac)
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO registration_token (hash, role, link, issued_by, expires_ms, state, mac, account)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             params![
                 t.hash.as_slice(),
                 t.role,
@@ -780,7 +806,8 @@ impl Store for SqliteStore {
                 t.issued_by,
                 t.expires_ms,
                 t.state,
-                t.mac.as_slice()
+                t.mac.as_slice(),
+                t.account
             ],
         ))?;
         Ok(())
@@ -789,7 +816,7 @@ impl Store for SqliteStore {
     fn registration_token(&self, hash: &[u8; 32]) -> Result<Option<RegistrationTokenRecord>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT hash, role, link, issued_by, expires_ms, state, mac FROM registration_token WHERE hash = ?",
+            "SELECT hash, role, link, issued_by, expires_ms, state, mac, account FROM registration_token WHERE hash = ?",
         )?;
         let found = stmt
             .query_row(params![hash.as_slice()], token_row)
@@ -835,6 +862,119 @@ impl Store for SqliteStore {
                 r.get(0)
             })?,
         )
+    }
+
+    fn insert_grant(&self, g: &GrantRecord) -> Result<()> {
+        self.writer().execute(
+            "INSERT INTO break_glass_grant (account, patient, issued_ms, expires_ms, mac)
+             VALUES (?, ?, ?, ?, ?)",
+            params![
+                g.account,
+                g.patient.as_slice(),
+                g.issued_ms,
+                g.expires_ms,
+                g.mac.as_slice()
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn active_grants(
+        &self,
+        account: &str,
+        patient: &[u8; 16],
+        now_ms: i64,
+    ) -> Result<Vec<GrantRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT account, patient, issued_ms, expires_ms, mac FROM break_glass_grant
+             WHERE account = ? AND patient = ? AND expires_ms > ? ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![account, patient.as_slice(), now_ms], |r| {
+            let patient: Vec<u8> = r.get(1)?;
+            let mac: Vec<u8> = r.get(4)?;
+            let (account, issued_ms, expires_ms) = (r.get(0)?, r.get(2)?, r.get(3)?);
+            Ok((|| -> Result<GrantRecord> {
+                Ok(GrantRecord {
+                    account,
+                    patient: array(patient, "grant patient")?,
+                    issued_ms,
+                    expires_ms,
+                    mac: array(mac, "grant mac")?,
+                })
+            })())
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    fn insert_refresh_token(&self, t: &RefreshTokenRecord) -> Result<()> {
+        let conn = self.writer();
+        insert_refresh_in(&conn, t)
+    }
+
+    fn refresh_token(&self, hash: &[u8; 32]) -> Result<Option<RefreshTokenRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(
+            "SELECT hash, family, account, jkt, issued_ms, expires_ms, state, mac
+             FROM refresh_token WHERE hash = ?",
+        )?;
+        let found = stmt
+            .query_row(params![hash.as_slice()], |r| {
+                let hash: Vec<u8> = r.get(0)?;
+                let family: Vec<u8> = r.get(1)?;
+                let mac: Vec<u8> = r.get(7)?;
+                let (account, jkt, issued_ms, expires_ms, state) =
+                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                Ok((|| -> Result<RefreshTokenRecord> {
+                    Ok(RefreshTokenRecord {
+                        hash: array(hash, "refresh hash")?,
+                        family: array(family, "refresh family")?,
+                        account,
+                        jkt,
+                        issued_ms,
+                        expires_ms,
+                        state,
+                        mac: array(mac, "refresh mac")?,
+                    })
+                })())
+            })
+            .optional()?;
+        found.transpose()
+    }
+
+    fn rotate_refresh_token(&self, used_hash: &[u8; 32], next: &RefreshTokenRecord) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE refresh_token SET state = 'used' WHERE hash = ? AND state = 'open'",
+            params![used_hash.as_slice()],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict);
+        }
+        insert_refresh_in(&tx, next)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_refresh_family(&self, family: &[u8; 16]) -> Result<u64> {
+        let n = self.writer().execute(
+            "UPDATE refresh_token SET state = 'revoked' WHERE family = ? AND state = 'open'",
+            params![family.as_slice()],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn revoke_refresh_account(&self, account: &str) -> Result<u64> {
+        let n = self.writer().execute(
+            "UPDATE refresh_token SET state = 'revoked' WHERE account = ? AND state = 'open'",
+            params![account],
+        )?;
+        Ok(n as u64)
     }
 
     fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>> {

@@ -186,5 +186,36 @@ pub struct RegistrationTokenRecord {
     pub expires_ms: i64,
     /// `open`, `used` or `revoked`.
     pub state: String,
+    /// Empty for a new account; else the id of the account whose password this token
+    /// resets.
+    pub account: String,
+    pub mac: [u8; 32],
+}
+
+/// A break-glass grant row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// The clinician's account.
+    pub account: String,
+    /// Blind-index token of the patient id.
+    pub patient: [u8; 16],
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    pub mac: [u8; 32],
+}
+
+/// A refresh token row (only the token's hash is stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub hash: [u8; 32],
+    /// Shared by every rotation of one login.
+    pub family: [u8; 16],
+    pub account: String,
+    /// Thumbprint of the DPoP key the token is bound to.
+    pub jkt: String,
+    pub issued_ms: i64,
+    pub expires_ms: i64,
+    /// `open`, `used` or `revoked` (not covered by the MAC; only ever leaves `open`).
+    pub state: String,
     pub mac: [u8; 32],
 }

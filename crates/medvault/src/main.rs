@@ -18,6 +18,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use medvault_crypto::{Random, SystemRandom};
 use medvault_ledger::Outcome;
+use medvault_server::access::AccessConfig;
 use medvault_server::clock::SystemClock;
 use medvault_server::ledger::{Audit, Event, LedgerConfig};
 use medvault_server::repo::Repository;
@@ -109,6 +110,12 @@ enum Command {
         /// ...or after this many seconds, if there are new entries.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         ledger_checkpoint_seconds: u64,
+        /// How long a clinician's break-glass access to a chart lasts.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        break_glass_minutes: u64,
+        /// How long after an Encounter or Appointment ends its clinicians stay in care.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3650))]
+        care_window_days: u64,
     },
     /// Submit one key share (read from stdin) towards unsealing.
     Unseal {
@@ -274,6 +281,8 @@ fn run(cli: Cli) -> Result<()> {
             ledger_checkpoint_every,
             ledger_checkpoint_seconds,
             alert_webhook,
+            break_glass_minutes,
+            care_window_days,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -299,6 +308,10 @@ fn run(cli: Cli) -> Result<()> {
                 LedgerConfig {
                     checkpoint_every: ledger_checkpoint_every,
                     checkpoint_interval_ms: ledger_checkpoint_seconds as i64 * 1000,
+                },
+                AccessConfig {
+                    break_glass_ms: break_glass_minutes as i64 * 60_000,
+                    care_window_ms: care_window_days as i64 * 86_400_000,
                 },
             )
         }
@@ -485,7 +498,13 @@ fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()>
     Ok(())
 }
 
-fn serve(data_dir: &Path, opts: ServeOptions, dev: bool, ledger: LedgerConfig) -> Result<()> {
+fn serve(
+    data_dir: &Path,
+    opts: ServeOptions,
+    dev: bool,
+    ledger: LedgerConfig,
+    access: AccessConfig,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -539,7 +558,8 @@ fn serve(data_dir: &Path, opts: ServeOptions, dev: bool, ledger: LedgerConfig) -
             Arc::new(SystemClock),
             rng,
         )
-        .with_ledger_config(ledger),
+        .with_ledger_config(ledger)
+        .with_access_config(access),
     );
     let sealed = repo.vault().is_sealed();
     if let Ok(keys) = repo.vault().keys() {

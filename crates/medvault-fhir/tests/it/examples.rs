@@ -283,6 +283,20 @@ pub fn document_reference() -> Value {
     })
 }
 
+pub fn communication() -> Value {
+    json!({
+        "resourceType": "Communication",
+        "id": "comm-1",
+        "status": "completed",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/communication-category", "code": "notification"}]}],
+        "subject": {"reference": "Patient/pat-1"},
+        "recipient": [{"reference": "Patient/pat-1"}],
+        "sender": {"reference": "Practitioner/prac-1"},
+        "sent": "2020-03-01T12:00:00Z",
+        "payload": [{"contentString": "Your record was opened in an emergency."}]
+    })
+}
+
 /// One valid example per supported type, in SUPPORTED_TYPES order.
 pub fn all() -> Vec<Value> {
     vec![
@@ -302,5 +316,6 @@ pub fn all() -> Vec<Value> {
         consent(),
         service_request(),
         document_reference(),
+        communication(),
     ]
 }

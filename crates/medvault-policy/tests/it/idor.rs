@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// Every type the policy knows about, plus unknown ones.
-const TYPES: [&str; 19] = [
+const TYPES: [&str; 20] = [
     "Patient",
     "Observation",
     "Condition",
@@ -22,6 +22,7 @@ const TYPES: [&str; 19] = [
     "DiagnosticReport",
     "ServiceRequest",
     "DocumentReference",
+    "Communication",
     "Appointment",
     "Consent",
     "AuditEvent",

@@ -18,7 +18,7 @@ use crate::{
     reason, receptionist, rid, service_request, NOW,
 };
 
-const TYPES: [&str; 17] = [
+const TYPES: [&str; 18] = [
     "Patient",
     "Observation",
     "Condition",
@@ -27,6 +27,7 @@ const TYPES: [&str; 17] = [
     "MedicationRequest",
     "DiagnosticReport",
     "ServiceRequest",
+    "Communication",
     "Appointment",
     "Consent",
     "Practitioner",
@@ -160,6 +161,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest --      --      --      --      --      --      -
           DiagnosticReport  --      --      --      --      --      --      -
           ServiceRequest    --      --      --      --      --      --      -
+          Communication     --      --      --      --      --      --      -
           Appointment       --      --      --      --      --      --      -
           Consent           --      --      --      --      --      --      -
           Practitioner      YY      YY      YY      YY      --      YY      Y
@@ -179,6 +181,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest Yb      Yb      Y-      Y-      Y-      Yb      Y
           DiagnosticReport  Yb      Yb      Y-      Y-      Y-      Yb      Y
           ServiceRequest    Yb      Yb      Y-      Y-      Y-      Yb      Y
+          Communication     Yb      Yb      Y-      Y-      Y-      Yb      Y
           Appointment       Yb      Yb      Y-      Y-      --      Yb      Y
           Consent           Yb      Yb      --      --      --      Yb      Y
           Practitioner      YY      YY      --      --      --      YY      Y
@@ -198,6 +201,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest Yb      Yb      --      --      --      Yb      Y
           DiagnosticReport  Yb      Yb      --      --      --      Yb      Y
           ServiceRequest    Yb      Yb      --      --      --      Yb      Y
+          Communication     Yb      Yb      --      --      --      Yb      Y
           Appointment       Yb      Yb      --      --      --      Yb      Y
           Consent           Yb      Yb      --      --      --      Yb      Y
           Practitioner      YY      YY      --      --      --      YY      Y
@@ -217,6 +221,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest --      --      --      --      --      --      -
           DiagnosticReport  --      --      --      --      --      --      -
           ServiceRequest    --      --      --      --      --      --      -
+          Communication     --      --      --      --      --      --      -
           Appointment       YY      YY      YY      YY      --      YY      Y
           Consent           --      --      --      --      --      --      -
           Practitioner      YY      YY      --      --      --      YY      Y
@@ -236,6 +241,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest --      --      --      --      --      --      -
           DiagnosticReport  --      --      Y-      Y-      --      --      -
           ServiceRequest    Y-      YY      --      --      --      Y-      Y
+          Communication     --      --      --      --      --      --      -
           Appointment       --      --      --      --      --      --      -
           Consent           --      --      --      --      --      --      -
           Practitioner      YY      YY      --      --      --      YY      Y
@@ -255,6 +261,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest --      --      --      --      --      --      -
           DiagnosticReport  --      --      --      --      --      --      -
           ServiceRequest    --      --      --      --      --      --      -
+          Communication     --      --      --      --      --      --      -
           Appointment       --      --      --      --      --      --      -
           Consent           --      --      --      --      --      --      -
           Practitioner      YY      YY      --      --      --      YY      Y
@@ -274,6 +281,7 @@ fn fhir_interactions_by_role_and_type() {
           MedicationRequest Y-      Y-      --      --      --      Y-      -
           DiagnosticReport  Y-      Y-      --      --      --      Y-      -
           ServiceRequest    Y-      Y-      --      --      --      Y-      -
+          Communication     Y-      Y-      --      --      --      Y-      -
           Appointment       Y-      Y-      --      --      --      Y-      -
           Consent           Y-      Y-      Y-      Y-      Y-      Y-      -
           Practitioner      --      --      --      --      --      --      -

@@ -13,7 +13,7 @@ use crate::{org, pat, pr, reason, reference, rid, NOW};
 const PATIENTS: [&str; 3] = ["pat-a", "pat-b", "pat-c"];
 const PRACTITIONERS: [&str; 3] = ["dr-a", "dr-b", "nurse-a"];
 const LABS: [&str; 2] = ["lab-1", "lab-2"];
-const TYPES: [&str; 20] = [
+const TYPES: [&str; 21] = [
     "Patient",
     "Observation",
     "Condition",
@@ -26,6 +26,7 @@ const TYPES: [&str; 20] = [
     "DiagnosticReport",
     "ServiceRequest",
     "DocumentReference",
+    "Communication",
     "Appointment",
     "Consent",
     "AuditEvent",

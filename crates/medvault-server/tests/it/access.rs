@@ -573,3 +573,223 @@ async fn naming_another_patient_in_ones_own_chart_grants_nothing_there() {
         .await
         .assert_outcome(StatusCode::BAD_REQUEST);
 }
+
+fn break_glass_body(reason: &str) -> Value {
+    json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": reason}]})
+}
+
+/// The ledger entries written since `before`: (action, resource type, patient, outcome,
+/// reason, break-glass flag).
+fn entries_since(h: &Harness, before: u64) -> Vec<(String, String, String, bool, String, bool)> {
+    let keys = h.repo.vault().keys().unwrap();
+    h.data
+        .store
+        .ledger_entries(before, 1000)
+        .unwrap()
+        .iter()
+        .map(|rec| {
+            let e = medvault_server::ledger::open_entry(&keys, rec).unwrap().0;
+            (
+                e.action.as_str().to_string(),
+                e.resource_type.as_str().to_string(),
+                e.patient.as_str().to_string(),
+                e.outcome == medvault_ledger::Outcome::Allow,
+                e.reason.as_str().to_string(),
+                e.break_glass,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_opens_a_chart_for_an_hour_flags_every_access_and_tells_the_patient() {
+    let w = world().await;
+    let h = &w.h;
+    let obs = format!("/fhir/Observation/{}", w.obs);
+    let op = format!("/fhir/Patient/{}/$break-glass", w.pid);
+    w.stranger
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // No reason, a blank reason, or the wrong body: refused, nothing granted.
+    for body in [
+        json!({"resourceType": "Parameters", "parameter": []}),
+        break_glass_body("   "),
+        json!({"reason": "unconscious"}),
+    ] {
+        w.stranger
+            .call(h, "POST", &op, Some(body))
+            .await
+            .assert_outcome(StatusCode::BAD_REQUEST);
+    }
+    // Roles without break-glass, and a chart that does not exist.
+    for who in [&w.reception, &w.patient, &w.admin] {
+        w.stranger
+            .call(h, "GET", &obs, None)
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+        who.call(h, "POST", &op, Some(break_glass_body("curious")))
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+    }
+    w.stranger
+        .call(
+            h,
+            "POST",
+            "/fhir/Patient/no-such-patient/$break-glass",
+            Some(break_glass_body("unconscious in the ER")),
+        )
+        .await
+        .assert_outcome(StatusCode::NOT_FOUND);
+    w.stranger
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+
+    let before = h.data.store.ledger_size().unwrap();
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            &op,
+            Some(break_glass_body("unconscious in the ER")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["parameter"][0]["name"], "expires");
+    assert_eq!(
+        r.json["parameter"][0]["valueInstant"],
+        "2026-11-23T11:00:00.000Z"
+    );
+    let notice = r.json["parameter"][1]["valueReference"]["reference"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Reads now succeed (flagged); writes still need a care relationship.
+    let r = w.stranger.call(h, "GET", &obs, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = w
+        .stranger
+        .call(
+            h,
+            "GET",
+            &format!("/fhir/Observation?patient={}", w.pid),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["total"], 1, "{}", r.json);
+    w.stranger
+        .call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.pid, "8310-5", "2024-02-02", 37)),
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // Only that chart: the other patient stays closed.
+    w.stranger
+        .call(h, "GET", &format!("/fhir/Patient/{}", w.other_pid), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+
+    // The patient finds the notice in their record, with who, when, until when and why.
+    let r = w
+        .patient
+        .call(h, "GET", &format!("/fhir/{notice}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["subject"]["reference"], format!("Patient/{}", w.pid));
+    assert_eq!(r.json["sender"]["reference"], "Practitioner/dr-x");
+    let text = r.json["payload"][0]["contentString"].as_str().unwrap();
+    for part in [
+        "break-glass",
+        "unconscious in the ER",
+        "2026-11-23T11:00:00.000Z",
+    ] {
+        assert!(text.contains(part), "{text}");
+    }
+    let r = w
+        .patient
+        .call(
+            h,
+            "GET",
+            &format!("/fhir/Communication?patient={}", w.pid),
+            None,
+        )
+        .await;
+    assert_eq!(r.json["total"], 1, "{}", r.json);
+
+    // The ledger: the notice's creation, the invocation and both reads are flagged; the
+    // refused write and the other patient's refusal are entries too, and the patient's own
+    // reads of the notice are not flagged.
+    let got = entries_since(h, before);
+    let flagged: Vec<(&str, &str, bool)> = got
+        .iter()
+        .filter(|e| e.5)
+        .map(|e| (e.0.as_str(), e.1.as_str(), e.3))
+        .collect();
+    assert_eq!(
+        flagged,
+        vec![
+            ("break-glass", "Patient", true),
+            ("read", "Observation", true),
+            ("search", "Observation", true),
+            ("create", "Observation", false),
+        ],
+        "{got:?}"
+    );
+    assert!(got
+        .iter()
+        .any(|e| e.0 == "create" && e.1 == "Communication" && e.2 == w.pid));
+    assert!(got
+        .iter()
+        .any(|e| e.0 == "break-glass" && e.4 == "break-glass-invoked"));
+
+    // An hour later the grant is over: refused again, and break-glass is offered again.
+    h.clock.advance(60 * 60 * 1000);
+    let stranger = signed_in(h, "stranger").await;
+    let r = stranger.call(h, "GET", &obs, None).await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    assert!(r.json["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("break-glass"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_break_glass_grant_planted_in_the_database_opens_nothing() {
+    let w = world().await;
+    let h = &w.h;
+    let stranger_id =
+        accounts::load_by_login(&*h.data.store, &h.repo.vault().keys().unwrap(), "stranger")
+            .unwrap()
+            .unwrap()
+            .id()
+            .to_string();
+    // A row with a valid-looking shape but no valid MAC (the integrity key never leaves
+    // the unsealed server), for the right account and far in the future.
+    let keys = h.repo.vault().keys().unwrap();
+    h.data
+        .store
+        .insert_grant(&medvault_store::GrantRecord {
+            account: stranger_id.clone(),
+            patient: keys.blind().token("break-glass.patient", &w.pid),
+            issued_ms: 0,
+            expires_ms: i64::MAX,
+            mac: [7; 32],
+        })
+        .unwrap();
+    w.stranger
+        .call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // A real grant for someone else's account does not carry over either.
+    medvault_server::grants::insert(&*h.data.store, &keys, "someone-else", &w.pid, 0, i64::MAX)
+        .unwrap();
+    w.stranger
+        .call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+}

@@ -1,7 +1,10 @@
 //! Accounts, registration tokens and the bootstrap token: uniqueness, one-time use and
-//! optimistic updates, each atomic.
+//! optimistic updates, each atomic; break-glass grants by expiry; refresh-token rotation and
+//! revocation.
 
-use medvault_store::{AccountRecord, RegistrationTokenRecord, SqliteStore, Store};
+use medvault_store::{
+    AccountRecord, GrantRecord, RefreshTokenRecord, RegistrationTokenRecord, SqliteStore, Store,
+};
 
 use crate::common::{assert_conflict, open_store, vault_record};
 
@@ -28,6 +31,7 @@ fn token(hash: u8, state: &str) -> RegistrationTokenRecord {
         issued_by: "admin-1".into(),
         expires_ms: 1_000,
         state: state.into(),
+        account: String::new(),
         mac: [hash ^ 0xFF; 32],
     }
 }
@@ -129,4 +133,93 @@ fn the_auth_setup_is_written_once() {
     assert_eq!(store.init_auth_setup(b"first").unwrap(), b"first");
     assert_eq!(store.init_auth_setup(b"second").unwrap(), b"first");
     assert_eq!(store.auth_setup().unwrap(), Some(b"first".to_vec()));
+}
+
+fn grant(account: &str, patient: u8, expires_ms: i64) -> GrantRecord {
+    GrantRecord {
+        account: account.into(),
+        patient: [patient; 16],
+        issued_ms: 0,
+        expires_ms,
+        mac: [patient; 32],
+    }
+}
+
+#[test]
+fn only_unexpired_grants_of_that_account_and_patient_are_active() {
+    let (_dir, store) = with_vault();
+    store.insert_grant(&grant("doc", 1, 100)).unwrap();
+    store.insert_grant(&grant("doc", 1, 50)).unwrap();
+    store.insert_grant(&grant("doc", 2, 100)).unwrap();
+    store.insert_grant(&grant("nurse", 1, 100)).unwrap();
+    assert_eq!(
+        store.active_grants("doc", &[1; 16], 60).unwrap(),
+        vec![grant("doc", 1, 100)]
+    );
+    // Expiry is exclusive: a grant is over at its expiry instant.
+    assert!(store
+        .active_grants("doc", &[1; 16], 100)
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.active_grants("doc", &[1; 16], 0).unwrap().len(), 2);
+}
+
+fn refresh(hash: u8, family: u8, account: &str) -> RefreshTokenRecord {
+    RefreshTokenRecord {
+        hash: [hash; 32],
+        family: [family; 16],
+        account: account.into(),
+        jkt: "jkt".into(),
+        issued_ms: 0,
+        expires_ms: 1_000,
+        state: "open".into(),
+        mac: [hash; 32],
+    }
+}
+
+#[test]
+fn a_refresh_token_rotates_once_and_families_revoke_together() {
+    let (_dir, store) = with_vault();
+    store.insert_refresh_token(&refresh(1, 9, "a")).unwrap();
+    assert_conflict(store.insert_refresh_token(&refresh(1, 9, "a")));
+    store
+        .rotate_refresh_token(&[1; 32], &refresh(2, 9, "a"))
+        .unwrap();
+    // A used token cannot rotate again, and the failed rotation inserts nothing.
+    assert_conflict(store.rotate_refresh_token(&[1; 32], &refresh(3, 9, "a")));
+    assert!(store.refresh_token(&[3; 32]).unwrap().is_none());
+    assert_eq!(
+        store.refresh_token(&[1; 32]).unwrap().unwrap().state,
+        "used"
+    );
+    store.insert_refresh_token(&refresh(4, 8, "a")).unwrap();
+    store.insert_refresh_token(&refresh(5, 7, "b")).unwrap();
+    assert_eq!(store.revoke_refresh_family(&[9; 16]).unwrap(), 1);
+    assert_eq!(
+        store.refresh_token(&[2; 32]).unwrap().unwrap().state,
+        "revoked"
+    );
+    assert_eq!(
+        store.refresh_token(&[4; 32]).unwrap().unwrap().state,
+        "open"
+    );
+    assert_eq!(store.revoke_refresh_account("a").unwrap(), 1);
+    assert_eq!(
+        store.refresh_token(&[4; 32]).unwrap().unwrap().state,
+        "revoked"
+    );
+    assert_eq!(
+        store.refresh_token(&[5; 32]).unwrap().unwrap().state,
+        "open"
+    );
+    assert_conflict(store.rotate_refresh_token(&[4; 32], &refresh(6, 8, "a")));
+}
+
+#[test]
+fn a_reset_token_keeps_the_account_it_resets() {
+    let (_dir, store) = with_vault();
+    let mut t = token(3, "open");
+    t.account = "acc-1".into();
+    store.insert_registration_token(&t).unwrap();
+    assert_eq!(store.registration_token(&[3; 32]).unwrap(), Some(t));
 }

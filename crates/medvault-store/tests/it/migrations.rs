@@ -18,7 +18,7 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 4);
+    assert_eq!(user_version(&conn), 5);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -32,11 +32,13 @@ fn open_creates_schema_at_the_latest_user_version() {
         "account",
         "auth_setup",
         "bootstrap_token",
+        "break_glass_grant",
         "data_key",
         "resource_version",
         "ledger_checkpoint",
         "ledger_entry",
         "ledger_node",
+        "refresh_token",
         "registration_token",
         "search_posting",
         "share_commitment",
@@ -91,7 +93,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 4);
+    assert_eq!(user_version(&raw(&path)), 5);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -127,12 +129,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 5).unwrap();
+    raw(&path).pragma_update(None, "user_version", 6).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 5);
-            assert_eq!(supported, 4);
+            assert_eq!(found, 6);
+            assert_eq!(supported, 5);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -140,7 +142,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 5);
+    assert_eq!(user_version(&conn), 6);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -157,7 +159,7 @@ fn empty_file_with_future_user_version_is_refused_without_migrating() {
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
             found: 7,
-            supported: 4
+            supported: 5
         })
     ));
     let tables: i64 = raw(&path)
@@ -202,7 +204,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 4);
+    assert_eq!(user_version(&raw(&path)), 5);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,
