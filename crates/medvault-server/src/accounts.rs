@@ -38,6 +38,8 @@ pub enum AccountError {
     Invalid(&'static str),
     #[error("not allowed")]
     Forbidden,
+    #[error("no such account")]
+    NotFound,
     #[error("cryptographic failure")]
     Crypto,
 }
@@ -311,6 +313,8 @@ pub fn revoke_token(
 pub struct Grant {
     pub role: Role,
     pub link: String,
+    /// The account whose password this token resets, if it is a reset token.
+    pub reset: Option<String>,
     token: Option<RegistrationTokenRecord>,
     bootstrap_hash: Option<[u8; 32]>,
 }
@@ -331,6 +335,7 @@ pub fn check_token(
         return Ok(Grant {
             role: Role::Admin,
             link: String::new(),
+            reset: None,
             token: None,
             bootstrap_hash: Some(hash),
         });
@@ -346,6 +351,7 @@ pub fn check_token(
     Ok(Grant {
         role,
         link: t.link.clone(),
+        reset: (!t.account.is_empty()).then(|| t.account.clone()),
         token: Some(t),
         bootstrap_hash: None,
     })
@@ -363,6 +369,17 @@ pub fn register(
     password_file: Vec<u8>,
     key_bundle: Option<Vec<u8>>,
 ) -> Result<Account, AccountError> {
+    if grant.reset.is_some() {
+        return reset(
+            store,
+            keys,
+            grant,
+            login,
+            national_id,
+            password_file,
+            key_bundle,
+        );
+    }
     let mut id_bytes = [0u8; 16];
     rng.fill(&mut id_bytes).map_err(|_| AccountError::Crypto)?;
     let mut record = AccountRecord {
@@ -436,4 +453,121 @@ pub fn update(
     record.mac = account_mac(keys, &record);
     store.update_account(&record, account.record.generation)?;
     Ok(Account { record, role })
+}
+
+/// Issue a one-time token with which the holder of `target` sets a new password (the old
+/// one stops working once it is used). Admins only; valid for `ttl_ms`.
+#[allow(clippy::too_many_arguments)]
+pub fn issue_reset_token(
+    store: &dyn Store,
+    keys: &Keys,
+    rng: &dyn Random,
+    now_ms: i64,
+    issuer: &Account,
+    target: &Account,
+    ttl_ms: i64,
+) -> Result<String, AccountError> {
+    if issuer.disabled() || issuer.role() != Role::Admin {
+        return Err(AccountError::Forbidden);
+    }
+    if !(60_000..=7 * 24 * 3_600_000).contains(&ttl_ms) {
+        return Err(AccountError::Invalid("token lifetime"));
+    }
+    let text = random_text(rng, "mvr_")?;
+    let mut t = RegistrationTokenRecord {
+        hash: sha256(text.as_bytes()),
+        role: target.role().as_str().into(),
+        link: target.link().into(),
+        issued_by: issuer.id().into(),
+        expires_ms: now_ms + ttl_ms,
+        state: "open".into(),
+        account: target.id().into(),
+        mac: [0; 32],
+    };
+    t.mac = token_mac(keys, &t);
+    store.insert_registration_token(&t)?;
+    Ok(text)
+}
+
+/// Use a reset token: the login name and national id must be the account's own; the
+/// token is used up first, then the new password file (and key bundle) replace the old.
+fn reset(
+    store: &dyn Store,
+    keys: &Keys,
+    grant: Grant,
+    login: &str,
+    national_id: &str,
+    password_file: Vec<u8>,
+    key_bundle: Option<Vec<u8>>,
+) -> Result<Account, AccountError> {
+    let (Some(id), Some(token)) = (&grant.reset, &grant.token) else {
+        return Err(AccountError::BadToken);
+    };
+    let account = load(store, keys, id)?.ok_or(AccountError::BadToken)?;
+    let same_login = constant_time_eq(&login_token(keys, login)?, &account.record.login);
+    let same_person = constant_time_eq(
+        &national_token(keys, national_id)?,
+        &account.record.national_id,
+    );
+    if !(same_login && same_person) {
+        return Err(AccountError::BadToken);
+    }
+    let mut used = token.clone();
+    used.state = "used".into();
+    used.mac = token_mac(keys, &used);
+    store
+        .update_registration_token(&used, "open")
+        .map_err(|e| match e {
+            StoreError::Conflict => AccountError::BadToken,
+            e => e.into(),
+        })?;
+    let updated = update(store, keys, &account, |r| {
+        r.password_file = Some(password_file);
+        r.key_bundle = key_bundle;
+    })?;
+    // Sessions of the old password end: its refresh tokens are revoked.
+    store.revoke_refresh_account(updated.id())?;
+    Ok(updated)
+}
+
+/// What an admin may change on an account.
+#[derive(Debug, Default, Clone)]
+pub struct AccountChange {
+    pub role: Option<Role>,
+    pub link: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+/// An admin changes another account's role, link or disabled flag; it applies from the
+/// next request (every request reloads the account) and ends its refresh tokens. Admins
+/// cannot change their own account (so the last admin cannot lock everyone out by mistake).
+pub fn admin_update(
+    store: &dyn Store,
+    keys: &Keys,
+    admin: &Account,
+    target_id: &str,
+    change: AccountChange,
+) -> Result<Account, AccountError> {
+    if admin.disabled() || admin.role() != Role::Admin {
+        return Err(AccountError::Forbidden);
+    }
+    if admin.id() == target_id {
+        return Err(AccountError::Invalid(
+            "change: admins cannot change their own account",
+        ));
+    }
+    let target = load(store, keys, target_id)?.ok_or(AccountError::NotFound)?;
+    let updated = update(store, keys, &target, |r| {
+        if let Some(role) = change.role {
+            r.role = role.as_str().into();
+        }
+        if let Some(link) = change.link {
+            r.link = link;
+        }
+        if let Some(disabled) = change.disabled {
+            r.disabled = disabled;
+        }
+    })?;
+    store.revoke_refresh_account(updated.id())?;
+    Ok(updated)
 }

@@ -5,6 +5,7 @@
 // so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod break_glass;
 
 use std::net::SocketAddr;
@@ -123,6 +124,15 @@ pub fn router(state: AppState) -> Router {
         .route("/opaque/login/start", post(login_start))
         .route("/opaque/login/finish", post(login_finish))
         .route("/whoami", get(whoami));
+    let admin = Router::new()
+        .route("/accounts", get(admin::list_accounts))
+        .route(
+            "/accounts/{id}",
+            axum::routing::patch(admin::update_account),
+        )
+        .route("/accounts/{id}/reset-token", post(admin::reset_token))
+        .route("/tokens", post(admin::issue_token))
+        .route("/tokens/revoke", post(admin::revoke_token));
     Router::new()
         .route("/sys/health", get(health))
         .route("/sys/seal-status", get(seal_status))
@@ -133,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/fhir", fhir)
         .nest("/ledger", ledger)
         .nest("/auth", auth)
+        .nest("/admin", admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
@@ -909,6 +920,7 @@ impl AuthFailure {
             AuthFailure::Account(AccountError::Forged)
             | AuthFailure::Session(SessionError::Forged) => (Outcome::Deny, "forged record"),
             AuthFailure::Session(_) => (Outcome::Deny, "unauthenticated"),
+            AuthFailure::Repo(RepoError::Forbidden { .. }) => (Outcome::Deny, "forbidden"),
             AuthFailure::Account(AccountError::Taken) => (Outcome::Deny, "already registered"),
             _ => (Outcome::Error, "error"),
         }
@@ -1002,7 +1014,9 @@ async fn register_start(
 }
 
 /// `{token, login, national_id, upload, binding, key_bundle?}` → 201 `{account, role, link}`:
-/// OPAQUE registration, step 4; the token is used up with the account it creates.
+/// OPAQUE registration, step 4; the token is used up with the account it creates. With a
+/// reset token, the login name and national id must be the account's own, and the answer
+/// is 200 with the account whose password was replaced.
 async fn register_finish(
     State(state): State<AppState>,
     Extension(audit): Extension<Audit>,
@@ -1028,6 +1042,12 @@ async fn register_finish(
         if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
             return Err(AuthFailure::BadRequest("the key bundle is too large"));
         }
+        // A reset token replaces the password of its account instead of creating one.
+        let status = if grant.reset.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
         let account = accounts::register(
             repo.store(),
             &keys,
@@ -1039,7 +1059,7 @@ async fn register_finish(
             bundle,
         )?;
         Ok((
-            StatusCode::CREATED,
+            status,
             json!({
                 "account": account.id(),
                 "role": account.role().as_str(),

@@ -105,6 +105,7 @@ pub fn for_account_error(err: &crate::accounts::AccountError) -> (StatusCode, Va
     let (status, code) = match err {
         E::BadToken | E::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
         E::Taken => (StatusCode::CONFLICT, "duplicate"),
+        E::NotFound => (StatusCode::NOT_FOUND, "not-found"),
         E::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
         E::Forged => (StatusCode::INTERNAL_SERVER_ERROR, "security"),
         E::Store(e) => {

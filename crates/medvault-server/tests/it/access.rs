@@ -15,17 +15,17 @@ use crate::support::{observation, patient, Harness, Resp, BASE};
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A signed-in user: their token and DPoP key.
-struct User {
-    token: String,
-    key: DpopKey,
+pub struct User {
+    pub token: String,
+    pub key: DpopKey,
 }
 
 impl User {
-    async fn call(&self, h: &Harness, method: &str, path: &str, body: Option<Value>) -> Resp {
+    pub async fn call(&self, h: &Harness, method: &str, path: &str, body: Option<Value>) -> Resp {
         self.call_with(h, method, path, body, &[]).await
     }
 
-    async fn call_with(
+    pub async fn call_with(
         &self,
         h: &Harness,
         method: &str,
@@ -58,7 +58,13 @@ impl Harness {
 }
 
 /// An account of `role` linked to `link`, signed in.
-async fn user(h: &Harness, admin: &accounts::Account, role: Role, link: &str, name: &str) -> User {
+pub async fn user(
+    h: &Harness,
+    admin: &accounts::Account,
+    role: Role,
+    link: &str,
+    name: &str,
+) -> User {
     let keys = h.repo.vault().keys().unwrap();
     let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
     let token = accounts::issue_token(
@@ -76,7 +82,7 @@ async fn user(h: &Harness, admin: &accounts::Account, role: Role, link: &str, na
     signed_in(h, name).await
 }
 
-async fn signed_in(h: &Harness, name: &str) -> User {
+pub async fn signed_in(h: &Harness, name: &str) -> User {
     let key = DpopKey::new();
     let r = http_login_with(h, name, PASSWORD, &key).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
@@ -87,7 +93,7 @@ async fn signed_in(h: &Harness, name: &str) -> User {
 }
 
 /// Data written straight through the repository (set-up, not under test).
-fn put(h: &Harness, resource: Value) -> String {
+pub fn put(h: &Harness, resource: Value) -> String {
     let rtype = resource["resourceType"].as_str().unwrap().to_string();
     h.repo
         .create(&Audit::system("test"), &rtype, resource, None)
@@ -96,21 +102,21 @@ fn put(h: &Harness, resource: Value) -> String {
         .id
 }
 
-struct World {
-    h: Harness,
-    pid: String,
-    other_pid: String,
-    obs: String,
-    gp: User,
-    stranger: User,
-    reception: User,
-    patient: User,
-    admin: User,
+pub struct World {
+    pub h: Harness,
+    pub pid: String,
+    pub other_pid: String,
+    pub obs: String,
+    pub gp: User,
+    pub stranger: User,
+    pub reception: User,
+    pub patient: User,
+    pub admin: User,
 }
 
 /// Patient P (GP: dr-gp) with an Observation, and another patient; a GP, an unrelated
 /// physician, a receptionist, P as a patient user, and the admin, all signed in.
-async fn world() -> World {
+pub async fn world() -> World {
     let h = Harness::unsealed_requiring_auth();
     let keys = h.repo.vault().keys().unwrap();
     let setup = login::server_setup(&*h.data.store, &keys, &SystemRandom::new()).unwrap();
@@ -580,7 +586,10 @@ fn break_glass_body(reason: &str) -> Value {
 
 /// The ledger entries written since `before`: (action, resource type, patient, outcome,
 /// reason, break-glass flag).
-fn entries_since(h: &Harness, before: u64) -> Vec<(String, String, String, bool, String, bool)> {
+pub fn entries_since(
+    h: &Harness,
+    before: u64,
+) -> Vec<(String, String, String, bool, String, bool)> {
     let keys = h.repo.vault().keys().unwrap();
     h.data
         .store

@@ -453,7 +453,7 @@ fn unb64(v: &serde_json::Value) -> Vec<u8> {
         .unwrap()
 }
 
-async fn http_register(
+pub async fn http_register(
     h: &Harness,
     token: &str,
     login: &str,
