@@ -7,6 +7,7 @@
 
 mod admin;
 mod break_glass;
+mod token;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,7 +124,9 @@ pub fn router(state: AppState) -> Router {
         .route("/opaque/register/finish", post(register_finish))
         .route("/opaque/login/start", post(login_start))
         .route("/opaque/login/finish", post(login_finish))
-        .route("/whoami", get(whoami));
+        .route("/whoami", get(whoami))
+        .route("/token", post(token::token))
+        .route("/logout", post(token::logout));
     let admin = Router::new()
         .route("/accounts", get(admin::list_accounts))
         .route(
@@ -425,7 +428,8 @@ async fn outcome_for_every_error(req: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/fhir+json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_fhir {
+    let own_shape = resp.extensions().get::<token::OwnErrorShape>().is_some();
+    if !(status.is_client_error() || status.is_server_error()) || is_fhir || own_shape {
         return resp;
     }
     let code = match status {
@@ -1136,6 +1140,9 @@ async fn login_finish(
         let account = accounts::load(repo.store(), &keys, &done.account)?
             .filter(|a| !a.disabled())
             .ok_or(AuthFailure::Login(LoginError::Failed))?;
+        let refresh =
+            st.sessions
+                .issue_refresh(repo.store(), &keys, &**repo.rng(), &account, &jkt, now)?;
         let token =
             st.sessions
                 .issue(&keys, &**repo.rng(), &st.public_url, &account, jkt, now_s)?;
@@ -1149,6 +1156,7 @@ async fn login_finish(
                 "access_token": token,
                 "token_type": "DPoP",
                 "expires_in": crate::session::ACCESS_TOKEN_SECS,
+                "refresh_token": refresh,
             }),
             account.id().to_string(),
         ))
@@ -1169,6 +1177,7 @@ fn session_error(e: &SessionError) -> Response {
             "login",
             "DPoP error=\"invalid_dpop_proof\"",
         ),
+        SessionError::NotOwnRefresh => (StatusCode::BAD_REQUEST, "invalid", ""),
         SessionError::Forged => (StatusCode::INTERNAL_SERVER_ERROR, "security", ""),
         SessionError::Store | SessionError::Crypto => {
             (StatusCode::INTERNAL_SERVER_ERROR, "exception", "")

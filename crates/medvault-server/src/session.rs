@@ -2,6 +2,8 @@
 //! login, and the check every authenticated request passes: token signature and lifetime,
 //! a fresh proof of possession for this method and URL, no replayed proof, and an account
 //! that still exists, verifies and is enabled (so role changes and disabling apply at once).
+//! Rotating refresh tokens (bound to the same DPoP key) renew access tokens for up to
+//! `SESSION_SECS` after login; logout revokes them and the access token it was made with.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,14 +11,17 @@ use std::sync::Mutex;
 use medvault_crypto::jose::{
     random_jti, validate_dpop, AccessClaims, DpopExpectation, JwkThumbprint,
 };
+use medvault_crypto::keys::{constant_time_eq, hmac_sha256, sha256};
 use medvault_crypto::Random;
-use medvault_store::Store;
+use medvault_store::{RefreshTokenRecord, Store, StoreError};
 
 use crate::accounts::{self, Account, AccountError};
 use crate::vault::Keys;
 
-/// Access tokens live this long; clients log in again (refresh tokens are not built yet).
+/// Access tokens live this long; clients renew them with their refresh token.
 pub const ACCESS_TOKEN_SECS: u64 = 300;
+/// A login's refresh tokens renew access for at most this long after the login.
+pub const SESSION_SECS: i64 = 12 * 3600;
 /// A proof is accepted for this long after its `iat` (and is remembered as long).
 const PROOF_MAX_AGE_SECS: u64 = 60;
 /// At most this many proofs are remembered; beyond it new proofs are refused (a flood
@@ -37,6 +42,8 @@ pub enum SessionError {
     Replayed,
     #[error("the account is disabled or no longer exists")]
     AccountUnusable,
+    #[error("the refresh token is unknown or belongs to another account")]
+    NotOwnRefresh,
     #[error("an account record failed its integrity check")]
     Forged,
     #[error("storage error")]
@@ -65,6 +72,54 @@ pub struct Authenticated {
 #[derive(Default)]
 pub struct Sessions {
     seen: Mutex<HashMap<String, u64>>,
+    /// Access tokens ended by logout before their expiry: jti → exp.
+    ended: Mutex<HashMap<String, u64>>,
+}
+
+fn refresh_mac(keys: &Keys, r: &RefreshTokenRecord) -> [u8; 32] {
+    let mut m = b"medvault/refresh-token/v1".to_vec();
+    m.extend_from_slice(&r.hash);
+    m.extend_from_slice(&r.family);
+    for text in [&r.account, &r.jkt] {
+        m.extend_from_slice(&(text.len() as u64).to_be_bytes());
+        m.extend_from_slice(text.as_bytes());
+    }
+    m.extend_from_slice(&r.issued_ms.to_be_bytes());
+    m.extend_from_slice(&r.expires_ms.to_be_bytes());
+    hmac_sha256(keys.integrity(), &m)
+}
+
+fn new_refresh(
+    keys: &Keys,
+    rng: &dyn Random,
+    family: [u8; 16],
+    account: &str,
+    jkt: &str,
+    now_ms: i64,
+    expires_ms: i64,
+) -> Result<(String, RefreshTokenRecord), SessionError> {
+    let mut secret = [0u8; 32];
+    rng.fill(&mut secret).map_err(|_| SessionError::Crypto)?;
+    let text = format!("mvt_{}", crate::vault::hex(&secret));
+    let mut r = RefreshTokenRecord {
+        hash: sha256(text.as_bytes()),
+        family,
+        account: account.into(),
+        jkt: jkt.into(),
+        issued_ms: now_ms,
+        expires_ms,
+        state: "open".into(),
+        mac: [0; 32],
+    };
+    r.mac = refresh_mac(keys, &r);
+    Ok((text, r))
+}
+
+/// What a refresh returns.
+pub struct Refreshed {
+    pub account: Account,
+    pub access_token: String,
+    pub refresh_token: String,
 }
 
 impl Sessions {
@@ -104,6 +159,171 @@ impl Sessions {
             .map_err(|_| SessionError::InvalidProof)?;
         let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
         Ok(p.jkt().clone())
+    }
+
+    /// Start a refresh-token family for a login of `account` bound to `jkt`.
+    pub fn issue_refresh(
+        &self,
+        store: &dyn Store,
+        keys: &Keys,
+        rng: &dyn Random,
+        account: &Account,
+        jkt: &JwkThumbprint,
+        now_ms: i64,
+    ) -> Result<String, SessionError> {
+        let mut family = [0u8; 16];
+        rng.fill(&mut family).map_err(|_| SessionError::Crypto)?;
+        let expires = now_ms.saturating_add(SESSION_SECS * 1000);
+        let (text, r) = new_refresh(
+            keys,
+            rng,
+            family,
+            account.id(),
+            jkt.as_str(),
+            now_ms,
+            expires,
+        )?;
+        store
+            .insert_refresh_token(&r)
+            .map_err(|_| SessionError::Store)?;
+        Ok(text)
+    }
+
+    /// Load a refresh token row by its text; a row failing its MAC is a forgery.
+    fn refresh_row(
+        store: &dyn Store,
+        keys: &Keys,
+        token: &str,
+    ) -> Result<RefreshTokenRecord, SessionError> {
+        let r = store
+            .refresh_token(&sha256(token.trim().as_bytes()))
+            .map_err(|_| SessionError::Store)?
+            .ok_or(SessionError::InvalidToken)?;
+        if !constant_time_eq(&refresh_mac(keys, &r), &r.mac) {
+            tracing::error!(account = %r.account, "refresh token row failed its integrity check");
+            return Err(SessionError::Forged);
+        }
+        Ok(r)
+    }
+
+    /// Renew: check the DPoP proof (fresh, unreplayed, for `POST url`, by the key the token
+    /// is bound to), use the refresh token up and issue its successor with a new access
+    /// token. Presenting a token that was already used revokes its whole family (it was
+    /// copied: RFC 9700 §4.14).
+    #[allow(clippy::too_many_arguments)]
+    pub fn refresh(
+        &self,
+        store: &dyn Store,
+        keys: &Keys,
+        rng: &dyn Random,
+        issuer: &str,
+        refresh_token: &str,
+        proof: Option<&str>,
+        url: &str,
+        now_ms: i64,
+    ) -> Result<Refreshed, SessionError> {
+        let now = u64::try_from(now_ms.div_euclid(1000)).unwrap_or(0);
+        let proof = proof.ok_or(SessionError::Missing)?;
+        let expect = DpopExpectation::new("POST", url, now)
+            .and_then(|e| e.with_iat_window(PROOF_MAX_AGE_SECS, 5))
+            .map_err(|_| SessionError::InvalidProof)?;
+        let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
+        if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
+            return Err(SessionError::Replayed);
+        }
+        let row = Self::refresh_row(store, keys, refresh_token)?;
+        if !constant_time_eq(row.jkt.as_bytes(), p.jkt().as_str().as_bytes()) {
+            return Err(SessionError::InvalidProof);
+        }
+        match row.state.as_str() {
+            "open" => {}
+            "used" => {
+                tracing::warn!(account = %row.account, "a used refresh token was presented again; its session is revoked");
+                store
+                    .revoke_refresh_family(&row.family)
+                    .map_err(|_| SessionError::Store)?;
+                return Err(SessionError::InvalidToken);
+            }
+            _ => return Err(SessionError::InvalidToken),
+        }
+        if now_ms >= row.expires_ms {
+            return Err(SessionError::InvalidToken);
+        }
+        let account = accounts::load(store, keys, &row.account)?
+            .filter(|a| !a.disabled())
+            .ok_or(SessionError::AccountUnusable)?;
+        let (text, next) = new_refresh(
+            keys,
+            rng,
+            row.family,
+            &row.account,
+            &row.jkt,
+            now_ms,
+            row.expires_ms,
+        )?;
+        match store.rotate_refresh_token(&row.hash, &next) {
+            Ok(()) => {}
+            // Used concurrently: one of the two presenters is not the client.
+            Err(StoreError::Conflict) => {
+                store
+                    .revoke_refresh_family(&row.family)
+                    .map_err(|_| SessionError::Store)?;
+                return Err(SessionError::InvalidToken);
+            }
+            Err(_) => return Err(SessionError::Store),
+        }
+        let access_token = self.issue(keys, rng, issuer, &account, p.jkt().clone(), now)?;
+        Ok(Refreshed {
+            account,
+            access_token,
+            refresh_token: text,
+        })
+    }
+
+    /// Log out the authenticated session `who`: its access token stops working now and the
+    /// refresh-token family of `refresh_token` (which must be the same account's), or with
+    /// `everywhere` every refresh token of the account, is revoked. Returns how many refresh
+    /// tokens were revoked.
+    pub fn logout(
+        &self,
+        store: &dyn Store,
+        keys: &Keys,
+        who: &Authenticated,
+        refresh_token: Option<&str>,
+        everywhere: bool,
+    ) -> Result<u64, SessionError> {
+        // Check everything before ending anything.
+        let family = match refresh_token {
+            None => None,
+            Some(t) => match Self::refresh_row(store, keys, t) {
+                Ok(row) if row.account == who.account.id() => Some(row.family),
+                Ok(_) | Err(SessionError::InvalidToken) => return Err(SessionError::NotOwnRefresh),
+                Err(e) => return Err(e),
+            },
+        };
+        {
+            let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+            ended.insert(who.claims.jti().to_string(), who.claims.exp());
+        }
+        let mut revoked = 0;
+        if let Some(family) = family {
+            revoked += store
+                .revoke_refresh_family(&family)
+                .map_err(|_| SessionError::Store)?;
+        }
+        if everywhere {
+            revoked += store
+                .revoke_refresh_account(who.account.id())
+                .map_err(|_| SessionError::Store)?;
+        }
+        Ok(revoked)
+    }
+
+    /// True if the access token `jti` was ended by logout (forgetting expired ones).
+    fn ended(&self, jti: &str, now: u64) -> bool {
+        let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
+        ended.retain(|_, exp| *exp > now);
+        ended.contains_key(jti)
     }
 
     /// Issue an access token for `account`, bound to the DPoP key `jkt`.
@@ -169,6 +389,9 @@ impl Sessions {
         let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
         if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
             return Err(SessionError::Replayed);
+        }
+        if self.ended(claims.jti(), now) {
+            return Err(SessionError::InvalidToken);
         }
         // The account as it is now, not as it was at login.
         let account = accounts::load(store, keys, claims.sub())?

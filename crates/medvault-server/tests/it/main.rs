@@ -8,6 +8,7 @@ mod fhir;
 mod identity;
 mod ledger;
 mod listen;
+mod refresh;
 mod seal;
 mod support;
 mod tamper;
