@@ -7,6 +7,7 @@
 
 mod admin;
 mod break_glass;
+mod password;
 mod token;
 
 use std::net::SocketAddr;
@@ -124,6 +125,8 @@ pub fn router(state: AppState) -> Router {
         .route("/opaque/register/finish", post(register_finish))
         .route("/opaque/login/start", post(login_start))
         .route("/opaque/login/finish", post(login_finish))
+        .route("/opaque/password/start", post(password::start))
+        .route("/opaque/password/finish", post(password::finish))
         .route("/whoami", get(whoami))
         .route("/token", post(token::token))
         .route("/logout", post(token::logout));

@@ -6,6 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
 /// A client for one medvault server.
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     base: String,

@@ -60,6 +60,138 @@ impl ServerArgs {
 }
 
 #[derive(Subcommand)]
+enum AdminCommand {
+    /// Issue a one-time registration token for a role (printed once).
+    Token {
+        /// admin, physician, nurse, receptionist, lab-technician, auditor or patient.
+        #[arg(long)]
+        role: String,
+        /// `Practitioner/ID` for staff, `Patient/ID` for patients, nothing for admins and
+        /// auditors.
+        #[arg(long, default_value = "")]
+        link: String,
+        #[arg(long, default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..=720))]
+        ttl_hours: u64,
+    },
+    /// Revoke an unused registration token.
+    Revoke { token: String },
+    /// List accounts.
+    Accounts,
+    /// Change an account's role or link, or disable/enable it (from its next request).
+    Account {
+        id: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[arg(long)]
+        link: Option<String>,
+        #[arg(long, conflicts_with = "enable")]
+        disable: bool,
+        #[arg(long)]
+        enable: bool,
+    },
+    /// Issue a one-time password-reset token for an account (printed once).
+    Reset {
+        id: String,
+        #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=168))]
+        ttl_hours: u64,
+    },
+}
+
+fn admin(ca_cert: Option<&Path>, command: AdminCommand) -> Result<()> {
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        session::admin(ca_cert, method, path, body)
+    };
+    match command {
+        AdminCommand::Token {
+            role,
+            link,
+            ttl_hours,
+        } => {
+            let r = call(
+                "POST",
+                "/admin/tokens",
+                json!({"role": role, "link": link, "ttl_seconds": ttl_hours * 3600}),
+            )?;
+            println!("{}", r["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "registration token for {} {} (one use, until {})",
+                r["role"].as_str().unwrap_or("?"),
+                r["link"].as_str().unwrap_or(""),
+                r["expires"].as_str().unwrap_or("?")
+            );
+        }
+        AdminCommand::Revoke { token } => {
+            call("POST", "/admin/tokens/revoke", json!({"token": token}))?;
+            println!("revoked");
+        }
+        AdminCommand::Accounts => {
+            let r = call("GET", "/admin/accounts", serde_json::Value::Null)?;
+            for a in r["accounts"].as_array().into_iter().flatten() {
+                println!(
+                    "{}  {:<15} {:<30} {}",
+                    a["account"].as_str().unwrap_or("?"),
+                    a["role"].as_str().unwrap_or("?"),
+                    a["link"].as_str().unwrap_or(""),
+                    if a["disabled"] == true {
+                        "disabled"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        AdminCommand::Account {
+            id,
+            role,
+            link,
+            disable,
+            enable,
+        } => {
+            let mut change = serde_json::Map::new();
+            if let Some(r) = role {
+                change.insert("role".into(), json!(r));
+            }
+            if let Some(l) = link {
+                change.insert("link".into(), json!(l));
+            }
+            if disable || enable {
+                change.insert("disabled".into(), json!(disable));
+            }
+            if change.is_empty() {
+                bail!("nothing to change: give --role, --link, --disable or --enable");
+            }
+            let r = call("PATCH", &format!("/admin/accounts/{id}"), change.into())?;
+            println!(
+                "account {}: {} {}{}",
+                r["account"].as_str().unwrap_or("?"),
+                r["role"].as_str().unwrap_or("?"),
+                r["link"].as_str().unwrap_or(""),
+                if r["disabled"] == true {
+                    " (disabled)"
+                } else {
+                    ""
+                }
+            );
+        }
+        AdminCommand::Reset { id, ttl_hours } => {
+            let r = call(
+                "POST",
+                &format!("/admin/accounts/{id}/reset-token"),
+                json!({"ttl_seconds": ttl_hours * 3600}),
+            )?;
+            println!("{}", r["token"].as_str().unwrap_or(""));
+            eprintln!(
+                "password-reset token for account {} (one use, until {}); the owner runs \
+                 `medvault register --token ... --login THEIR-LOGIN --national-id THEIR-ID`",
+                r["account"].as_str().unwrap_or("?"),
+                r["expires"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Create a new vault in an empty data directory and print its key shares once.
     Init {
@@ -200,8 +332,31 @@ enum Command {
         #[arg(long, env = "MEDVAULT_CA_CERT")]
         ca_cert: Option<PathBuf>,
     },
-    /// Forget the current session.
-    Logout,
+    /// End the current session on the server and forget it here.
+    Logout {
+        #[arg(long, env = "MEDVAULT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        /// End every session of the account (all devices), not just this one.
+        #[arg(long)]
+        everywhere: bool,
+    },
+    /// Change your password (current one from MEDVAULT_PASSWORD or stdin, new one from
+    /// MEDVAULT_NEW_PASSWORD or the next line); re-seals your key bundle under it and ends
+    /// your other sessions.
+    Passwd {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        login: String,
+    },
+    /// Account administration with the current session (admins; receptionists may issue
+    /// patient tokens).
+    Admin {
+        #[arg(long, env = "MEDVAULT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// A FHIR request signed with the current session; prints the answer.
     Fhir {
         #[arg(long, env = "MEDVAULT_CA_CERT")]
@@ -388,7 +543,12 @@ fn run(cli: Cli) -> Result<()> {
         } => session::register(&server.client()?, &token, &login, &national_id),
         Command::Login { server, login } => session::login(&server.client()?, &login),
         Command::Whoami { ca_cert } => session::whoami(ca_cert.as_deref()),
-        Command::Logout => session::logout(),
+        Command::Logout {
+            ca_cert,
+            everywhere,
+        } => session::logout(ca_cert.as_deref(), everywhere),
+        Command::Passwd { server, login } => session::passwd(&server.client()?, &login),
+        Command::Admin { ca_cert, command } => admin(ca_cert.as_deref(), command),
         Command::Fhir {
             ca_cert,
             method,

@@ -1,13 +1,15 @@
-//! `medvault register|login|whoami|logout|fhir`: the client side of OPAQUE and of DPoP-bound
-//! sessions. The password never leaves this process; the session file holds the access token
-//! and the private DPoP key that every request is signed with.
+//! `medvault register|login|passwd|whoami|logout|fhir|admin`: the client side of OPAQUE and of
+//! DPoP-bound sessions. The password never leaves this process; the session file holds the
+//! access and refresh tokens and the private DPoP key that every request is signed with. The
+//! user's key bundle is made and sealed here, under the OPAQUE export key, and only ever
+//! opened here.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
-use medvault_crypto::{Random, SystemRandom};
+use medvault_crypto::{KeyBundle, KeyBundlePublic, Random, SystemRandom};
 use medvault_server::login::Suite;
 use opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
@@ -41,9 +43,9 @@ fn rng() -> medvault_server::login::Rng<'static> {
     medvault_server::login::Rng(&*SYSTEM_RANDOM)
 }
 
-/// The password: `MEDVAULT_PASSWORD`, or one line from stdin (prompted on a terminal).
-fn password() -> Result<Zeroizing<String>> {
-    if let Ok(p) = std::env::var("MEDVAULT_PASSWORD") {
+/// A secret: the environment variable `env`, or one line from stdin (prompted on a terminal).
+fn secret(env: &str, what: &str) -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var(env) {
         if !p.is_empty() {
             return Ok(Zeroizing::new(p));
         }
@@ -51,16 +53,56 @@ fn password() -> Result<Zeroizing<String>> {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
         // Without a terminal-control dependency the input is echoed; say so.
-        eprint!("password (shown as you type; set MEDVAULT_PASSWORD to avoid that): ");
+        eprint!("{what} (shown as you type; set {env} to avoid that): ");
         std::io::stderr().flush()?;
     }
     let mut line = Zeroizing::new(String::new());
     stdin.lock().read_line(&mut line)?;
     let p = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_string());
     if p.is_empty() {
-        bail!("no password given");
+        bail!("no {what} given");
     }
     Ok(p)
+}
+
+/// The password: `MEDVAULT_PASSWORD`, or one line from stdin.
+fn password() -> Result<Zeroizing<String>> {
+    secret("MEDVAULT_PASSWORD", "password")
+}
+
+/// The key bundle as the server stores it (opaque to the server): the public keys in clear
+/// and the secrets sealed under the export key, bound to the login name.
+fn seal_bundle(bundle: &KeyBundle, export_key: &[u8], login: &str) -> Result<Vec<u8>> {
+    let login = medvault_server::accounts::normalized_login(login)?;
+    let sealed = bundle
+        .seal(export_key, login.as_bytes(), &SystemRandom::new())
+        .map_err(|_| anyhow!("could not seal the key bundle"))?;
+    let doc = json!({
+        "v": 1,
+        "public": serde_json::to_value(bundle.public())?,
+        "sealed": b64(&sealed),
+    });
+    Ok(doc.to_string().into_bytes())
+}
+
+/// Open a stored key bundle with the export key of a login.
+fn open_bundle(stored: &[u8], export_key: &[u8], login: &str) -> Result<KeyBundle> {
+    let login = medvault_server::accounts::normalized_login(login)?;
+    let doc: Value = serde_json::from_slice(stored)
+        .map_err(|_| anyhow!("the stored key bundle is not in a format this client knows"))?;
+    if doc["v"] != 1 {
+        bail!("the stored key bundle has an unknown version");
+    }
+    let public = KeyBundlePublic::from_json(&doc["public"].to_string())
+        .map_err(|_| anyhow!("the stored key bundle's public keys are malformed"))?;
+    let sealed = unb64(&doc["sealed"], "key bundle")?;
+    KeyBundle::open(&sealed, export_key, login.as_bytes(), &public).map_err(|_| {
+        anyhow!("the key bundle does not open with this password (altered, or sealed under an earlier password)")
+    })
+}
+
+fn fingerprint(bundle: &KeyBundle) -> String {
+    medvault_server::vault::hex(&bundle.public().thumbprint()[..8])
 }
 
 /// Send a JSON step of the OPAQUE exchange; a refusal becomes a one-line error.
@@ -99,6 +141,10 @@ pub fn register(client: &Client, token: &str, login: &str, national_id: &str) ->
             ClientRegistrationFinishParameters::default(),
         )
         .map_err(|_| anyhow!("the server's registration response did not verify"))?;
+    // A fresh key bundle, sealed under this password's export key.
+    let bundle = KeyBundle::generate(&SystemRandom::new())
+        .map_err(|_| anyhow!("could not generate a key bundle"))?;
+    let sealed = seal_bundle(&bundle, &finish.export_key, login)?;
     let r = step(
         client,
         "/auth/opaque/register/finish",
@@ -107,12 +153,14 @@ pub fn register(client: &Client, token: &str, login: &str, national_id: &str) ->
             "token": token, "login": login, "national_id": national_id,
             "upload": b64(&finish.message.serialize()),
             "binding": r["binding"],
+            "key_bundle": b64(&sealed),
         }),
     )?;
     println!(
-        "registered account {} as {}",
+        "registered account {} as {} (key bundle {})",
         r["account"].as_str().unwrap_or("?"),
-        r["role"].as_str().unwrap_or("?")
+        r["role"].as_str().unwrap_or("?"),
+        fingerprint(&bundle)
     );
     Ok(())
 }
@@ -184,8 +232,14 @@ impl DpopKey {
     }
 }
 
-pub fn login(client: &Client, login: &str) -> Result<()> {
-    let pw = password()?;
+/// A finished OPAQUE login: the server's answer, the export key, the DPoP key (PKCS#8).
+struct LoggedIn {
+    answer: Value,
+    export_key: Zeroizing<Vec<u8>>,
+    pkcs8: Zeroizing<Vec<u8>>,
+}
+
+fn opaque_login(client: &Client, login: &str, pw: &str) -> Result<LoggedIn> {
     let start = ClientLogin::<Suite>::start(&mut rng(), pw.as_bytes())
         .map_err(|_| anyhow!("could not start the login"))?;
     // The key the session will be bound to; only a proof by it can finish this login.
@@ -222,17 +276,35 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
         &[("DPoP", proof)],
         &json!({"login_id": login_id, "finalization": finalization}),
     );
-    if finished.is_err() {
+    let Ok(done) = finished else {
         bail!("login failed: wrong login name or password");
-    }
-    let r = r?;
+    };
+    Ok(LoggedIn {
+        answer: r?,
+        export_key: Zeroizing::new(done.export_key.to_vec()),
+        pkcs8,
+    })
+}
+
+fn now_s() -> Result<i64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow!("the system clock is before 1970"))?
+        .as_secs() as i64)
+}
+
+/// Keep the session of a finished login in the session file (owner-only).
+fn save_session(client: &Client, login: &str, done: &LoggedIn) -> Result<PathBuf> {
+    let r = &done.answer;
     let session = json!({
         "server": client.base(),
+        "login": login,
         "account": r["account"],
         "role": r["role"],
         "access_token": r["access_token"],
-        "expires_in": r["expires_in"],
-        "dpop_key": b64(&pkcs8),
+        "refresh_token": r["refresh_token"],
+        "expires_at": now_s()? + r["expires_in"].as_i64().unwrap_or(0),
+        "dpop_key": b64(&done.pkcs8),
     });
     let path = session_path()?;
     if let Some(dir) = path.parent() {
@@ -243,46 +315,208 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
         serde_json::to_string_pretty(&session)?.as_bytes(),
         true,
     )?;
+    Ok(path)
+}
+
+/// Open the account's key bundle with this login's export key, if there is one; say what
+/// happened (a bundle that does not open is reported, not fatal: the login itself worked).
+fn check_bundle(done: &LoggedIn, login: &str) -> Option<KeyBundle> {
+    let stored = done.answer["key_bundle"].as_str()?;
+    let bytes = match unb64(&Value::String(stored.to_string()), "key bundle") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("warning: {e}");
+            return None;
+        }
+    };
+    match open_bundle(&bytes, &done.export_key, login) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("warning: {e}");
+            None
+        }
+    }
+}
+
+pub fn login(client: &Client, login: &str) -> Result<()> {
+    let pw = password()?;
+    let done = opaque_login(client, login, &pw)?;
+    let path = save_session(client, login, &done)?;
+    let bundle = match check_bundle(&done, login) {
+        Some(b) => format!("key bundle {} opened", fingerprint(&b)),
+        None => "no key bundle".to_string(),
+    };
     println!(
-        "logged in as {} ({}); session in {} (expires in {} s)",
+        "logged in as {} ({}); {bundle}; session in {}",
         login,
-        r["role"].as_str().unwrap_or("?"),
+        done.answer["role"].as_str().unwrap_or("?"),
         path.display(),
-        r["expires_in"]
+    );
+    Ok(())
+}
+
+/// `medvault passwd`: log in with the current password (to open the key bundle), register
+/// the new one, re-seal the bundle under it, and start a new session (every other session of
+/// the account ends).
+pub fn passwd(client: &Client, login: &str) -> Result<()> {
+    let old = password()?;
+    let new = secret("MEDVAULT_NEW_PASSWORD", "new password")?;
+    let done = opaque_login(client, login, &old)?;
+    let bundle = match check_bundle(&done, login) {
+        Some(b) => b,
+        None => KeyBundle::generate(&SystemRandom::new())
+            .map_err(|_| anyhow!("could not generate a key bundle"))?,
+    };
+    save_session(client, login, &done)?;
+    let session = load_session(Some(client))?;
+    let start = ClientRegistration::<Suite>::start(&mut rng(), new.as_bytes())
+        .map_err(|_| anyhow!("could not start the registration"))?;
+    let r = session.json(
+        "POST",
+        "/auth/opaque/password/start",
+        &json!({"login": login, "request": b64(&start.message.serialize())}),
+    )?;
+    let response = RegistrationResponse::deserialize(&unb64(&r["response"], "response")?)
+        .map_err(|_| anyhow!("the server sent a malformed registration response"))?;
+    let finish = start
+        .state
+        .finish(
+            &mut rng(),
+            new.as_bytes(),
+            response,
+            ClientRegistrationFinishParameters::default(),
+        )
+        .map_err(|_| anyhow!("the server's registration response did not verify"))?;
+    let sealed = seal_bundle(&bundle, &finish.export_key, login)?;
+    session.json(
+        "POST",
+        "/auth/opaque/password/finish",
+        &json!({
+            "login": login,
+            "upload": b64(&finish.message.serialize()),
+            "key_bundle": b64(&sealed),
+        }),
+    )?;
+    let again = opaque_login(client, login, &new)?;
+    save_session(client, login, &again)?;
+    println!(
+        "password changed; key bundle {} re-sealed; other sessions ended",
+        fingerprint(&bundle)
     );
     Ok(())
 }
 
 struct Session {
     client: Client,
+    path: PathBuf,
+    doc: Value,
     token: String,
     key: DpopKey,
 }
 
-fn load_session(ca_cert: Option<&std::path::Path>) -> Result<Session> {
+/// Load the session; renew its access token first if it is (nearly) expired. `client`
+/// overrides the connection (for a CA certificate) when given.
+fn load_session(client: Option<&Client>) -> Result<Session> {
+    let mut s = read_session(client)?;
+    s.renew_if_due()?;
+    Ok(s)
+}
+
+fn read_session(client: Option<&Client>) -> Result<Session> {
     let path = session_path()?;
     let bytes =
         std::fs::read(&path).map_err(|_| anyhow!("not logged in (no {})", path.display()))?;
-    let v: Value = serde_json::from_slice(&bytes)
+    let doc: Value = serde_json::from_slice(&bytes)
         .map_err(|_| anyhow!("{} is not a session file; log in again", path.display()))?;
-    let server = v["server"]
+    let server = doc["server"]
         .as_str()
         .ok_or_else(|| anyhow!("the session names no server; log in again"))?;
-    let token = v["access_token"]
+    let token = doc["access_token"]
         .as_str()
         .ok_or_else(|| anyhow!("the session has no token; log in again"))?
         .to_string();
-    let pkcs8 = Zeroizing::new(unb64(&v["dpop_key"], "session key")?);
+    let pkcs8 = Zeroizing::new(unb64(&doc["dpop_key"], "session key")?);
+    let client = match client {
+        Some(c) => c.clone(),
+        None => Client::new(server, None)?,
+    };
     Ok(Session {
-        client: Client::new(server, ca_cert)?,
+        client,
+        path,
         token,
         key: DpopKey::from_pkcs8(&pkcs8)?,
+        doc,
     })
 }
 
+/// A client for the session's server, trusting `ca_cert` if given.
+fn session_client(ca_cert: Option<&std::path::Path>) -> Result<Option<Client>> {
+    let Some(ca) = ca_cert else {
+        return Ok(None);
+    };
+    let path = session_path()?;
+    let bytes =
+        std::fs::read(&path).map_err(|_| anyhow!("not logged in (no {})", path.display()))?;
+    let doc: Value = serde_json::from_slice(&bytes)
+        .map_err(|_| anyhow!("{} is not a session file; log in again", path.display()))?;
+    let server = doc["server"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the session names no server; log in again"))?;
+    Ok(Some(Client::new(server, Some(ca))?))
+}
+
 impl Session {
+    /// Renew the access token with the refresh token when it expires within 30 s.
+    fn renew_if_due(&mut self) -> Result<()> {
+        let expires_at = self.doc["expires_at"].as_i64().unwrap_or(0);
+        if now_s()? < expires_at - 30 {
+            return Ok(());
+        }
+        let Some(refresh) = self.doc["refresh_token"].as_str().map(String::from) else {
+            bail!("the session has expired; log in again");
+        };
+        let url = format!("{}/auth/token", self.client.base());
+        let proof = self.key.proof("POST", &url, None)?;
+        let body = format!("grant_type=refresh_token&refresh_token={refresh}");
+        let (status, text) = self.client.request(
+            "POST",
+            "/auth/token",
+            &[("DPoP", proof)],
+            Some(("application/x-www-form-urlencoded", body.into_bytes())),
+        )?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status != 200 {
+            bail!(
+                "the session has ended ({}); log in again",
+                v["error_description"].as_str().unwrap_or("refused")
+            );
+        }
+        let token = v["access_token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("the server sent no access token"))?;
+        self.token = token.to_string();
+        self.doc["access_token"] = json!(token);
+        self.doc["refresh_token"] = v["refresh_token"].clone();
+        self.doc["expires_at"] = json!(now_s()? + v["expires_in"].as_i64().unwrap_or(0));
+        crate::write_private(
+            &self.path,
+            serde_json::to_string_pretty(&self.doc)?.as_bytes(),
+            true,
+        )?;
+        Ok(())
+    }
+
     /// A request signed with the session: the token and a fresh proof for method and URL.
     fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<(u16, String)> {
+        self.send_typed(method, path, body.map(|b| ("application/fhir+json", b)))
+    }
+
+    fn send_typed(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Result<(u16, String)> {
         let path_only = path.split(['?', '#']).next().unwrap_or(path);
         let url = format!("{}{path_only}", self.client.base());
         let proof = self.key.proof(method, &url, Some(&self.token))?;
@@ -290,17 +524,23 @@ impl Session {
             ("Authorization", format!("DPoP {}", self.token)),
             ("DPoP", proof),
         ];
-        self.client.request(
-            method,
-            path,
-            &headers,
-            body.map(|b| ("application/fhir+json", b)),
-        )
+        self.client.request(method, path, &headers, body)
+    }
+
+    /// A signed JSON request; a refusal becomes a one-line error.
+    fn json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
+        let body = (!body.is_null()).then(|| ("application/json", body.to_string().into_bytes()));
+        let (status, text) = self.send_typed(method, path, body)?;
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if !(200..300).contains(&status) {
+            bail!("{} (HTTP {status})", outcome_text(&v));
+        }
+        Ok(v)
     }
 }
 
 pub fn whoami(ca_cert: Option<&std::path::Path>) -> Result<()> {
-    let s = load_session(ca_cert)?;
+    let s = load_session(session_client(ca_cert)?.as_ref())?;
     let (status, text) = s.send("GET", "/auth/whoami", None)?;
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
     if status != 200 {
@@ -319,19 +559,37 @@ pub fn whoami(ca_cert: Option<&std::path::Path>) -> Result<()> {
     Ok(())
 }
 
-pub fn logout() -> Result<()> {
+/// End the session on the server (its access token and refresh tokens; with `everywhere`,
+/// every session of the account) and forget it here.
+pub fn logout(ca_cert: Option<&std::path::Path>, everywhere: bool) -> Result<()> {
     let path = session_path()?;
-    match std::fs::remove_file(&path) {
-        Ok(()) => {
-            println!("logged out (removed {})", path.display());
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            println!("not logged in");
-            Ok(())
-        }
-        Err(e) => Err(e).context(format!("removing {}", path.display())),
+    if !path.exists() {
+        println!("not logged in");
+        return Ok(());
     }
+    // The file is removed whatever the server says; a session that cannot be ended there
+    // (expired, server away) is reported.
+    let ended = read_session(session_client(ca_cert)?.as_ref()).and_then(|mut s| {
+        s.renew_if_due()?;
+        let refresh = s.doc["refresh_token"].clone();
+        s.json(
+            "POST",
+            "/auth/logout",
+            &json!({"refresh_token": refresh, "everywhere": everywhere}),
+        )
+    });
+    std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    match ended {
+        Ok(_) => println!(
+            "logged out (session ended on the server; removed {})",
+            path.display()
+        ),
+        Err(e) => println!(
+            "removed {}; the server did not confirm the end of the session: {e}",
+            path.display()
+        ),
+    }
+    Ok(())
 }
 
 /// `medvault fhir METHOD PATH [FILE]`: a signed request (relative paths are under `/fhir`);
@@ -357,7 +615,7 @@ pub fn fhir(
         Some(f) => Some(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?),
         None => None,
     };
-    let s = load_session(ca_cert)?;
+    let s = load_session(session_client(ca_cert)?.as_ref())?;
     let (status, text) = s.send(&method, &path, body)?;
     if !text.is_empty() {
         println!("{text}");
@@ -367,4 +625,15 @@ pub fn fhir(
         bail!("{} (HTTP {status})", outcome_text(&v));
     }
     Ok(())
+}
+
+/// `medvault admin ...`: account administration with the current session.
+pub fn admin(
+    ca_cert: Option<&std::path::Path>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value> {
+    let s = load_session(session_client(ca_cert)?.as_ref())?;
+    s.json(method, path, &body)
 }

@@ -57,7 +57,7 @@ fn ttl_ms(v: &Value) -> Result<i64, AuthFailure> {
 /// Authenticate, run `f` off the async threads as the caller, record the outcome (never a
 /// token) and answer.
 #[allow(clippy::too_many_arguments)]
-async fn admin_step(
+pub(super) async fn account_step(
     state: AppState,
     mut audit: Audit,
     method: Method,
@@ -120,7 +120,7 @@ pub(super) async fn list_accounts(
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    admin_step(
+    account_step(
         state,
         audit,
         method,
@@ -152,7 +152,7 @@ pub(super) async fn update_account(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin_step(
+    account_step(
         state,
         audit,
         method,
@@ -219,7 +219,7 @@ pub(super) async fn reset_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin_step(state, audit, method, uri, headers, body, "issue-reset-token", move |st, caller, v| {
+    account_step(state, audit, method, uri, headers, body, "issue-reset-token", move |st, caller, v| {
         require_admin(st, caller)?;
         let keys = st.repo.keys()?;
         let target = accounts::load(st.repo.store(), &keys, &id)?.ok_or(AccountError::NotFound)?;
@@ -257,7 +257,7 @@ pub(super) async fn issue_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin_step(
+    account_step(
         state,
         audit,
         method,
@@ -323,7 +323,7 @@ pub(super) async fn revoke_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    admin_step(
+    account_step(
         state,
         audit,
         method,

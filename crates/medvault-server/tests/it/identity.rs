@@ -18,7 +18,7 @@ static SYSTEM_RANDOM: std::sync::LazyLock<SystemRandom> =
     std::sync::LazyLock::new(SystemRandom::new);
 
 /// The system random source, for opaque-ke's client side.
-fn rng() -> login::Rng<'static> {
+pub fn rng() -> login::Rng<'static> {
     login::Rng(&*SYSTEM_RANDOM)
 }
 
@@ -446,7 +446,7 @@ pub fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn unb64(v: &serde_json::Value) -> Vec<u8> {
+pub fn unb64(v: &serde_json::Value) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(v.as_str().unwrap())

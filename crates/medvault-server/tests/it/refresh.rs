@@ -237,3 +237,74 @@ async fn logout_ends_the_access_token_and_the_session() {
         StatusCode::OK
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_the_password_re_registers_and_ends_every_session() {
+    use medvault_server::login::Suite;
+    use opaque_ke::{ClientRegistration, ClientRegistrationFinishParameters, RegistrationResponse};
+    let w = world().await;
+    let h = &w.h;
+    let (a, _) = login(h, "gp").await;
+    let (b, b_refresh) = login(h, "gp").await;
+    let new_password = "a much better passphrase";
+    let start =
+        ClientRegistration::<Suite>::start(&mut crate::identity::rng(), new_password.as_bytes())
+            .unwrap();
+    let request = b64(&start.message.serialize());
+    // Not for someone else's login name, and not without a session.
+    a.call(
+        h,
+        "POST",
+        "/auth/opaque/password/start",
+        Some(json!({"login": "stranger", "request": request})),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    h.call(
+        "POST",
+        "/auth/opaque/password/start",
+        Some(json!({"login": "gp", "request": request})),
+    )
+    .await
+    .assert_outcome(StatusCode::UNAUTHORIZED);
+    let r = a
+        .call(
+            h,
+            "POST",
+            "/auth/opaque/password/start",
+            Some(json!({"login": "GP ", "request": request})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let finish = start
+        .state
+        .finish(
+            &mut crate::identity::rng(),
+            new_password.as_bytes(),
+            RegistrationResponse::deserialize(&crate::identity::unb64(&r.json["response"]))
+                .unwrap(),
+            ClientRegistrationFinishParameters::default(),
+        )
+        .unwrap();
+    let r = a
+        .call(
+            h,
+            "POST",
+            "/auth/opaque/password/finish",
+            Some(json!({"login": "gp", "upload": b64(&finish.message.serialize()), "key_bundle": b64(b"resealed")})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // The world's login and a's and b's.
+    assert_eq!(r.json["refresh_tokens_revoked"], 3, "{}", r.json);
+    assert_eq!(
+        refresh(h, &b.key, &b_refresh).await.json["error"],
+        "invalid_grant"
+    );
+    http_login_with(h, "gp", PASSWORD, &DpopKey::new())
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+    let r = http_login_with(h, "gp", new_password, &DpopKey::new()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["key_bundle"], b64(b"resealed"));
+}

@@ -598,16 +598,162 @@ fn register_log_in_and_sign_requests_from_the_cli() {
     let (code, _) = http("GET", &format!("{url}/fhir/Patient"), None);
     assert_eq!(code, 401);
 
+    // The admin issues a receptionist token; the receptionist registers (a key bundle is
+    // made and sealed under the password) and logs in (the bundle opens again).
+    let as_admin = [("MEDVAULT_SESSION", sess)];
+    let token = ok(&medvault_env(
+        &[
+            "admin",
+            "token",
+            "--role",
+            "receptionist",
+            "--link",
+            "Practitioner/rec-1",
+        ],
+        &as_admin,
+        "",
+    ))
+    .trim()
+    .to_string();
+    assert!(token.starts_with("mvr_"), "{token}");
+    let out = ok(&medvault_env(
+        &[
+            "register",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--login",
+            "rec",
+            "--national-id",
+            "NID-3",
+        ],
+        &[("MEDVAULT_PASSWORD", "front desk pw")],
+        "",
+    ));
+    let bundle = out
+        .split("key bundle ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches([')', '\n'])
+        .to_string();
+    assert_eq!(bundle.len(), 16, "{out}");
+    let rec_session = tmp.path().join("rec.json");
+    let rec = [("MEDVAULT_SESSION", rec_session.to_str().unwrap())];
+    let out = ok(&medvault_env(
+        &["login", "--server", &url, "--login", "rec"],
+        &[rec[0], ("MEDVAULT_PASSWORD", "front desk pw")],
+        "",
+    ));
+    assert!(
+        out.contains(&format!("key bundle {bundle} opened")),
+        "{out}"
+    );
+    let out = ok(&medvault_env(
+        &["fhir", "POST", "Patient", patient.to_str().unwrap()],
+        &rec,
+        "",
+    ));
+    assert!(out.contains("\"Patient\""), "{out}");
+
+    // Accounts are listed; disabling applies to the next request, enabling restores it.
+    let out = ok(&medvault_env(&["admin", "accounts"], &as_admin, ""));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let rec_id = out
+        .lines()
+        .find(|l| l.contains("receptionist"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let out = ok(&medvault_env(
+        &["admin", "account", &rec_id, "--disable"],
+        &as_admin,
+        "",
+    ));
+    assert!(out.contains("(disabled)"), "{out}");
+    let err = fails(&medvault_env(&["whoami"], &rec, ""));
+    assert!(err.contains("HTTP 401"), "{err}");
+    ok(&medvault_env(
+        &["admin", "account", &rec_id, "--enable"],
+        &as_admin,
+        "",
+    ));
+    let err = fails(&medvault_env(&["admin", "account", &rec_id], &as_admin, ""));
+    assert!(err.contains("nothing to change"), "{err}");
+    // The receptionist is no admin.
+    let err = fails(&medvault_env(&["admin", "accounts"], &rec, ""));
+    assert!(err.contains("HTTP 403"), "{err}");
+
+    // An expired access token is renewed with the refresh token, transparently.
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    let first_refresh = doc["refresh_token"].clone();
+    doc["expires_at"] = json!(0);
+    std::fs::write(&session, doc.to_string()).unwrap();
+    let out = ok(&medvault_env(&["whoami"], &as_admin, ""));
+    assert!(out.contains("(admin)"), "{out}");
+    let doc: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
+    assert_ne!(doc["refresh_token"], first_refresh);
+
+    // Changing the password re-seals the same key bundle under the new one.
+    let out = ok(&medvault_env(
+        &["passwd", "--server", &url, "--login", "rec"],
+        &[
+            rec[0],
+            ("MEDVAULT_PASSWORD", "front desk pw"),
+            ("MEDVAULT_NEW_PASSWORD", "better desk pw"),
+        ],
+        "",
+    ));
+    assert!(
+        out.contains(&format!("key bundle {bundle} re-sealed")),
+        "{out}"
+    );
+    let err = fails(&medvault_env(
+        &["login", "--server", &url, "--login", "rec"],
+        &[rec[0], ("MEDVAULT_PASSWORD", "front desk pw")],
+        "",
+    ));
+    assert!(err.contains("wrong login name or password"), "{err}");
+    let out = ok(&medvault_env(
+        &["login", "--server", &url, "--login", "rec"],
+        &[rec[0], ("MEDVAULT_PASSWORD", "better desk pw")],
+        "",
+    ));
+    assert!(
+        out.contains(&format!("key bundle {bundle} opened")),
+        "{out}"
+    );
+
+    // Logout ends the session on the server: a copy of the session file is useless.
+    let copy = tmp.path().join("copy.json");
+    std::fs::copy(&session, &copy).unwrap();
     let out = ok(&medvault_env(
         &["logout"],
         &[("MEDVAULT_SESSION", sess)],
         "",
     ));
-    assert!(out.contains("logged out"), "{out}");
+    assert!(out.contains("session ended on the server"), "{out}");
     let err = fails(&medvault_env(
         &["whoami"],
         &[("MEDVAULT_SESSION", sess)],
         "",
     ));
     assert!(err.contains("not logged in"), "{err}");
+    let err = fails(&medvault_env(
+        &["whoami"],
+        &[("MEDVAULT_SESSION", copy.to_str().unwrap())],
+        "",
+    ));
+    assert!(err.contains("HTTP 401"), "{err}");
+    let mut doc: Value = serde_json::from_slice(&std::fs::read(&copy).unwrap()).unwrap();
+    doc["expires_at"] = json!(0);
+    std::fs::write(&copy, doc.to_string()).unwrap();
+    let err = fails(&medvault_env(
+        &["whoami"],
+        &[("MEDVAULT_SESSION", copy.to_str().unwrap())],
+        "",
+    ));
+    assert!(err.contains("session has ended"), "{err}");
 }

@@ -1,0 +1,118 @@
+//! `POST /auth/opaque/password/{start,finish}`: a signed-in user changes their password by
+//! registering again with OPAQUE for their own login name. The new password file (and the
+//! key bundle, re-sealed by the client under the new export key) replace the old ones, and
+//! every refresh token of the account is revoked (other devices log in again).
+
+use axum::body::Bytes;
+use axum::extract::{Extension, OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Value};
+
+use super::admin::account_step;
+use super::{b64, b64_field, text_field, AppState, AuthFailure};
+use crate::accounts::{self, AccountError};
+use crate::ledger::Audit;
+use crate::login as opaque;
+use medvault_crypto::keys::constant_time_eq;
+
+/// The normalized login name, if it is the signed-in account's own.
+fn own_login(
+    st: &AppState,
+    keys: &crate::vault::Keys,
+    account: &accounts::Account,
+    v: &Value,
+) -> Result<String, AuthFailure> {
+    let login = accounts::normalized_login(text_field(v, "login")?)?;
+    let stored = st
+        .repo
+        .store()
+        .account(account.id())
+        .map_err(AccountError::from)?
+        .ok_or(AccountError::NotFound)?;
+    if !constant_time_eq(&accounts::login_token(keys, &login)?, &stored.login) {
+        return Err(AuthFailure::Account(AccountError::Invalid(
+            "login name: it is not this account's",
+        )));
+    }
+    Ok(login)
+}
+
+/// `{login, request}` → `{response}`.
+pub(super) async fn start(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    account_step(
+        state,
+        audit,
+        method,
+        uri,
+        headers,
+        body,
+        "change-password",
+        |st, account, v| {
+            let keys = st.repo.keys()?;
+            let login = own_login(st, &keys, account, v)?;
+            let setup = opaque::server_setup(st.repo.store(), &keys, &**st.repo.rng())?;
+            let response =
+                opaque::registration_response(&setup, &login, &b64_field(v, "request")?)?;
+            Ok((
+                StatusCode::OK,
+                json!({ "response": b64(&response) }),
+                account.id().to_string(),
+            ))
+        },
+    )
+    .await
+}
+
+/// `{login, upload, key_bundle?}` → `{account, refresh_tokens_revoked}`.
+pub(super) async fn finish(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    account_step(
+        state,
+        audit,
+        method,
+        uri,
+        headers,
+        body,
+        "change-password",
+        |st, account, v| {
+            let keys = st.repo.keys()?;
+            own_login(st, &keys, account, v)?;
+            let file = opaque::registration_finish(&b64_field(v, "upload")?)?;
+            let bundle = match v.get("key_bundle") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(b64_field(v, "key_bundle")?),
+            };
+            if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+                return Err(AuthFailure::BadRequest("the key bundle is too large"));
+            }
+            let store = st.repo.store();
+            let updated = accounts::update(store, &keys, account, |r| {
+                r.password_file = Some(file);
+                r.key_bundle = bundle;
+            })?;
+            let revoked = store
+                .revoke_refresh_account(updated.id())
+                .map_err(AccountError::from)?;
+            Ok((
+                StatusCode::OK,
+                json!({ "account": updated.id(), "refresh_tokens_revoked": revoked }),
+                updated.id().to_string(),
+            ))
+        },
+    )
+    .await
+}
