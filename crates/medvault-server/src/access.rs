@@ -3,8 +3,9 @@
 //! Handlers ask `Repository::authorize`; none decides on its own.
 
 use medvault_policy::{
-    decide, Action, BreakGlassGrant, BreakGlassReason, CareFacts, Context, Identity, PatientId,
-    PractitionerId, Reason, Subject, Target, DEFAULT_BREAK_GLASS_MS, DEFAULT_CARE_WINDOW_MS,
+    decide, Action, BreakGlassGrant, BreakGlassReason, CareFacts, Context, Identity,
+    OrganizationId, PatientId, PractitionerId, Reason, ResourceId, Subject, Target,
+    DEFAULT_BREAK_GLASS_MS, DEFAULT_CARE_WINDOW_MS,
 };
 use serde_json::{json, Value};
 
@@ -64,6 +65,17 @@ const CARE_TYPES: [&str; 5] = [
     "ServiceRequest",
 ];
 
+/// The ServiceRequest a result says it fulfils (`basedOn`), as a bare id.
+fn based_on_order(resource: &Value) -> Option<String> {
+    resource
+        .get("basedOn")?
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.get("reference")?.as_str())
+        .find_map(|r| r.strip_prefix("ServiceRequest/"))
+        .map(str::to_string)
+}
+
 fn forbidden(code: &'static str) -> RepoError {
     RepoError::Forbidden {
         reason: code,
@@ -98,9 +110,15 @@ fn subject_of(account: &Account) -> Result<Subject> {
         Role::Receptionist => Identity::Receptionist {
             practitioner: practitioner()?,
         },
-        // The lab an order must be addressed to is not recorded on accounts yet, so lab
-        // technicians get nothing until it is (deny by default).
-        Role::LabTechnician => return Err(forbidden("lab-not-configured")),
+        Role::LabTechnician => {
+            let (practitioner, lab) =
+                crate::accounts::lab_link(account.link()).ok_or(forbidden("account-link"))?;
+            Identity::LabTechnician {
+                practitioner: PractitionerId::new(practitioner)
+                    .map_err(|_| forbidden("account-link"))?,
+                lab: OrganizationId::new(lab).map_err(|_| forbidden("account-link"))?,
+            }
+        }
         Role::Patient => Identity::Patient {
             patient: link_id("Patient")
                 .and_then(|id| PatientId::new(id).ok())
@@ -127,8 +145,11 @@ impl Repository {
         let now = self.clock().now_ms();
         let mut ctx = Context::new(now).with_care_window_ms(self.access_config().care_window_ms);
         let clinician = matches!(account.role(), Role::Physician | Role::Nurse);
-        if let Some(p) = patient.filter(|p| clinician && p.as_str() != NEW_PATIENT) {
+        let needs_facts = clinician || account.role() == Role::LabTechnician;
+        if let Some(p) = patient.filter(|p| needs_facts && p.as_str() != NEW_PATIENT) {
             ctx = ctx.with_facts(self.care_facts(keys, p)?);
+        }
+        if let Some(p) = patient.filter(|p| clinician && p.as_str() != NEW_PATIENT) {
             if let Some(until) =
                 grants::active_until(self.store(), keys, account.id(), p.as_str(), now)?
             {
@@ -290,6 +311,41 @@ impl Repository {
         resource_type: &str,
         patient: Option<&str>,
     ) -> Result<Option<Reason>> {
+        self.decision_on(caller, action, resource_type, patient, None, None)
+    }
+
+    /// `authorize` for one resource: its id and content matter to lab technicians (the
+    /// ServiceRequest read, or the order a result is `basedOn`).
+    pub fn authorize_resource(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource_type: &str,
+        patient: Option<&str>,
+        id: Option<&str>,
+        resource: Option<&Value>,
+    ) -> Result<()> {
+        let based_on = resource.and_then(based_on_order);
+        self.decision_on(
+            caller,
+            action,
+            resource_type,
+            patient,
+            id,
+            based_on.as_deref(),
+        )
+        .map(|_| ())
+    }
+
+    fn decision_on(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource_type: &str,
+        patient: Option<&str>,
+        id: Option<&str>,
+        based_on: Option<&str>,
+    ) -> Result<Option<Reason>> {
         let account = match caller {
             Caller::Anonymous => return Ok(None),
             Caller::User(a) => a,
@@ -300,8 +356,14 @@ impl Repository {
             Some(p) => Some(PatientId::new(p).map_err(|_| forbidden("inconsistent-target"))?),
             None => None,
         };
-        let target = Target::new(resource_type, patient.clone())
+        let mut target = Target::new(resource_type, patient.clone())
             .map_err(|_| forbidden("unknown-resource-type"))?;
+        if let Some(id) = id.and_then(|i| ResourceId::new(i).ok()) {
+            target = target.with_id(id);
+        }
+        if let Some(order) = based_on.and_then(|i| ResourceId::new(i).ok()) {
+            target = target.with_based_on(order);
+        }
         let ctx = self.context(&keys, account, &subject, patient.as_ref())?;
         let d = decide(&subject, action, &target, &ctx);
         if d.allowed() {

@@ -233,7 +233,22 @@ fn may_issue(issuer: &Account, role: Role) -> bool {
         }
 }
 
+/// A lab technician's link: `Practitioner/<id>|Organization/<lab>` (who they are, and the
+/// lab orders must be addressed to). Returns the two bare ids.
+pub fn lab_link(link: &str) -> Option<(&str, &str)> {
+    let (practitioner, lab) = link.split_once('|')?;
+    let practitioner = practitioner.strip_prefix("Practitioner/")?;
+    let lab = lab.strip_prefix("Organization/")?;
+    (medvault_fhir::is_valid_id(practitioner) && medvault_fhir::is_valid_id(lab))
+        .then_some((practitioner, lab))
+}
+
 fn check_link(role: Role, link: &str) -> Result<(), AccountError> {
+    if role == Role::LabTechnician {
+        return lab_link(link).map(|_| ()).ok_or(AccountError::Invalid(
+            "link for a lab technician: Practitioner/ID|Organization/LAB",
+        ));
+    }
     let ok = match link_type(role) {
         None => link.is_empty(),
         Some(t) => link

@@ -1708,7 +1708,14 @@ async fn create(
     let minimal = wants_minimal(&headers);
     match blocking(&state, move |r| {
         let compartment = new_compartment(&rtype, &value);
-        r.authorize(&caller, Action::Create, &rtype, Some(&compartment))?;
+        r.authorize_resource(
+            &caller,
+            Action::Create,
+            &rtype,
+            Some(&compartment),
+            None,
+            Some(&value),
+        )?;
         if let (Caller::User(_), Some(q)) = (&caller, if_none_exist.as_deref()) {
             // The condition is a search; for a signed-in caller it may only look inside the
             // chart being written to, or it would tell what other charts contain.
@@ -1777,7 +1784,14 @@ async fn read(
 ) -> Response {
     match blocking(&state, move |r| {
         let s = r.read(&rtype, &id)?;
-        r.authorize(&caller, Action::Read, &rtype, Some(&patient_of_stored(&s)))?;
+        r.authorize_resource(
+            &caller,
+            Action::Read,
+            &rtype,
+            Some(&patient_of_stored(&s)),
+            Some(&s.id),
+            s.resource.as_ref(),
+        )?;
         Ok(s)
     })
     .await
@@ -1794,7 +1808,14 @@ async fn vread(
 ) -> Response {
     match blocking(&state, move |r| {
         let s = r.vread(&rtype, &id, &vid)?;
-        r.authorize(&caller, Action::Read, &rtype, Some(&patient_of_stored(&s)))?;
+        r.authorize_resource(
+            &caller,
+            Action::Read,
+            &rtype,
+            Some(&patient_of_stored(&s)),
+            Some(&s.id),
+            s.resource.as_ref(),
+        )?;
         Ok(s)
     })
     .await
@@ -1829,17 +1850,26 @@ async fn update(
         // neither be changed nor moved into a chart without access to it.
         if matches!(caller, Caller::User(_)) {
             match r.read(&rtype, &id) {
-                Ok(current) => r.authorize(
+                Ok(current) => r.authorize_resource(
                     &caller,
                     Action::Update,
                     &rtype,
                     Some(&patient_of_stored(&current)),
+                    Some(&id),
+                    current.resource.as_ref(),
                 )?,
                 Err(RepoError::NotFound | RepoError::Gone) => {}
                 Err(e) => return Err(e),
             }
             let patient = existing_compartment(&rtype, &id, &value);
-            r.authorize(&caller, Action::Update, &rtype, Some(&patient))?;
+            r.authorize_resource(
+                &caller,
+                Action::Update,
+                &rtype,
+                Some(&patient),
+                Some(&id),
+                Some(&value),
+            )?;
         }
         r.update(&audit, &rtype, &id, value, expected)
     })
@@ -1878,19 +1908,23 @@ async fn patch(
     match blocking(&state, move |r| {
         if matches!(caller, Caller::User(_)) {
             let current = r.read(&rtype, &id)?;
-            r.authorize(
+            r.authorize_resource(
                 &caller,
                 Action::Update,
                 &rtype,
                 Some(&patient_of_stored(&current)),
+                Some(&id),
+                current.resource.as_ref(),
             )?;
         }
         let check = |doc: &Value| {
-            r.authorize(
+            r.authorize_resource(
                 &caller,
                 Action::Update,
                 &rtype,
                 Some(&existing_compartment(&rtype, &id, doc)),
+                Some(&id),
+                Some(doc),
             )
         };
         r.patch(&audit, &rtype, &id, value, expected, &check)
@@ -2145,20 +2179,33 @@ fn filter_page(r: &Repository, caller: &Caller, mut page: Page) -> Result<(Page,
     if matches!(caller, Caller::Anonymous) {
         return Ok((page, false));
     }
-    let mut decided: std::collections::HashMap<(String, String), bool> =
+    // Decisions are per type and patient, except for lab technicians, whose reads depend
+    // on each order.
+    let per_resource =
+        matches!(caller, Caller::User(a) if a.role() == accounts::Role::LabTechnician);
+    let mut decided: std::collections::HashMap<(String, String, String), bool> =
         std::collections::HashMap::new();
     let before = page.entries.len();
     let mut keep = Vec::with_capacity(before);
     for s in std::mem::take(&mut page.entries) {
-        let key = (s.rtype.clone(), patient_of_stored(&s));
+        let id = if per_resource {
+            s.id.clone()
+        } else {
+            String::new()
+        };
+        let key = (s.rtype.clone(), patient_of_stored(&s), id);
         let allowed = match decided.get(&key) {
             Some(a) => *a,
             None => {
-                let a = match r.authorize(caller, Action::Read, &key.0, Some(&key.1)) {
-                    Ok(()) => true,
-                    Err(RepoError::Forbidden { .. }) => false,
-                    Err(e) => return Err(e),
-                };
+                let id = per_resource.then_some(s.id.as_str());
+                let res = per_resource.then_some(s.resource.as_ref()).flatten();
+                let a =
+                    match r.authorize_resource(caller, Action::Read, &key.0, Some(&key.1), id, res)
+                    {
+                        Ok(()) => true,
+                        Err(RepoError::Forbidden { .. }) => false,
+                        Err(e) => return Err(e),
+                    };
                 decided.insert(key, a);
                 a
             }

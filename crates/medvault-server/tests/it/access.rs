@@ -802,3 +802,120 @@ async fn a_break_glass_grant_planted_in_the_database_opens_nothing() {
         .await
         .assert_outcome(StatusCode::FORBIDDEN);
 }
+
+fn order(pid: &str, lab: &str, status: &str) -> Value {
+    json!({
+        "resourceType": "ServiceRequest",
+        "status": status,
+        "intent": "order",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": {"reference": format!("Patient/{pid}")},
+        "performer": [{"reference": format!("Organization/{lab}")}]
+    })
+}
+
+fn result_for(pid: &str, order: Option<&str>) -> Value {
+    let mut o = observation(pid, "2345-7", "2024-03-03", 95);
+    if let Some(sr) = order {
+        o["basedOn"] = json!([{"reference": format!("ServiceRequest/{sr}")}]);
+    }
+    o
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_technicians_post_results_for_their_labs_orders_and_read_no_charts() {
+    let w = world().await;
+    let h = &w.h;
+    let keys = h.repo.vault().keys().unwrap();
+    let admin = accounts::load_by_login(&*h.data.store, &keys, "admin")
+        .unwrap()
+        .unwrap();
+    // A lab technician's account names the lab orders must be addressed to.
+    let refused = accounts::issue_token(
+        &*h.data.store,
+        &keys,
+        &SystemRandom::new(),
+        h.clock_now_s() * 1000,
+        &admin,
+        Role::LabTechnician,
+        "Practitioner/tech-1",
+        3_600_000,
+    );
+    assert!(matches!(refused, Err(accounts::AccountError::Invalid(_))));
+    let tech = user(
+        h,
+        &admin,
+        Role::LabTechnician,
+        "Practitioner/tech-1|Organization/lab-1",
+        "tech",
+    )
+    .await;
+    let ours = put(h, order(&w.pid, "lab-1", "active"));
+    let theirs = put(h, order(&w.pid, "lab-2", "active"));
+    let done = put(h, order(&w.pid, "lab-1", "completed"));
+
+    // A result for an open order addressed to the lab: accepted.
+    let r = tech
+        .call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(result_for(&w.pid, Some(&ours))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let posted = r.json["id"].as_str().unwrap().to_string();
+    // No order, another lab's order, a completed order: refused.
+    for sr in [None, Some(theirs.as_str()), Some(done.as_str())] {
+        let r = tech
+            .call(h, "POST", "/fhir/Observation", Some(result_for(&w.pid, sr)))
+            .await;
+        r.assert_outcome(StatusCode::FORBIDDEN);
+        assert!(
+            r.json["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("no-lab-order"),
+            "{}",
+            r.json
+        );
+    }
+    // A correction of the posted result is an update; a result moved onto another lab's
+    // order is not.
+    let mut corrected = result_for(&w.pid, Some(&ours));
+    corrected["id"] = json!(posted);
+    let r = tech
+        .call(
+            h,
+            "PUT",
+            &format!("/fhir/Observation/{posted}"),
+            Some(corrected.clone()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    corrected["basedOn"] = json!([{"reference": format!("ServiceRequest/{theirs}")}]);
+    tech.call(
+        h,
+        "PUT",
+        &format!("/fhir/Observation/{posted}"),
+        Some(corrected),
+    )
+    .await
+    .assert_outcome(StatusCode::FORBIDDEN);
+    // The order itself is readable; the chart is not.
+    let r = tech
+        .call(h, "GET", &format!("/fhir/ServiceRequest/{ours}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    for path in [
+        format!("/fhir/ServiceRequest/{theirs}"),
+        format!("/fhir/Observation/{}", w.obs),
+        format!("/fhir/Observation/{posted}"),
+        format!("/fhir/Patient/{}", w.pid),
+        format!("/fhir/Observation?patient={}", w.pid),
+    ] {
+        tech.call(h, "GET", &path, None)
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+    }
+}
