@@ -52,6 +52,26 @@ pub struct Account {
 }
 
 impl Account {
+    /// A machine client as a principal: its role and link, nothing to log in with. Never
+    /// stored as an account (the client row, MAC'd on its own, is the source).
+    pub(crate) fn machine(id: &str, role: Role, link: &str, disabled: bool) -> Account {
+        Account {
+            record: AccountRecord {
+                id: id.into(),
+                login: [0; 16],
+                national_id: [0; 16],
+                role: role.as_str().into(),
+                link: link.into(),
+                disabled,
+                generation: 0,
+                password_file: None,
+                key_bundle: None,
+                mac: [0; 32],
+            },
+            role,
+        }
+    }
+
     pub fn id(&self) -> &str {
         &self.record.id
     }
@@ -243,7 +263,7 @@ pub fn lab_link(link: &str) -> Option<(&str, &str)> {
         .then_some((practitioner, lab))
 }
 
-fn check_link(role: Role, link: &str) -> Result<(), AccountError> {
+pub(crate) fn check_link(role: Role, link: &str) -> Result<(), AccountError> {
     if role == Role::LabTechnician {
         return lab_link(link).map(|_| ()).ok_or(AccountError::Invalid(
             "link for a lab technician: Practitioner/ID|Organization/LAB",

@@ -138,7 +138,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/accounts/{id}/reset-token", post(admin::reset_token))
         .route("/tokens", post(admin::issue_token))
-        .route("/tokens/revoke", post(admin::revoke_token));
+        .route("/tokens/revoke", post(admin::revoke_token))
+        .route("/clients", get(admin::list_clients).post(admin::add_client))
+        .route("/clients/{id}", axum::routing::patch(admin::update_client));
     Router::new()
         .route("/sys/health", get(health))
         .route("/sys/seal-status", get(seal_status))
@@ -289,6 +291,7 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
             Ok(a) => {
                 audit.actor = a.account.id().to_string();
                 audit.role = a.account.role().as_str().to_string();
+                audit.client = a.client().unwrap_or_default().to_string();
                 Caller::User(Box::new(a.account))
             }
             Err(resp) => {

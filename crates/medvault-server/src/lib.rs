@@ -5,6 +5,7 @@ pub mod access;
 pub mod accounts;
 pub mod api;
 mod bundle;
+pub mod clients;
 pub mod clock;
 pub mod grants;
 pub mod ledger;

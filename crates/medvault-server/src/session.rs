@@ -16,6 +16,7 @@ use medvault_crypto::Random;
 use medvault_store::{RefreshTokenRecord, Store, StoreError};
 
 use crate::accounts::{self, Account, AccountError};
+use crate::clients::{self, Client};
 use crate::vault::Keys;
 
 /// Access tokens live this long; clients renew them with their refresh token.
@@ -364,15 +365,18 @@ impl Sessions {
         url: &str,
         now: u64,
     ) -> Result<Authenticated, SessionError> {
+        let verifier = keys
+            .access_tokens()
+            .verifier(issuer, issuer)
+            .map_err(|_| SessionError::Crypto)?;
+        if let Some(token) = authorization.and_then(|h| h.strip_prefix("Bearer ")) {
+            return self.authenticate_bearer(store, keys, &verifier, token.trim(), now);
+        }
         let token = authorization
             .and_then(|h| h.strip_prefix("DPoP "))
             .map(str::trim)
             .ok_or(SessionError::Missing)?;
         let proof = dpop.ok_or(SessionError::Missing)?;
-        let verifier = keys
-            .access_tokens()
-            .verifier(issuer, issuer)
-            .map_err(|_| SessionError::Crypto)?;
         let claims = verifier
             .verify(token, now)
             .map_err(|_| SessionError::InvalidToken)?;
@@ -393,10 +397,125 @@ impl Sessions {
         if self.ended(claims.jti(), now) {
             return Err(SessionError::InvalidToken);
         }
-        // The account as it is now, not as it was at login.
-        let account = accounts::load(store, keys, claims.sub())?
-            .filter(|a| !a.disabled())
-            .ok_or(SessionError::AccountUnusable)?;
+        let account = principal(store, keys, &claims)?;
         Ok(Authenticated { account, claims })
+    }
+
+    /// A plain bearer token: only from a client registered with `danger_bearer`, and only
+    /// a token issued without a key binding (a DPoP-bound token is never accepted bare).
+    fn authenticate_bearer(
+        &self,
+        store: &dyn Store,
+        keys: &Keys,
+        verifier: &medvault_crypto::jose::TokenVerifier,
+        token: &str,
+        now: u64,
+    ) -> Result<Authenticated, SessionError> {
+        let claims = verifier
+            .verify(token, now)
+            .map_err(|_| SessionError::InvalidToken)?;
+        if claims.cnf_jkt().is_some() || claims.client_id() == PASSWORD_CLIENT {
+            return Err(SessionError::InvalidToken);
+        }
+        if self.ended(claims.jti(), now) {
+            return Err(SessionError::InvalidToken);
+        }
+        let client = clients::load(store, keys, claims.sub())?
+            .filter(|c| !c.disabled() && c.bearer())
+            .ok_or(SessionError::AccountUnusable)?;
+        Ok(Authenticated {
+            account: client.as_account(),
+            claims,
+        })
+    }
+
+    /// Issue an access token to a machine client: bound to `jkt` if the client proved a
+    /// DPoP key, else a bearer token (only for `danger_bearer` clients).
+    pub fn issue_for_client(
+        &self,
+        keys: &Keys,
+        rng: &dyn Random,
+        issuer: &str,
+        client: &Client,
+        jkt: Option<JwkThumbprint>,
+        now: u64,
+    ) -> Result<String, SessionError> {
+        if jkt.is_none() && !client.bearer() {
+            return Err(SessionError::Missing);
+        }
+        let jti = random_jti(rng).map_err(|_| SessionError::Crypto)?;
+        let mut claims = AccessClaims::new(
+            client.id(),
+            client.role().as_str(),
+            client.id(),
+            &jti,
+            now,
+            now + ACCESS_TOKEN_SECS,
+        )
+        .map_err(|_| SessionError::Crypto)?;
+        if let Some(jkt) = jkt {
+            claims = claims.bound_to(jkt);
+        }
+        Ok(keys.access_tokens().issue(issuer, issuer, &claims))
+    }
+
+    /// Remember a client assertion's `jti` until it expires; `false` if seen before.
+    pub fn first_assertion(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.len() >= MAX_REMEMBERED / 2 {
+            seen.retain(|_, until| *until > now);
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            return false;
+        }
+        let key = format!("assertion|{client_id}|{jti}");
+        if seen.contains_key(&key) {
+            return false;
+        }
+        seen.insert(key, exp.saturating_add(PROOF_MAX_AGE_SECS));
+        true
+    }
+
+    /// Check a DPoP proof sent to the token endpoint (no access token yet); returns the key.
+    pub fn token_proof(
+        &self,
+        proof: &str,
+        url: &str,
+        now: u64,
+    ) -> Result<JwkThumbprint, SessionError> {
+        let expect = DpopExpectation::new("POST", url, now)
+            .and_then(|e| e.with_iat_window(PROOF_MAX_AGE_SECS, 5))
+            .map_err(|_| SessionError::InvalidProof)?;
+        let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
+        if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
+            return Err(SessionError::Replayed);
+        }
+        Ok(p.jkt().clone())
+    }
+}
+
+/// Whom a token speaks for, as they are now (not as at login): an account, or for tokens
+/// issued to a machine client, that client.
+fn principal(
+    store: &dyn Store,
+    keys: &Keys,
+    claims: &AccessClaims,
+) -> Result<Account, SessionError> {
+    if claims.client_id() == PASSWORD_CLIENT {
+        accounts::load(store, keys, claims.sub())?
+            .filter(|a| !a.disabled())
+            .ok_or(SessionError::AccountUnusable)
+    } else {
+        clients::load(store, keys, claims.sub())?
+            .filter(|c| !c.disabled() && c.id() == claims.client_id())
+            .map(|c| c.as_account())
+            .ok_or(SessionError::AccountUnusable)
+    }
+}
+
+impl Authenticated {
+    /// The machine client the token was issued to, if not a password login.
+    pub fn client(&self) -> Option<&str> {
+        (self.claims.client_id() != PASSWORD_CLIENT).then(|| self.claims.client_id())
     }
 }

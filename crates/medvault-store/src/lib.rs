@@ -14,9 +14,9 @@ pub use blob::BlobStore;
 pub use error::StoreError;
 pub use sqlite::SqliteStore;
 pub use types::{
-    AccountRecord, Body, CheckpointRecord, DataKeyRecord, GrantRecord, HistoryPage, LedgerAppend,
-    LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord, RegistrationTokenRecord, SearchPage,
-    StoreQuery, Token, VaultRecord, VersionRecord,
+    AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
+    LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
+    RegistrationTokenRecord, SearchPage, StoreQuery, Token, VaultRecord, VersionRecord,
 };
 
 /// Result alias for store operations.
@@ -157,4 +157,13 @@ pub trait Store: Send + Sync {
     fn revoke_refresh_family(&self, family: &[u8; 16]) -> Result<u64>;
     /// Revoke every open token of an account; returns how many.
     fn revoke_refresh_account(&self, account: &str) -> Result<u64>;
+
+    /// Register a machine client (`Conflict` if the id or name is taken).
+    fn insert_client(&self, client: &ClientRecord) -> Result<()>;
+    /// A client by id.
+    fn client(&self, id: &str) -> Result<Option<ClientRecord>>;
+    /// Every client, by name.
+    fn clients(&self) -> Result<Vec<ClientRecord>>;
+    /// Replace a client if its stored generation is still `expected_generation`.
+    fn update_client(&self, client: &ClientRecord, expected_generation: i64) -> Result<()>;
 }

@@ -13,9 +13,9 @@ use rusqlite::vtab::array::Array;
 
 use crate::posting;
 use crate::types::{
-    AccountRecord, Body, CheckpointRecord, DataKeyRecord, GrantRecord, HistoryPage, LedgerAppend,
-    LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord, RegistrationTokenRecord, SearchPage,
-    StoreQuery, VaultRecord, VersionRecord,
+    AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
+    LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
+    RegistrationTokenRecord, SearchPage, StoreQuery, VaultRecord, VersionRecord,
 };
 use crate::{Result, Store, StoreError};
 
@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0003_ledger.sql"),
     include_str!("../sql/sqlite/0004_identity.sql"),
     include_str!("../sql/sqlite/0005_grants_sessions.sql"),
+    include_str!("../sql/sqlite/0006_clients.sql"),
 ];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
@@ -312,6 +313,35 @@ fn insert_refresh_in(conn: &rusqlite::Connection, t: &RefreshTokenRecord) -> Res
         ],
     ))?;
     Ok(())
+}
+
+const CLIENT_COLUMNS: &str = "id, name, role, link, jwk, bearer, disabled, generation, mac";
+
+fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ClientRecord>> {
+    let mac: Vec<u8> = r.get(8)?;
+    let (id, name, role, link, jwk, bearer, disabled, generation) = (
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    );
+    Ok((|| -> Result<ClientRecord> {
+        Ok(ClientRecord {
+            id,
+            name,
+            role,
+            link,
+            jwk,
+            bearer,
+            disabled,
+            generation,
+            mac: array(mac, "client mac")?,
+        })
+    })())
 }
 
 /// The statements that maintain posting lists inside one write transaction.
@@ -975,6 +1005,70 @@ impl Store for SqliteStore {
             params![account],
         )?;
         Ok(n as u64)
+    }
+
+    fn insert_client(&self, c: &ClientRecord) -> Result<()> {
+        unique_is_conflict(self.writer().execute(
+            &format!("INSERT INTO client ({CLIENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            params![
+                c.id,
+                c.name,
+                c.role,
+                c.link,
+                c.jwk,
+                c.bearer,
+                c.disabled,
+                c.generation,
+                c.mac.as_slice()
+            ],
+        ))?;
+        Ok(())
+    }
+
+    fn client(&self, id: &str) -> Result<Option<ClientRecord>> {
+        let conn = self.reader();
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {CLIENT_COLUMNS} FROM client WHERE id = ?"))?;
+        stmt.query_row(params![id], client_row)
+            .optional()?
+            .transpose()
+    }
+
+    fn clients(&self) -> Result<Vec<ClientRecord>> {
+        let conn = self.reader();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {CLIENT_COLUMNS} FROM client ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], client_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    fn update_client(&self, c: &ClientRecord, expected_generation: i64) -> Result<()> {
+        let n = self.writer().execute(
+            "UPDATE client SET name = ?, role = ?, link = ?, jwk = ?, bearer = ?, disabled = ?,
+                 generation = ?, mac = ?
+             WHERE id = ? AND generation = ?",
+            params![
+                c.name,
+                c.role,
+                c.link,
+                c.jwk,
+                c.bearer,
+                c.disabled,
+                c.generation,
+                c.mac.as_slice(),
+                c.id,
+                expected_generation
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(())
     }
 
     fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>> {

@@ -219,3 +219,19 @@ pub struct RefreshTokenRecord {
     pub state: String,
     pub mac: [u8; 32],
 }
+
+/// A machine client row (SMART Backend Services).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub link: String,
+    /// The client's public key (a JWK, JSON text).
+    pub jwk: String,
+    /// Whether plain bearer tokens are issued to it (`--danger-bearer`).
+    pub bearer: bool,
+    pub disabled: bool,
+    pub generation: i64,
+    pub mac: [u8; 32],
+}

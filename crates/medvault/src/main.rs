@@ -60,6 +60,97 @@ impl ServerArgs {
 }
 
 #[derive(Subcommand)]
+enum ClientCommand {
+    /// Register a machine client (SMART Backend Services) with its public key.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// physician, nurse, receptionist, lab-technician or auditor.
+        #[arg(long)]
+        role: String,
+        /// A file with the client's public JWK (EC P-256/P-384, Ed25519 or RSA 2048+).
+        #[arg(long)]
+        jwk: PathBuf,
+        /// `Practitioner/ID` (or `Practitioner/ID|Organization/LAB` for a lab).
+        #[arg(long, default_value = "")]
+        link: String,
+        /// Also issue plain bearer tokens (no proof of possession) so unmodified FHIR
+        /// clients can be used: a stolen token is then usable by anyone until it expires.
+        #[arg(long)]
+        danger_bearer: bool,
+    },
+    /// List machine clients.
+    List,
+    /// Stop a client (its tokens stop working at once).
+    Disable { id: String },
+    /// Let a disabled client in again.
+    Enable { id: String },
+}
+
+fn client_command(ca_cert: Option<&Path>, command: ClientCommand) -> Result<()> {
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        session::admin(ca_cert, method, path, body)
+    };
+    let show = |c: &serde_json::Value| {
+        println!(
+            "{}  {:<24} {:<15} {:<40} jkt {}{}{}",
+            c["client_id"].as_str().unwrap_or("?"),
+            c["name"].as_str().unwrap_or("?"),
+            c["role"].as_str().unwrap_or("?"),
+            c["link"].as_str().unwrap_or(""),
+            c["jkt"].as_str().unwrap_or("?"),
+            if c["danger_bearer"] == true {
+                " BEARER"
+            } else {
+                ""
+            },
+            if c["disabled"] == true {
+                " disabled"
+            } else {
+                ""
+            },
+        )
+    };
+    match command {
+        ClientCommand::Add {
+            name,
+            role,
+            jwk,
+            link,
+            danger_bearer,
+        } => {
+            let text = std::fs::read_to_string(&jwk)
+                .with_context(|| format!("reading {}", jwk.display()))?;
+            let key: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|_| anyhow!("{} is not a JSON Web Key", jwk.display()))?;
+            let r = call(
+                "POST",
+                "/admin/clients",
+                json!({"name": name, "role": role, "link": link, "jwk": key, "danger_bearer": danger_bearer}),
+            )?;
+            show(&r);
+        }
+        ClientCommand::List => {
+            let r = call("GET", "/admin/clients", serde_json::Value::Null)?;
+            for c in r["clients"].as_array().into_iter().flatten() {
+                show(c);
+            }
+        }
+        ClientCommand::Disable { id } => show(&call(
+            "PATCH",
+            &format!("/admin/clients/{id}"),
+            json!({"disabled": true}),
+        )?),
+        ClientCommand::Enable { id } => show(&call(
+            "PATCH",
+            &format!("/admin/clients/{id}"),
+            json!({"disabled": false}),
+        )?),
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
 enum AdminCommand {
     /// Issue a one-time registration token for a role (printed once).
     Token {
@@ -349,6 +440,13 @@ enum Command {
         #[arg(long)]
         login: String,
     },
+    /// Machine clients (SMART Backend Services), with the current (admin) session.
+    Client {
+        #[arg(long, env = "MEDVAULT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Account administration with the current session (admins; receptionists may issue
     /// patient tokens).
     Admin {
@@ -549,6 +647,7 @@ fn run(cli: Cli) -> Result<()> {
         } => session::logout(ca_cert.as_deref(), everywhere),
         Command::Passwd { server, login } => session::passwd(&server.client()?, &login),
         Command::Admin { ca_cert, command } => admin(ca_cert.as_deref(), command),
+        Command::Client { ca_cert, command } => client_command(ca_cert.as_deref(), command),
         Command::Fhir {
             ca_cert,
             method,

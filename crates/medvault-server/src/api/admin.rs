@@ -70,7 +70,10 @@ pub(super) async fn account_step(
         + 'static,
 ) -> Response {
     let account = match authenticate(&state, &method, uri.path(), &headers).await {
-        Ok(a) => a.account,
+        Ok(a) => {
+            audit.client = a.client().unwrap_or_default().to_string();
+            a.account
+        }
         Err(resp) => {
             let event =
                 Event::new(action, "Account", "", Outcome::Deny).reason(resp.status().as_str());
@@ -335,6 +338,124 @@ pub(super) async fn revoke_token(
             let keys = st.repo.keys()?;
             accounts::revoke_token(st.repo.store(), &keys, caller, text_field(v, "token")?)?;
             Ok((StatusCode::OK, json!({ "revoked": true }), String::new()))
+        },
+    )
+    .await
+}
+
+fn client_json(c: &crate::clients::Client) -> Value {
+    json!({
+        "client_id": c.id(),
+        "name": c.name(),
+        "role": c.role().as_str(),
+        "link": c.link(),
+        "danger_bearer": c.bearer(),
+        "disabled": c.disabled(),
+        "jkt": c.jwk().thumbprint().as_str(),
+    })
+}
+
+/// `POST /admin/clients` `{name, role, link?, jwk, danger_bearer?}` → 201 the client: a
+/// machine client (SMART Backend Services) that authenticates with a `private_key_jwt`
+/// assertion signed by `jwk`'s private key.
+pub(super) async fn add_client(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    account_step(state, audit, method, uri, headers, body, "add-client", |st, caller, v| {
+        require_admin(st, caller)?;
+        let role = Role::from_code(text_field(v, "role")?)
+            .ok_or(AuthFailure::BadRequest("unknown role"))?;
+        let jwk = match v.get("jwk") {
+            Some(Value::Object(_)) => v["jwk"].to_string(),
+            Some(Value::String(s)) => s.clone(),
+            _ => return Err(AuthFailure::BadRequest("jwk (the client's public key) is required")),
+        };
+        let danger_bearer = match v.get("danger_bearer") {
+            None => false,
+            Some(b) => b
+                .as_bool()
+                .ok_or(AuthFailure::BadRequest("danger_bearer must be true or false"))?,
+        };
+        let keys = st.repo.keys()?;
+        let new = crate::clients::NewClient {
+            name: text_field(v, "name")?,
+            role,
+            link: v.get("link").and_then(Value::as_str).unwrap_or(""),
+            jwk: &jwk,
+            danger_bearer,
+        };
+        let client =
+            crate::clients::register(st.repo.store(), &keys, &**st.repo.rng(), caller, &new)?;
+        if danger_bearer {
+            tracing::warn!(client = %client.id(), "client registered for plain bearer tokens (danger_bearer)");
+        }
+        Ok((StatusCode::CREATED, client_json(&client), client.id().to_string()))
+    })
+    .await
+}
+
+/// `GET /admin/clients` → `{clients: [...]}`.
+pub(super) async fn list_clients(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    account_step(
+        state,
+        audit,
+        method,
+        uri,
+        headers,
+        Bytes::new(),
+        "list-clients",
+        |st, caller, _| {
+            require_admin(st, caller)?;
+            let keys = st.repo.keys()?;
+            let all = crate::clients::list(st.repo.store(), &keys)?;
+            Ok((
+                StatusCode::OK,
+                json!({ "clients": all.iter().map(client_json).collect::<Vec<_>>() }),
+                String::new(),
+            ))
+        },
+    )
+    .await
+}
+
+/// `PATCH /admin/clients/{id}` `{disabled}` → the client as it now is.
+pub(super) async fn update_client(
+    State(state): State<AppState>,
+    Extension(audit): Extension<Audit>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    account_step(
+        state,
+        audit,
+        method,
+        uri,
+        headers,
+        body,
+        "update-client",
+        move |st, caller, v| {
+            require_admin(st, caller)?;
+            let disabled = v
+                .get("disabled")
+                .and_then(Value::as_bool)
+                .ok_or(AuthFailure::BadRequest("give disabled: true or false"))?;
+            let keys = st.repo.keys()?;
+            let c = crate::clients::set_disabled(st.repo.store(), &keys, caller, &id, disabled)?;
+            Ok((StatusCode::OK, client_json(&c), c.id().to_string()))
         },
     )
     .await

@@ -1,5 +1,6 @@
 //! `POST /auth/token` (OAuth 2.0 token endpoint: `grant_type=refresh_token` renews a
-//! DPoP-bound session) and `POST /auth/logout`. Token-endpoint errors use the RFC 6749 §5.2
+//! DPoP-bound session; `grant_type=client_credentials` with a `private_key_jwt` assertion
+//! authenticates a machine client) and `POST /auth/logout`. Token-endpoint errors use the RFC 6749 §5.2
 //! JSON shape OAuth clients expect, not an OperationOutcome.
 
 use axum::body::Bytes;
@@ -87,11 +88,20 @@ pub(super) async fn token(
         .map(String::from);
     match field("grant_type").as_deref() {
         Some("refresh_token") => {}
+        Some("client_credentials") => {
+            let fields = ClientFields {
+                assertion_type: field("client_assertion_type"),
+                assertion: field("client_assertion"),
+                client_id: field("client_id"),
+                scope: field("scope"),
+            };
+            return client_credentials(state, audit, fields, proof).await;
+        }
         Some(_) => {
             return oauth_error(
                 StatusCode::BAD_REQUEST,
                 "unsupported_grant_type",
-                "supported: refresh_token",
+                "supported: refresh_token, client_credentials",
             )
         }
         None => {
@@ -153,6 +163,136 @@ pub(super) async fn token(
             (
                 Event::new("refresh", "Account", "", outcome).reason(&e.to_string()),
                 session_oauth_error(&e),
+            )
+        }
+    };
+    record_then(&state, audit, vec![event], resp).await
+}
+
+/// The form fields of a client-credentials request.
+struct ClientFields {
+    assertion_type: Option<String>,
+    assertion: Option<String>,
+    client_id: Option<String>,
+    scope: Option<String>,
+}
+
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Why a client-credentials request failed (RFC 6749 §5.2, RFC 9449 §7).
+enum ClientFailure {
+    Request(&'static str),
+    Client(&'static str),
+    Proof(&'static str),
+    Server,
+}
+
+impl ClientFailure {
+    fn response(&self) -> Response {
+        match self {
+            ClientFailure::Request(d) => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", d),
+            ClientFailure::Client(d) => oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", d),
+            ClientFailure::Proof(d) => {
+                oauth_error(StatusCode::BAD_REQUEST, "invalid_dpop_proof", d)
+            }
+            ClientFailure::Server => oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "the request could not be completed",
+            ),
+        }
+    }
+}
+
+/// `grant_type=client_credentials` with a `private_key_jwt` assertion (SMART Backend
+/// Services): a token bound to the DPoP key of the proof sent along, or a bearer token for a
+/// client registered with `danger_bearer`. No refresh token: the client asserts again.
+async fn client_credentials(
+    state: AppState,
+    mut audit: Audit,
+    f: ClientFields,
+    proof: Option<String>,
+) -> Response {
+    use medvault_crypto::jose::{
+        unverified_client_id, validate_client_assertion, AssertionExpectation,
+    };
+    let st = state.clone();
+    let run = tokio::task::spawn_blocking(move || -> Result<(crate::clients::Client, String, bool, Option<String>), ClientFailure> {
+        if f.assertion_type.as_deref() != Some(JWT_BEARER) {
+            return Err(ClientFailure::Request(
+                "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer (once)",
+            ));
+        }
+        let assertion = f
+            .assertion
+            .ok_or(ClientFailure::Request("client_assertion is required (once)"))?;
+        let repo = &st.repo;
+        let keys = repo.keys().map_err(|_| ClientFailure::Server)?;
+        let now_ms = repo.clock().now_ms();
+        let now = u64::try_from(now_ms.div_euclid(1000)).unwrap_or(0);
+        let url = format!("{}/auth/token", st.public_url);
+        let unknown = ClientFailure::Client("unknown or disabled client, or the assertion is invalid");
+        let client_id = unverified_client_id(&assertion).map_err(|_| ClientFailure::Client("the client assertion is malformed"))?;
+        if f.client_id.as_deref().is_some_and(|c| c != client_id) {
+            return Err(ClientFailure::Client("client_id does not match the assertion"));
+        }
+        let client = match crate::clients::load(repo.store(), &keys, &client_id) {
+            Ok(Some(c)) if !c.disabled() => c,
+            Ok(_) => return Err(unknown),
+            Err(_) => return Err(ClientFailure::Server),
+        };
+        let expect = AssertionExpectation::new(&client_id, &url, now).map_err(|_| ClientFailure::Server)?;
+        let a = validate_client_assertion(&assertion, client.jwk(), &expect).map_err(|_| unknown)?;
+        if !st.sessions.first_assertion(client.id(), a.jti(), a.exp(), now) {
+            return Err(ClientFailure::Client("the client assertion was already used"));
+        }
+        let jkt = match proof.as_deref() {
+            Some(p) => Some(st.sessions.token_proof(p, &url, now).map_err(|_| {
+                ClientFailure::Proof("the DPoP proof is invalid for this request")
+            })?),
+            None if client.bearer() => None,
+            None => return Err(ClientFailure::Proof("this client must send a DPoP proof")),
+        };
+        let bound = jkt.is_some();
+        let token = st
+            .sessions
+            .issue_for_client(&keys, &**repo.rng(), &st.public_url, &client, jkt, now)
+            .map_err(|_| ClientFailure::Server)?;
+        Ok((client, token, bound, f.scope))
+    })
+    .await
+    .unwrap_or(Err(ClientFailure::Server));
+    let (event, resp) = match run {
+        Ok((client, token, bound, scope)) => {
+            audit.actor = client.id().to_string();
+            audit.role = client.role().as_str().to_string();
+            audit.client = client.id().to_string();
+            let mut resp = Json(json!({
+                "access_token": token,
+                "token_type": if bound { "DPoP" } else { "Bearer" },
+                "expires_in": ACCESS_TOKEN_SECS,
+                // Scopes are not a grant here: every request is decided by the policy for
+                // the client's role. The requested scope is echoed for SMART clients.
+                "scope": scope.unwrap_or_else(|| "system/*.*".to_string()),
+            }))
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            (
+                Event::new("token", "Client", client.id(), Outcome::Allow),
+                resp,
+            )
+        }
+        Err(e) => {
+            let (outcome, reason) = match &e {
+                ClientFailure::Server => (Outcome::Error, "server error"),
+                ClientFailure::Request(_) => (Outcome::Error, "invalid request"),
+                ClientFailure::Client(_) => (Outcome::Deny, "invalid client"),
+                ClientFailure::Proof(_) => (Outcome::Deny, "invalid proof"),
+            };
+            (
+                Event::new("token", "Client", "", outcome).reason(reason),
+                e.response(),
             )
         }
     };

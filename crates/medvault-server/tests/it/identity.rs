@@ -541,6 +541,24 @@ impl DpopKey {
         let sig = self.0.sign(input.as_bytes());
         format!("{input}.{}", b64(sig.as_ref()))
     }
+
+    /// The public key as a JWK.
+    pub fn jwk(&self) -> serde_json::Value {
+        use ring::signature::KeyPair;
+        serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(self.0.public_key().as_ref())})
+    }
+
+    /// A compact JWS (EdDSA) of `claims` with `typ: JWT`.
+    pub fn jwt(&self, claims: &serde_json::Value) -> String {
+        let header = serde_json::json!({"typ": "JWT", "alg": "EdDSA"});
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let sig = self.0.sign(input.as_bytes());
+        format!("{input}.{}", b64(sig.as_ref()))
+    }
 }
 
 async fn http_login(h: &Harness, login: &str, password: &str) -> crate::support::Resp {

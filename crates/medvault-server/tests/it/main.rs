@@ -4,6 +4,7 @@
 
 mod access;
 mod admin;
+mod clients;
 mod fhir;
 mod identity;
 mod ledger;

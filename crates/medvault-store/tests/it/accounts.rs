@@ -3,7 +3,8 @@
 //! revocation.
 
 use medvault_store::{
-    AccountRecord, GrantRecord, RefreshTokenRecord, RegistrationTokenRecord, SqliteStore, Store,
+    AccountRecord, ClientRecord, GrantRecord, RefreshTokenRecord, RegistrationTokenRecord,
+    SqliteStore, Store,
 };
 
 use crate::common::{assert_conflict, open_store, vault_record};
@@ -222,4 +223,42 @@ fn a_reset_token_keeps_the_account_it_resets() {
     t.account = "acc-1".into();
     store.insert_registration_token(&t).unwrap();
     assert_eq!(store.registration_token(&[3; 32]).unwrap(), Some(t));
+}
+
+fn client(id: &str, name: &str) -> ClientRecord {
+    ClientRecord {
+        id: id.into(),
+        name: name.into(),
+        role: "lab-technician".into(),
+        link: "Practitioner/t|Organization/l".into(),
+        jwk: "{}".into(),
+        bearer: false,
+        disabled: false,
+        generation: 1,
+        mac: [9; 32],
+    }
+}
+
+#[test]
+fn clients_have_unique_ids_and_names_and_optimistic_updates() {
+    let (_dir, store) = with_vault();
+    store.insert_client(&client("c1", "lab")).unwrap();
+    assert_conflict(store.insert_client(&client("c1", "other")));
+    assert_conflict(store.insert_client(&client("c2", "lab")));
+    store.insert_client(&client("c0", "alpha")).unwrap();
+    assert_eq!(store.client("c1").unwrap(), Some(client("c1", "lab")));
+    assert_eq!(store.client("nope").unwrap(), None);
+    let names: Vec<String> = store
+        .clients()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["alpha", "lab"]);
+    let mut next = client("c1", "lab");
+    next.disabled = true;
+    next.generation = 2;
+    store.update_client(&next, 1).unwrap();
+    assert_conflict(store.update_client(&next, 1));
+    assert_eq!(store.client("c1").unwrap(), Some(next));
 }

@@ -18,7 +18,7 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 5);
+    assert_eq!(user_version(&conn), 6);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -33,6 +33,7 @@ fn open_creates_schema_at_the_latest_user_version() {
         "auth_setup",
         "bootstrap_token",
         "break_glass_grant",
+        "client",
         "data_key",
         "resource_version",
         "ledger_checkpoint",
@@ -93,7 +94,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 5);
+    assert_eq!(user_version(&raw(&path)), 6);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -129,12 +130,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 6).unwrap();
+    raw(&path).pragma_update(None, "user_version", 7).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 6);
-            assert_eq!(supported, 5);
+            assert_eq!(found, 7);
+            assert_eq!(supported, 6);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -142,7 +143,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 6);
+    assert_eq!(user_version(&conn), 7);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -153,13 +154,13 @@ fn schema_newer_than_supported_is_refused() {
 fn empty_file_with_future_user_version_is_refused_without_migrating() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    raw(&path).pragma_update(None, "user_version", 7).unwrap();
+    raw(&path).pragma_update(None, "user_version", 9).unwrap();
 
     assert!(matches!(
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 7,
-            supported: 5
+            found: 9,
+            supported: 6
         })
     ));
     let tables: i64 = raw(&path)
@@ -204,7 +205,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 5);
+    assert_eq!(user_version(&raw(&path)), 6);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,

@@ -686,6 +686,58 @@ fn register_log_in_and_sign_requests_from_the_cli() {
     let err = fails(&medvault_env(&["admin", "accounts"], &rec, ""));
     assert!(err.contains("HTTP 403"), "{err}");
 
+    // A machine client is registered with its public key (RFC 8037's example Ed25519 key).
+    let jwk = tmp.path().join("client.jwk");
+    std::fs::write(
+        &jwk,
+        r#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#,
+    )
+    .unwrap();
+    let out = ok(&medvault_env(
+        &[
+            "client",
+            "add",
+            "--name",
+            "lab-feed",
+            "--role",
+            "lab-technician",
+            "--link",
+            "Practitioner/bot|Organization/lab-1",
+            "--jwk",
+            jwk.to_str().unwrap(),
+        ],
+        &as_admin,
+        "",
+    ));
+    assert!(
+        out.contains("lab-feed") && out.contains("kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"),
+        "{out}"
+    );
+    let client_id = out.split_whitespace().next().unwrap().to_string();
+    let err = fails(&medvault_env(
+        &[
+            "client",
+            "add",
+            "--name",
+            "lab-feed2",
+            "--role",
+            "admin",
+            "--jwk",
+            jwk.to_str().unwrap(),
+        ],
+        &as_admin,
+        "",
+    ));
+    assert!(err.contains("HTTP 400"), "{err}");
+    let out = ok(&medvault_env(
+        &["client", "disable", &client_id],
+        &as_admin,
+        "",
+    ));
+    assert!(out.contains("disabled"), "{out}");
+    let out = ok(&medvault_env(&["client", "list"], &as_admin, ""));
+    assert_eq!(out.lines().count(), 1, "{out}");
+
     // An expired access token is renewed with the refresh token, transparently.
     let mut doc: Value = serde_json::from_slice(&std::fs::read(&session).unwrap()).unwrap();
     let first_refresh = doc["refresh_token"].clone();
