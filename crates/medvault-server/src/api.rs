@@ -28,6 +28,7 @@ use crate::accounts::{self, AccountError};
 use crate::bundle::parse_etag;
 use crate::clock::{format_http_date, format_instant};
 use crate::ledger::{Audit, Event, LedgerError};
+use crate::limits::{ReadLimiter, ReadLimits};
 use crate::login::{self as opaque, LoginError, Logins};
 use crate::outcome::{
     for_account_error, for_login_error, for_repo_error, for_vault_error, operation_outcome,
@@ -73,6 +74,8 @@ pub struct AppState {
     public_url: String,
     /// Whether FHIR requests without a token are served (anonymously, outside the policy).
     allow_anonymous: bool,
+    /// Per-account limits on reading patient data.
+    reads: Arc<ReadLimiter>,
 }
 
 impl AppState {
@@ -87,7 +90,19 @@ impl AppState {
             sessions: Arc::new(Sessions::new()),
             public_url: public_url.trim_end_matches('/').to_string(),
             allow_anonymous: false,
+            reads: Arc::new(ReadLimiter::new(ReadLimits::default())),
         }
+    }
+
+    /// Limit how much patient data one account may read per window.
+    pub fn with_read_limits(mut self, limits: ReadLimits) -> AppState {
+        self.reads = Arc::new(ReadLimiter::new(limits));
+        self
+    }
+
+    /// The PHI read limiter (to attach an alert hook).
+    pub fn read_limiter(&self) -> &Arc<ReadLimiter> {
+        &self.reads
     }
 
     /// Serve FHIR requests that carry no token, anonymously and outside the access policy
@@ -304,6 +319,33 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
     } else {
         Caller::Anonymous
     };
+    // Reads of patient data are limited per account: past the limit, refused until the
+    // window ends (the refusal is recorded like any other).
+    let reader = match (&caller, described.as_ref()) {
+        (Caller::User(a), Some((action, _, _)))
+            if matches!(*action, "read" | "vread" | "search" | "history") =>
+        {
+            Some(a.id().to_string())
+        }
+        _ => None,
+    };
+    if let Some(account) = &reader {
+        if let Err(wait) = state.reads.check(account, state.repo.clock().now_ms()) {
+            let (action, rtype, id) = described.unwrap_or_default();
+            let event = Event::new(action, &rtype, &id, Outcome::Deny).reason("phi-read-limit");
+            let mut resp = fhir_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                operation_outcome(
+                    "throttled",
+                    &format!("this account has read its limit of patient data for now; retry after {wait} s"),
+                ),
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return record_then(&state, audit, vec![event], resp).await;
+        }
+    }
     req.extensions_mut().insert(audit.clone());
     req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
@@ -332,6 +374,12 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
         .get::<AuditPatient>()
         .cloned()
         .unwrap_or_default();
+    if let (Some(account), true) = (&reader, status.is_success()) {
+        let n = patients.0.len() as u64;
+        if n > 0 {
+            state.reads.add(account, n, state.repo.clock().now_ms());
+        }
+    }
     let mut events: Vec<Event> = if patients.0.is_empty() {
         vec![event]
     } else {

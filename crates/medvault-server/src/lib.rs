@@ -9,6 +9,7 @@ pub mod clients;
 pub mod clock;
 pub mod grants;
 pub mod ledger;
+pub mod limits;
 pub mod login;
 pub mod outcome;
 pub mod repo;

@@ -53,8 +53,11 @@ pub struct ServeOptions {
     pub danger_allow_plain_http: bool,
     /// Serve FHIR requests that carry no token, anonymously and outside the access policy.
     pub danger_no_auth: bool,
-    /// POST a JSON alert here when the audit ledger fails an integrity check.
+    /// POST a JSON alert here when the audit ledger fails an integrity check or an account
+    /// reaches its PHI read limit.
     pub alert_webhook: Option<String>,
+    /// Per-account limits on reading patient data.
+    pub read_limits: crate::limits::ReadLimits,
 }
 
 /// An opened data directory.
@@ -140,11 +143,21 @@ pub async fn serve(
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
     spawn_checkpoint_ticker(repo.clone());
+    let state = AppState::new(repo.clone(), &public)
+        .allowing_anonymous(opts.danger_no_auth)
+        .with_read_limits(opts.read_limits);
     if let Some(url) = opts.alert_webhook.clone() {
-        repo.ledger().set_alert(webhook_alert(url, public.clone()));
+        repo.ledger().set_alert(webhook_alert(
+            url.clone(),
+            public.clone(),
+            "ledger-compromised",
+        ));
+        state
+            .read_limiter()
+            .set_alert(webhook_alert(url, public.clone(), "phi-read-limit"));
     }
-    spawn_ledger_verifier(repo.clone());
-    let app = router(AppState::new(repo, &public).allowing_anonymous(opts.danger_no_auth));
+    spawn_ledger_verifier(repo);
+    let app = router(state);
 
     match &opts.tls {
         None => {
@@ -212,14 +225,14 @@ fn spawn_ledger_verifier(repo: Arc<Repository>) {
     });
 }
 
-/// An alert hook that POSTs `{"alert": "ledger-compromised", ...}` to `url`.
-fn webhook_alert(url: String, server: String) -> crate::ledger::AlertHook {
+/// An alert hook that POSTs `{"alert": KIND, "server": ..., "reason": ...}` to `url`.
+fn webhook_alert(url: String, server: String, kind: &'static str) -> crate::ledger::AlertHook {
     Arc::new(move |reason: String| {
         let (url, server) = (url.clone(), server.clone());
         // The hook may run on an async worker; the POST blocks, so it gets its own thread.
         std::thread::spawn(move || {
             let body = serde_json::json!({
-                "alert": "ledger-compromised",
+                "alert": kind,
                 "server": server,
                 "reason": reason,
             });
@@ -232,8 +245,8 @@ fn webhook_alert(url: String, server: String) -> crate::ledger::AlertHook {
                 .header("Content-Type", "application/json")
                 .send(body.to_string())
             {
-                Ok(_) => tracing::warn!("ledger alert sent to the webhook"),
-                Err(e) => tracing::error!(error = %e, "ledger alert webhook failed"),
+                Ok(_) => tracing::warn!(kind, "alert sent to the webhook"),
+                Err(e) => tracing::error!(kind, error = %e, "alert webhook failed"),
             }
         });
     })

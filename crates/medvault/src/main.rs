@@ -21,6 +21,7 @@ use medvault_ledger::Outcome;
 use medvault_server::access::AccessConfig;
 use medvault_server::clock::SystemClock;
 use medvault_server::ledger::{Audit, Event, LedgerConfig};
+use medvault_server::limits::ReadLimits;
 use medvault_server::repo::Repository;
 use medvault_server::vault::Vault;
 use medvault_server::{open_data_dir, ServeOptions, TlsFiles};
@@ -339,6 +340,13 @@ enum Command {
         /// How long after an Encounter or Appointment ends its clinicians stay in care.
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3650))]
         care_window_days: u64,
+        /// Patient records one account may read per window (each answer counts once per
+        /// patient whose data it carries); beyond it reads are refused and an alert raised.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        phi_read_limit: u64,
+        /// The window of --phi-read-limit, in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        phi_read_window_seconds: u64,
     },
     /// Submit one key share (read from stdin) towards unsealing.
     Unseal {
@@ -536,6 +544,8 @@ fn run(cli: Cli) -> Result<()> {
             alert_webhook,
             break_glass_minutes,
             care_window_days,
+            phi_read_limit,
+            phi_read_window_seconds,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -556,6 +566,10 @@ fn run(cli: Cli) -> Result<()> {
                     // Dev mode is for trying things out with curl: no token needed.
                     danger_no_auth: danger_no_auth || dev,
                     alert_webhook,
+                    read_limits: ReadLimits {
+                        max: phi_read_limit,
+                        window_ms: phi_read_window_seconds as i64 * 1000,
+                    },
                 },
                 dev,
                 LedgerConfig {

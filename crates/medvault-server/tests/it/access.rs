@@ -919,3 +919,60 @@ async fn lab_technicians_post_results_for_their_labs_orders_and_read_no_charts()
             .assert_outcome(StatusCode::FORBIDDEN);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_too_much_patient_data_is_refused_until_the_window_ends_and_alerts_once() {
+    use medvault_server::api::{router, AppState};
+    use medvault_server::limits::ReadLimits;
+    use std::sync::{Arc, Mutex};
+    let mut w = world().await;
+    let state =
+        AppState::new(w.h.repo.clone(), crate::support::BASE).with_read_limits(ReadLimits {
+            max: 3,
+            window_ms: 60_000,
+        });
+    let alerts: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = alerts.clone();
+    state
+        .read_limiter()
+        .set_alert(Arc::new(move |m: String| seen.lock().unwrap().push(m)));
+    w.h.app = router(state);
+    let h = &w.h;
+    let chart = format!("/fhir/Observation/{}", w.obs);
+    let patient = format!("/fhir/Patient/{}", w.pid);
+    // Three answers carrying the patient's data are within the limit.
+    for path in [&chart, &patient, &chart] {
+        assert_eq!(w.gp.call(h, "GET", path, None).await.status, StatusCode::OK);
+    }
+    assert_eq!(alerts.lock().unwrap().len(), 1);
+    // The fourth read is refused, with when to come back; writes are not reads.
+    let r = w.gp.call(h, "GET", &chart, None).await;
+    r.assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.header("retry-after"), Some("60"));
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(observation(&w.pid, "8310-5", "2024-02-02", 37)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    // Other accounts are not affected; refusals count nothing and alert no more.
+    assert_eq!(
+        w.patient.call(h, "GET", &chart, None).await.status,
+        StatusCode::OK
+    );
+    w.gp.call(h, "GET", &chart, None)
+        .await
+        .assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(alerts.lock().unwrap().len(), 1);
+    assert!(alerts.lock().unwrap()[0].contains("3 or more patient records within 60 s"));
+    // The refusal is in the ledger.
+    let got = entries_since(h, h.data.store.ledger_size().unwrap() - 1);
+    assert_eq!(got[0].4, "phi-read-limit");
+    // A new window: reads again.
+    h.clock.advance(60_000);
+    let gp = signed_in(h, "gp").await;
+    assert_eq!(gp.call(h, "GET", &chart, None).await.status, StatusCode::OK);
+}

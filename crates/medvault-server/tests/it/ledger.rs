@@ -531,6 +531,7 @@ async fn a_running_server_finds_a_tampered_ledger_and_calls_the_webhook() {
         danger_allow_plain_http: false,
         danger_no_auth: false,
         alert_webhook: Some(hook_url),
+        read_limits: Default::default(),
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move { serve(repo, opts, |_, _| {}).await });

@@ -38,6 +38,7 @@ async fn serves_https_on_loopback() {
         danger_allow_plain_http: false,
         danger_no_auth: false,
         alert_webhook: None,
+        read_limits: Default::default(),
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move {
