@@ -5,10 +5,15 @@
 //! issuance belongs to the server; validators return what it needs (`jti`,
 //! `exp`, `iat`, key thumbprints) to keep that state.
 //!
-//! Only asymmetric algorithms are implemented: `ES256` (ECDSA P-256 with the
-//! fixed 64-byte `r || s` signature, RFC 7518 §3.4) and `EdDSA` with Ed25519
-//! (RFC 8037). `none`, `HS*` and every other `alg` are refused, and `alg`
-//! must always match the type of the verifying key.
+//! Only asymmetric algorithms are implemented ([`Alg::ALL`], the same list
+//! for DPoP proofs and client assertions): `ES256` and `ES384` (ECDSA
+//! P-256/SHA-256 and P-384/SHA-384 with the fixed-length `r || s`
+//! signature, RFC 7518 §3.4), `EdDSA` with Ed25519 (RFC 8037) and `RS384`
+//! (RSASSA-PKCS1-v1_5 with SHA-384, 2048- to 8192-bit keys, RFC 7518 §3.3).
+//! `ES384` and `RS384` are the ones SMART Backend Services requires servers
+//! to support. `none`, `HS*`, other RSA hashes, PSS and every other `alg` are
+//! refused, and `alg` must always match the type of the verifying key (one
+//! algorithm per key type).
 //!
 //! Untrusted input is bounded before it is parsed: compact tokens are at most
 //! [`MAX_TOKEN_LEN`] bytes, JSON is nested at most [`MAX_JSON_DEPTH`] levels,
@@ -42,9 +47,15 @@ pub use jws::{verify_jws, Alg, Header};
 pub use token::{random_jti, AccessClaims, TokenSigner, TokenVerifier};
 
 /// Largest compact token (access token, DPoP proof, client assertion) accepted, in bytes.
+///
+/// Enough for an RS384 DPoP proof with an 8192-bit key, which carries both the
+/// modulus (in the header `jwk`) and a signature of the same size: about 3.4 KiB.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Largest standalone JWK JSON document accepted, in bytes.
-pub const MAX_JWK_LEN: usize = 2 * 1024;
+///
+/// An 8192-bit RSA key alone takes about 1.4 KiB; 4 KiB leaves room for
+/// optional members (`kid`, `x5t#S256`, ...) and pretty-printing.
+pub const MAX_JWK_LEN: usize = 4 * 1024;
 /// Deepest JSON nesting accepted (a top-level object is depth 1).
 pub const MAX_JSON_DEPTH: usize = 5;
 /// Clock-skew allowance applied to `exp`, `nbf` and `iat` of tokens and assertions, in seconds.

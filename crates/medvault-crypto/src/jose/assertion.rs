@@ -75,8 +75,9 @@ impl ClientAssertion {
 /// Validate a `client_assertion` JWT signed by the client's registered `key`.
 ///
 /// Checks: size and compact structure; `typ` absent or `JWT` (so DPoP proofs
-/// and access tokens are never accepted as assertions); `alg` (ES256/EdDSA)
-/// fits `key` and the signature verifies; `iss` == client id; `sub` == `iss`;
+/// and access tokens are never accepted as assertions); `alg` (any of
+/// [`Alg::ALL`]: ES256, EdDSA, and SMART's required ES384 and RS384) fits
+/// `key` and the signature verifies; `iss` == client id; `sub` == `iss`;
 /// `aud` (string or array) contains the token endpoint URL (compared after
 /// normalization); `exp` not passed and at most five minutes ahead (both with
 /// leeway); `nbf`/`iat` if present not in the future; `jti` present

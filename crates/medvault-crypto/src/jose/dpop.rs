@@ -131,12 +131,13 @@ pub fn access_token_hash(access_token: &str) -> String {
 /// Validate a DPoP proof (the `DPoP` request header value) against `expected`.
 ///
 /// Checks (RFC 9449 §4.3): size and compact structure; `typ` is `dpop+jwt`;
-/// `alg` is ES256 or EdDSA and fits the embedded public `jwk` (private members
-/// refused), which must verify the signature; `jti` (1-64 bytes), `htm`,
-/// `htu` and `iat` present; `htm` equals the method; `htu` equals the request
-/// URL after normalization, ignoring query and fragment; the nonce if one is
-/// required; `iat` within the window; `ath` if an access token was presented;
-/// the key thumbprint if one is expected.
+/// `alg` is one of [`Alg::ALL`] (ES256, EdDSA, ES384, RS384: RFC 9449 allows
+/// any asymmetric algorithm) and fits the embedded public `jwk` (private
+/// members refused), which must verify the signature; `jti` (1-64 bytes),
+/// `htm`, `htu` and `iat` present; `htm` equals the method; `htu` equals the
+/// request URL after normalization, ignoring query and fragment; the nonce if
+/// one is required; `iat` within the window; `ath` if an access token was
+/// presented; the key thumbprint if one is expected.
 ///
 /// Replay detection on the returned `jti` is the caller's job.
 pub fn validate_dpop(proof: &str, expected: &DpopExpectation) -> Result<DpopProof, JoseError> {

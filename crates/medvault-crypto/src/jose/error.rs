@@ -31,7 +31,7 @@ pub enum JoseError {
     /// A JOSE header parameter was missing or malformed.
     #[error("invalid JOSE header: {0}")]
     InvalidHeader(&'static str),
-    /// `alg` is not one this module implements (`none`, `HS*`, `RS*`, ...).
+    /// `alg` is not one this module implements (`none`, `HS*`, `RS256`, `PS*`, ...).
     #[error("unsupported signature algorithm")]
     UnsupportedAlgorithm,
     /// `alg` is implemented but not allowed by the caller.
@@ -43,7 +43,8 @@ pub enum JoseError {
     /// The header lists critical extensions (`crit`); none are supported.
     #[error("unsupported critical header parameter")]
     UnsupportedCritical,
-    /// A JWK was malformed; the string names the member.
+    /// A JWK was malformed or out of range (e.g. an RSA modulus under 2048
+    /// bits or with a leading zero byte); the string names the member.
     #[error("invalid JWK: {0}")]
     InvalidKey(&'static str),
     /// A JWK has a key type or curve this module does not implement.

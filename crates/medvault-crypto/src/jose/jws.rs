@@ -1,44 +1,73 @@
-//! Compact JWS (RFC 7515 §7.1): strict parsing, ES256/EdDSA verification, EdDSA signing.
+//! Compact JWS (RFC 7515 §7.1): strict parsing, ES256/ES384/EdDSA/RS384 verification, EdDSA signing.
 
-use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED, ED25519};
+use std::ops::RangeInclusive;
+
+use ring::signature::{
+    Ed25519KeyPair, RsaPublicKeyComponents, UnparsedPublicKey, ECDSA_P256_SHA256_FIXED,
+    ECDSA_P384_SHA384_FIXED, ED25519, RSA_PKCS1_2048_8192_SHA384,
+};
 use serde_json::{Map, Value};
 
-use super::jwk::KeyMaterial;
+use super::jwk::{KeyMaterial, MAX_RSA_BITS, MIN_RSA_BITS};
 use super::{b64, json, JoseError, PublicJwk, MAX_CLAIM_LEN, MAX_TOKEN_LEN};
 
-/// Length of both supported signatures: ES256 `r || s` and Ed25519.
-const SIGNATURE_LEN: usize = 64;
 /// Longest accepted `typ` header value.
 const MAX_TYP_LEN: usize = 64;
 
-/// The signature algorithms this module implements.
+/// The signature algorithms this module implements: the asymmetric ones SMART
+/// Backend Services requires of servers (`RS384`, `ES384`) plus `ES256` and `EdDSA`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alg {
     /// ECDSA with P-256 and SHA-256, fixed-length `r || s` signature (RFC 7518 §3.4).
     Es256,
     /// EdDSA with Ed25519 (RFC 8037).
     EdDsa,
+    /// ECDSA with P-384 and SHA-384, fixed-length 96-byte `r || s` signature (RFC 7518 §3.4).
+    Es384,
+    /// RSASSA-PKCS1-v1_5 with SHA-384 (RFC 7518 §3.3), 2048- to 8192-bit keys.
+    Rs384,
 }
 
 impl Alg {
     /// Every implemented algorithm.
-    pub const ALL: [Alg; 2] = [Alg::Es256, Alg::EdDsa];
+    ///
+    /// Client assertions and DPoP proofs both accept all of them. RFC 9449
+    /// allows any asymmetric JWS algorithm for DPoP, and nothing argues for a
+    /// shorter list there: even an 8192-bit RS384 proof (key and signature
+    /// inline) is under half of [`MAX_TOKEN_LEN`], and RSA verification with
+    /// the small public exponents accepted is cheap.
+    pub const ALL: [Alg; 4] = [Alg::Es256, Alg::EdDsa, Alg::Es384, Alg::Rs384];
 
     /// The JOSE `alg` name.
     pub fn as_str(self) -> &'static str {
         match self {
             Alg::Es256 => "ES256",
             Alg::EdDsa => "EdDSA",
+            Alg::Es384 => "ES384",
+            Alg::Rs384 => "RS384",
         }
     }
 
     /// Parse a JOSE `alg` name (case-sensitive, RFC 7515 §4.1.1). Anything
-    /// else, notably `none` and the `HS*` family, is unsupported.
+    /// else, notably `none`, the `HS*` family and RSA with other hashes or
+    /// PSS, is unsupported.
     pub fn parse(name: &str) -> Result<Alg, JoseError> {
         match name {
             "ES256" => Ok(Alg::Es256),
             "EdDSA" => Ok(Alg::EdDsa),
+            "ES384" => Ok(Alg::Es384),
+            "RS384" => Ok(Alg::Rs384),
             _ => Err(JoseError::UnsupportedAlgorithm),
+        }
+    }
+
+    /// The possible signature lengths in bytes. RSA signatures are as long as
+    /// the modulus, which only the verifying key fixes exactly.
+    fn signature_len(self) -> RangeInclusive<usize> {
+        match self {
+            Alg::Es256 | Alg::EdDsa => 64..=64,
+            Alg::Es384 => 96..=96,
+            Alg::Rs384 => MIN_RSA_BITS / 8..=MAX_RSA_BITS / 8,
         }
     }
 }
@@ -129,12 +158,13 @@ pub(crate) struct Unverified<'a> {
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`: exactly the signed bytes.
     signing_input: &'a str,
     payload: Vec<u8>,
-    signature: [u8; SIGNATURE_LEN],
+    signature: Vec<u8>,
 }
 
 /// Split and decode a compact JWS: exactly three non-empty, canonical base64url
 /// parts, a header that is a bounded JSON object with a supported `alg`, and a
-/// 64-byte signature. The payload is decoded but not yet parsed.
+/// signature of a length that `alg` can produce. The payload is decoded but
+/// not yet parsed.
 pub(crate) fn parse_compact(compact: &str) -> Result<Unverified<'_>, JoseError> {
     if compact.len() > MAX_TOKEN_LEN {
         return Err(JoseError::TooLarge);
@@ -154,11 +184,10 @@ pub(crate) fn parse_compact(compact: &str) -> Result<Unverified<'_>, JoseError> 
     let header_bytes = b64::decode(header, "header")?;
     let header = Header::from_json(&json::parse_object(&header_bytes, "header", MAX_TOKEN_LEN)?)?;
     let payload = b64::decode(payload, "payload")?;
-    let signature = b64::decode_array(
-        signature,
-        "signature",
-        JoseError::Malformed("signature length"),
-    )?;
+    let signature = b64::decode(signature, "signature")?;
+    if !header.alg.signature_len().contains(&signature.len()) {
+        return Err(JoseError::Malformed("signature length"));
+    }
     Ok(Unverified {
         header,
         signing_input,
@@ -203,8 +232,20 @@ fn verify_signature(key: &PublicJwk, message: &[u8], signature: &[u8]) -> Result
             let point = [&[4u8][..], x, y].concat();
             UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point).verify(message, signature)
         }
+        KeyMaterial::P384 { x, y } => {
+            let point = [&[4u8][..], x, y].concat();
+            UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point).verify(message, signature)
+        }
         KeyMaterial::Ed25519 { x } => {
             UnparsedPublicKey::new(&ED25519, x).verify(message, signature)
+        }
+        KeyMaterial::Rsa { n, e } => {
+            // RFC 8017 §8.2.2 step 1: the signature is exactly as long as the
+            // modulus. ring checks this too; saying it here keeps it obvious.
+            if signature.len() != n.len() {
+                return Err(JoseError::BadSignature);
+            }
+            RsaPublicKeyComponents { n, e }.verify(&RSA_PKCS1_2048_8192_SHA384, message, signature)
         }
     };
     result.map_err(|_| JoseError::BadSignature)
@@ -270,7 +311,8 @@ mod tests {
             assert_eq!(Alg::parse(alg.as_str()), Ok(alg));
         }
         for bad in [
-            "none", "None", "HS256", "RS256", "ES384", "es256", "EDDSA", "",
+            "none", "None", "HS256", "HS384", "RS256", "RS512", "PS384", "ES512", "es384", "rs384",
+            "ES256K", "es256", "EDDSA", "",
         ] {
             assert_eq!(Alg::parse(bad), Err(JoseError::UnsupportedAlgorithm));
         }

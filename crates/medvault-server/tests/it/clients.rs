@@ -286,3 +286,40 @@ async fn a_client_row_edited_in_the_database_is_refused() {
         .await
         .assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_es384_client_as_smart_backend_services_requires() {
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let w = world().await;
+    let h = &w.h;
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = pair.public_key().as_ref();
+    let jwk =
+        json!({"kty": "EC", "crv": "P-384", "x": b64(&point[1..49]), "y": b64(&point[49..97])});
+    let r = add_client(
+        h,
+        &w.admin,
+        json!({"name": "es384", "role": "auditor", "jwk": jwk}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["client_id"].as_str().unwrap().to_string();
+    let header = json!({"alg": "ES384", "typ": "JWT"});
+    let claims = json!({
+        "iss": id, "sub": id, "aud": format!("{BASE}/auth/token"),
+        "exp": now_s(h) + 60, "jti": jti(),
+    });
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = pair.sign(&rng, input.as_bytes()).unwrap();
+    let a = format!("{input}.{}", b64(sig.as_ref()));
+    let r = token(h, &a, Some(&DpopKey::new())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["token_type"], "DPoP");
+}

@@ -2,12 +2,12 @@
 
 use medvault_crypto::jose::assertion::MAX_ASSERTION_LIFETIME_SECS;
 use medvault_crypto::jose::{
-    unverified_client_id, validate_client_assertion, AssertionExpectation, JoseError,
-    DEFAULT_LEEWAY_SECS,
+    unverified_client_id, validate_client_assertion, AssertionExpectation, JoseError, PublicJwk,
+    DEFAULT_LEEWAY_SECS, MAX_TOKEN_LEN,
 };
 use serde_json::{json, Value};
 
-use super::{compact, TestKey, NOW};
+use super::{b64, compact, flip_signature_byte, offline, part, unb64, with_part, TestKey, NOW};
 
 const CLIENT: &str = "backend-service-1";
 const TOKEN_URL: &str = "https://medvault.example/auth/token";
@@ -36,7 +36,7 @@ fn check(key: &TestKey, edit: impl FnOnce(&mut Value)) -> Result<(), JoseError> 
 
 #[test]
 fn valid_assertions_are_accepted() {
-    for key in [TestKey::ed25519(30), TestKey::p256()] {
+    for key in TestKey::one_of_each(30) {
         let jwt = compact(&header(&key), &claims(), &key);
         let got = validate_client_assertion(&jwt, &key.public(), &expectation()).unwrap();
         assert_eq!(got.jti(), "assertion-1");
@@ -61,6 +61,106 @@ fn valid_assertions_are_accepted() {
     assert!(validate_client_assertion(&jwt, &key.public(), &expectation()).is_ok());
     assert_eq!(check(&key, |c| c["iat"] = NOW.into()), Ok(()));
     assert_eq!(check(&key, |c| c["nbf"] = NOW.into()), Ok(()));
+}
+
+#[test]
+fn smart_algorithms_interoperate() {
+    // RS384 and ES384 assertions signed by Python's `cryptography` (SMART
+    // Backend Services requires servers to accept both), including one from
+    // an 8192-bit RSA key.
+    let offline = offline();
+    for (name, jti) in [
+        ("rsa2048", "py-rs384-2048"),
+        ("rsa8192", "py-rs384-8192"),
+        ("p384", "py-es384"),
+    ] {
+        let key = PublicJwk::from_json_value(&offline[name]["jwk"]).unwrap();
+        let jwt = offline[name]["assertion"].as_str().unwrap();
+        let got = validate_client_assertion(jwt, &key, &expectation()).unwrap();
+        assert_eq!(got.jti(), jti);
+        assert_eq!(got.exp(), NOW + 240);
+        assert_eq!(unverified_client_id(jwt).unwrap(), CLIENT);
+        // Still every claim check applies: later, the same assertion has expired.
+        let later = AssertionExpectation::new(CLIENT, TOKEN_URL, NOW + 3600).unwrap();
+        assert_eq!(
+            validate_client_assertion(jwt, &key, &later).unwrap_err(),
+            JoseError::Expired
+        );
+    }
+}
+
+#[test]
+fn rs384_and_es384_refusals() {
+    let offline = offline();
+    let rsa_other = PublicJwk::from_json_value(&offline["rsa2048_other"]["jwk"]).unwrap();
+    let rsa8192 = PublicJwk::from_json_value(&offline["rsa8192"]["jwk"]).unwrap();
+    let validate = |jwt: &str, key: &PublicJwk| {
+        validate_client_assertion(jwt, key, &expectation()).map(|_| ())
+    };
+    for key in [TestKey::rsa(), TestKey::p384()] {
+        let jwt = compact(&header(&key), &claims(), &key);
+        assert_eq!(validate(&jwt, &key.public()), Ok(()));
+        // Tampered payload (another, otherwise valid, jti) or signature.
+        let mut c = claims();
+        c["jti"] = "assertion-2".into();
+        let tampered = with_part(&jwt, 1, &b64(c.to_string().as_bytes()));
+        assert_eq!(
+            validate(&tampered, &key.public()),
+            Err(JoseError::BadSignature)
+        );
+        let len = unb64(part(&jwt, 2)).len();
+        for i in [0, 1, len / 2, len - 2, len - 1] {
+            assert_eq!(
+                validate(&flip_signature_byte(&jwt, i), &key.public()),
+                Err(JoseError::BadSignature),
+                "{} byte {i}",
+                key.alg()
+            );
+        }
+        // Another key of the same type.
+        let other = match key {
+            TestKey::Rs(_) => rsa_other.clone(),
+            _ => TestKey::p384().public(),
+        };
+        assert_eq!(validate(&jwt, &other), Err(JoseError::BadSignature));
+        // A key of another type, whichever way round.
+        for wrong in [TestKey::p256(), TestKey::ed25519(37)] {
+            assert_eq!(
+                validate(&jwt, &wrong.public()),
+                Err(JoseError::AlgorithmKeyMismatch)
+            );
+            let theirs = compact(&header(&wrong), &claims(), &wrong);
+            assert_eq!(
+                validate(&theirs, &key.public()),
+                Err(JoseError::AlgorithmKeyMismatch)
+            );
+        }
+    }
+    // An RS384 signature from the 2048-bit key is no signature for the 8192-bit one.
+    let rs = TestKey::rsa();
+    let jwt = compact(&header(&rs), &claims(), &rs);
+    assert_eq!(validate(&jwt, &rsa8192), Err(JoseError::BadSignature));
+    // A P-384 assertion relabelled ES256 (or the reverse) never reaches a verifier.
+    let es384 = TestKey::p384();
+    let mut h = header(&es384);
+    h["alg"] = "ES256".into();
+    assert_eq!(
+        validate(&compact(&h, &claims(), &es384), &TestKey::p256().public()),
+        Err(JoseError::Malformed("signature length"))
+    );
+    // RSA with SHA-256 is not accepted, even with a valid RS256-shaped token.
+    let mut h = header(&rs);
+    h["alg"] = "RS256".into();
+    assert_eq!(
+        validate(&compact(&h, &claims(), &rs), &rs.public()),
+        Err(JoseError::UnsupportedAlgorithm)
+    );
+    // Oversized assertions are refused before any parsing or RSA work.
+    let mut c = claims();
+    c["pad"] = "x".repeat(MAX_TOKEN_LEN).into();
+    let huge = compact(&header(&rs), &c, &rs);
+    assert_eq!(validate(&huge, &rs.public()), Err(JoseError::TooLarge));
+    assert_eq!(unverified_client_id(&huge), Err(JoseError::TooLarge));
 }
 
 #[test]

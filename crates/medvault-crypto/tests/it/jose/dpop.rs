@@ -6,7 +6,7 @@ use medvault_crypto::jose::{
 };
 use serde_json::{json, Value};
 
-use super::{b64, compact, flip_signature_byte, part, with_part, TestKey, NOW};
+use super::{b64, compact, flip_signature_byte, offline, part, unb64, with_part, TestKey, NOW};
 
 const URL: &str = "https://medvault.example/fhir/Patient/123";
 const TOKEN: &str = "an-access-token.with.dots";
@@ -81,8 +81,8 @@ fn rfc9449_ath_known_answer() {
 }
 
 #[test]
-fn valid_proofs_are_accepted_for_both_algorithms() {
-    for key in [TestKey::ed25519(11), TestKey::p256()] {
+fn valid_proofs_are_accepted_for_every_algorithm() {
+    for key in TestKey::one_of_each(11) {
         let got = validate_dpop(&proof(&key, &header(&key), &claims()), &expect_get()).unwrap();
         assert_eq!(got.jkt(), &key.public().thumbprint());
         assert_eq!(got.jti(), "proof-1");
@@ -101,6 +101,35 @@ fn valid_proofs_are_accepted_for_both_algorithms() {
         assert_eq!(
             validate_dpop(&proof(&key, &header(&key), &c), &full).unwrap(),
             got
+        );
+    }
+}
+
+#[test]
+fn offline_es384_and_rs384_proofs() {
+    // Proofs made by Python's `cryptography`, one with an 8192-bit RSA key:
+    // the largest key and signature, both in one proof, still fit MAX_TOKEN_LEN.
+    let offline = offline();
+    for (name, jti) in [("p384", "py-dpop-p384"), ("rsa8192", "py-dpop-8192")] {
+        let proof = offline[name]["dpop"].as_str().unwrap();
+        assert!(proof.len() < MAX_TOKEN_LEN / 2, "{}", proof.len());
+        let jkt = JwkThumbprint::parse(offline[name]["jkt"].as_str().unwrap()).unwrap();
+        let got = validate_dpop(proof, &expect_get().with_jkt(jkt.clone())).unwrap();
+        assert_eq!(got.jkt(), &jkt);
+        assert_eq!(got.jti(), jti);
+        assert_eq!(got.iat(), NOW);
+        let len = unb64(part(proof, 2)).len();
+        for i in [0, len / 2, len - 1] {
+            assert_eq!(
+                validate_dpop(&flip_signature_byte(proof, i), &expect_get()).unwrap_err(),
+                JoseError::BadSignature,
+                "{name} byte {i}"
+            );
+        }
+        let other = JwkThumbprint::parse(offline["rsa2048"]["jkt"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            validate_dpop(proof, &expect_get().with_jkt(other)).unwrap_err(),
+            JoseError::ThumbprintMismatch
         );
     }
 }
@@ -180,30 +209,104 @@ fn header_refusals() {
         with_header(&key, |h| h["jwk"] = json!({"kty": "oct", "k": "c2VjcmV0"})),
         Err(JoseError::PrivateKeyMaterial)
     );
+
+    // The SHA-384 algorithms: alg must fit the embedded key, and an RSA jwk is
+    // held to the same strict rules as anywhere else.
+    let es384 = TestKey::p384();
+    let rs = TestKey::rsa();
+    assert_eq!(
+        with_header(&es384, |h| h["jwk"] = TestKey::p256().jwk()),
+        Err(JoseError::AlgorithmKeyMismatch)
+    );
+    assert_eq!(
+        with_header(&rs, |h| h["jwk"] = es384.jwk()),
+        Err(JoseError::AlgorithmKeyMismatch)
+    );
+    assert_eq!(
+        with_header(&es, |h| h["jwk"] = rs.jwk()),
+        Err(JoseError::AlgorithmKeyMismatch)
+    );
+    assert_eq!(
+        with_header(&es384, |h| h["alg"] = "ES256".into()),
+        Err(JoseError::Malformed("signature length"))
+    );
+    for alg in ["RS256", "PS384", "RS512"] {
+        assert_eq!(
+            with_header(&rs, |h| h["alg"] = alg.into()),
+            Err(JoseError::UnsupportedAlgorithm),
+            "{alg}"
+        );
+    }
+    assert_eq!(
+        with_header(&rs, |h| h["jwk"]["d"] = "AQAB".into()),
+        Err(JoseError::PrivateKeyMaterial)
+    );
+    assert_eq!(
+        with_header(&es384, |h| h["jwk"]["d"] = b64(&[1; 48]).into()),
+        Err(JoseError::PrivateKeyMaterial)
+    );
+    assert_eq!(
+        with_header(&rs, |h| h["jwk"]["alg"] = "RS256".into()),
+        Err(JoseError::InvalidKey("alg"))
+    );
+    assert_eq!(
+        with_header(&rs, |h| {
+            let n = unb64(h["jwk"]["n"].as_str().unwrap());
+            h["jwk"]["n"] = b64(&[&[0][..], &n].concat()).into();
+        }),
+        Err(JoseError::InvalidKey("n"))
+    );
+    assert_eq!(
+        with_header(&rs, |h| {
+            let n = unb64(h["jwk"]["n"].as_str().unwrap());
+            h["jwk"]["n"] = b64(&n[..128]).into();
+        }),
+        Err(JoseError::InvalidKey("n"))
+    );
+    assert_eq!(
+        with_header(&rs, |h| h["jwk"]["e"] = b64(&[1, 0, 0]).into()),
+        Err(JoseError::InvalidKey("e"))
+    );
+    assert_eq!(
+        with_header(&rs, |h| h["jwk"]["crv"] = "P-384".into()),
+        Err(JoseError::InvalidKey("crv"))
+    );
 }
 
 #[test]
 fn signature_refusals() {
-    let key = TestKey::p256();
-    let good = proof(&key, &header(&key), &claims());
-    assert!(validate_dpop(&good, &expect_get()).is_ok());
-    assert_eq!(
-        validate_dpop(&flip_signature_byte(&good, 5), &expect_get()).unwrap_err(),
-        JoseError::BadSignature
-    );
-    let mut c = claims();
-    c["htu"] = "https://medvault.example/fhir/Patient/124".into();
-    let changed = with_part(&good, 1, &b64(c.to_string().as_bytes()));
-    assert_eq!(
-        validate_dpop(&changed, &expect_get()).unwrap_err(),
-        JoseError::BadSignature
-    );
-    // Signed by another key than the embedded one.
-    let forged = proof(&TestKey::p256(), &header(&key), &claims());
-    assert_eq!(
-        validate_dpop(&forged, &expect_get()).unwrap_err(),
-        JoseError::BadSignature
-    );
+    for key in [TestKey::p256(), TestKey::p384(), TestKey::rsa()] {
+        let good = proof(&key, &header(&key), &claims());
+        assert!(validate_dpop(&good, &expect_get()).is_ok());
+        assert_eq!(
+            validate_dpop(&flip_signature_byte(&good, 5), &expect_get()).unwrap_err(),
+            JoseError::BadSignature
+        );
+        let mut c = claims();
+        c["htu"] = "https://medvault.example/fhir/Patient/124".into();
+        let changed = with_part(&good, 1, &b64(c.to_string().as_bytes()));
+        assert_eq!(
+            validate_dpop(&changed, &expect_get()).unwrap_err(),
+            JoseError::BadSignature
+        );
+        // Signed by another key than the embedded one (for RSA: the embedded
+        // one is swapped, as tests can sign with only one RSA key).
+        let forged = match key {
+            TestKey::Rs(_) => {
+                let mut h = header(&key);
+                h["jwk"] = offline()["rsa2048_other"]["jwk"].clone();
+                proof(&key, &h, &claims())
+            }
+            TestKey::Es384(_) => proof(&TestKey::p384(), &header(&key), &claims()),
+            _ => proof(&TestKey::p256(), &header(&key), &claims()),
+        };
+        assert_eq!(
+            validate_dpop(&forged, &expect_get()).unwrap_err(),
+            JoseError::BadSignature,
+            "{}",
+            key.alg()
+        );
+    }
 }
 
 #[test]

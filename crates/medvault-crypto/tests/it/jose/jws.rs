@@ -1,14 +1,19 @@
 //! JWK parsing and RFC 7638 thumbprints, and compact JWS verification.
 
+use medvault_crypto::jose::jwk::{MAX_RSA_BITS, MIN_RSA_BITS};
 use medvault_crypto::jose::{
     verify_jws, Alg, JoseError, JwkThumbprint, PublicJwk, TokenSigner, MAX_JWK_LEN, MAX_TOKEN_LEN,
 };
 use medvault_crypto::keys::sha256;
 use medvault_crypto::SecretKey;
-use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use ring::signature::{
+    EcdsaKeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING,
+};
 use serde_json::{json, Value};
 
-use super::{b64, compact, compact_raw, flip_signature_byte, part, unb64, with_part, TestKey};
+use super::{
+    b64, compact, compact_raw, flip_signature_byte, offline, part, unb64, with_part, TestKey,
+};
 
 /// RFC 7515 Appendix A.3: an ES256 JWS and its P-256 public key.
 const RFC7515_A3_JWS: &str = concat!(
@@ -37,22 +42,52 @@ fn tp(text: &str) -> String {
     jwk(text).unwrap().thumbprint().as_str().to_owned()
 }
 
+/// The RSA key of RFC 7638 §3.1 (2048 bits, e = 65537).
+const RFC7638_N: &str = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+
 #[test]
 fn rfc7638_thumbprint_known_answers() {
-    // RFC 7638 §3.1 is an RSA key, which this module does not accept...
-    let rsa_n = "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw";
+    // RFC 7638 §3.1: the RSA example and its published thumbprint. The RFC's
+    // JWK says "alg":"RS256", which this module does not implement, so that
+    // exact JWK is refused; without it (or as RS384) the key is accepted.
+    let rfc =
+        json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256", "kid": "2011-04-29"});
     assert_eq!(
-        jwk(&json!({"kty": "RSA", "n": rsa_n, "e": "AQAB", "alg": "RS256"}).to_string())
-            .unwrap_err(),
-        JoseError::UnsupportedKey
+        jwk(&rfc.to_string()).unwrap_err(),
+        JoseError::InvalidKey("alg")
     );
-    // ...so check the rule's hashing and encoding step on its canonical form:
+    let expected = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
+    let mut unlabelled = rfc.clone();
+    unlabelled.as_object_mut().unwrap().remove("alg");
+    assert_eq!(tp(&unlabelled.to_string()), expected);
+    let mut rs384 = rfc.clone();
+    rs384["alg"] = "RS384".into();
+    let key = jwk(&rs384.to_string()).unwrap();
+    assert_eq!(key.alg(), Alg::Rs384);
+    assert_eq!(key.thumbprint().as_str(), expected);
+    // The same key built from its components, and the rule spelled out:
     // SHA-256 of the required members, sorted, no whitespace, base64url unpadded.
-    let canonical = format!(r#"{{"e":"AQAB","kty":"RSA","n":"{rsa_n}"}}"#);
+    assert_eq!(PublicJwk::rsa(&unb64(RFC7638_N), &[1, 0, 1]).unwrap(), key);
+    let canonical = format!(r#"{{"e":"AQAB","kty":"RSA","n":"{RFC7638_N}"}}"#);
+    assert_eq!(b64(&sha256(canonical.as_bytes())), expected);
     assert_eq!(
-        b64(&sha256(canonical.as_bytes())),
-        "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        key.to_json_value(),
+        json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB"})
     );
+
+    // RSA and P-384 keys made by Python's `cryptography`, thumbprints computed
+    // there with json.dumps(sort_keys=True, separators=(",", ":")) + SHA-256.
+    let offline = offline();
+    for name in ["rsa2048", "rsa8192", "p384"] {
+        let fixture = &offline[name];
+        let key = PublicJwk::from_json_value(&fixture["jwk"]).unwrap();
+        assert_eq!(key.thumbprint().as_str(), fixture["jkt"], "{name}");
+        assert_eq!(key.to_json_value(), fixture["jwk"], "{name}");
+        assert_eq!(
+            tp(&fixture["jwk"].to_string()),
+            fixture["jkt"].as_str().unwrap()
+        );
+    }
 
     // EC: the RFC 7517 Appendix A.1 P-256 key. Expected value computed
     // independently in Python:
@@ -143,8 +178,47 @@ fn rfc8037_eddsa_known_answers() {
 }
 
 #[test]
-fn round_trip_ed25519_and_p256() {
-    for key in [TestKey::ed25519(1), TestKey::p256()] {
+fn offline_rs384_and_es384_known_answers() {
+    // JWTs signed by another implementation (Python `cryptography`), incl. an
+    // 8192-bit RSA key, the largest accepted.
+    let offline = offline();
+    for (name, alg) in [
+        ("rsa2048", Alg::Rs384),
+        ("rsa8192", Alg::Rs384),
+        ("p384", Alg::Es384),
+    ] {
+        let key = PublicJwk::from_json_value(&offline[name]["jwk"]).unwrap();
+        assert_eq!(key.alg(), alg);
+        let token = offline[name]["assertion"].as_str().unwrap();
+        let (header, payload) = verify_jws(token, &key, &Alg::ALL).unwrap();
+        assert_eq!(header.alg(), alg);
+        assert_eq!(header.kid(), Some("client-key-1"));
+        assert_eq!(payload["iss"], "backend-service-1");
+        assert_eq!(
+            verify_jws(token, &key, &[Alg::Es256, Alg::EdDsa]).unwrap_err(),
+            JoseError::AlgorithmNotAllowed
+        );
+        let len = unb64(part(token, 2)).len();
+        for i in [0, len / 2, len - 1] {
+            assert_eq!(
+                verify_jws(&flip_signature_byte(token, i), &key, &Alg::ALL).unwrap_err(),
+                JoseError::BadSignature,
+                "{name} byte {i}"
+            );
+        }
+    }
+    // The TEST-ONLY key is the one Python wrote the public JWK of, and since
+    // RSASSA-PKCS1-v1_5 is deterministic, ring signs exactly as Python did.
+    let rsa = TestKey::rsa();
+    assert_eq!(rsa.jwk(), offline["rsa2048"]["jwk"]);
+    let token = offline["rsa2048"]["assertion"].as_str().unwrap();
+    let (input, signature) = token.rsplit_once('.').unwrap();
+    assert_eq!(b64(&rsa.sign(input.as_bytes())), signature);
+}
+
+#[test]
+fn round_trip_every_key_type() {
+    for key in TestKey::one_of_each(1) {
         let claims = json!({"sub": "user-1", "n": [1, 2, {"deep": null}]});
         let token = compact(
             &json!({"alg": key.alg(), "typ": "JWT", "kid": "k1"}),
@@ -192,7 +266,8 @@ fn algorithm_refusals() {
         JoseError::Malformed("empty part")
     );
     for name in [
-        "None", "NONE", "HS256", "HS512", "RS256", "PS256", "ES384", "ES256K", "Ed25519",
+        "None", "NONE", "HS256", "HS384", "HS512", "RS256", "RS512", "PS256", "PS384", "ES512",
+        "ES256K", "Ed25519", "rs384", "Es384",
     ] {
         assert_eq!(
             check(json!({"alg": name}), &ed, &ed.public()),
@@ -238,6 +313,49 @@ fn algorithm_refusals() {
         check(json!({"alg": "EdDSA"}), &ed, &es.public()),
         JoseError::AlgorithmKeyMismatch
     );
+    // The same for the SHA-384 algorithms: each key type verifies exactly one
+    // alg, whatever the signature's length says.
+    let es384 = TestKey::p384();
+    let rs = TestKey::rsa();
+    for (signer, verifier) in [
+        (&es384, &es),
+        (&es, &es384),
+        (&es384, &ed),
+        (&es384, &rs),
+        (&rs, &es384),
+        (&rs, &es),
+        (&rs, &ed),
+        (&ed, &rs),
+        (&es, &rs),
+    ] {
+        assert_eq!(
+            check(json!({"alg": signer.alg()}), signer, &verifier.public()),
+            JoseError::AlgorithmKeyMismatch,
+            "{} token, {} key",
+            signer.alg(),
+            verifier.alg()
+        );
+    }
+    // A header claiming an alg whose signatures cannot have this length.
+    for (alg, signer, verifier) in [
+        ("ES384", &es, &es384),
+        ("ES256", &es384, &es),
+        ("RS384", &es, &rs),
+        ("RS384", &es384, &rs),
+        ("EdDSA", &rs, &ed),
+    ] {
+        assert_eq!(
+            check(json!({"alg": alg}), signer, &verifier.public()),
+            JoseError::Malformed("signature length"),
+            "{alg} header, {} signature",
+            signer.alg()
+        );
+    }
+    // RSA with another hash is not RS384, even with a real RSA signature.
+    assert_eq!(
+        check(json!({"alg": "RS256"}), &rs, &rs.public()),
+        JoseError::UnsupportedAlgorithm
+    );
     // Allowed list.
     let token = compact(&json!({"alg": "EdDSA"}), &payload, &ed);
     assert_eq!(
@@ -278,7 +396,7 @@ fn algorithm_refusals() {
 
 #[test]
 fn signature_refusals() {
-    for key in [TestKey::ed25519(3), TestKey::p256()] {
+    for key in TestKey::one_of_each(3) {
         let header = json!({"alg": key.alg()});
         let token = compact(&header, &json!({"sub": "a"}), &key);
         let public = key.public();
@@ -286,15 +404,21 @@ fn signature_refusals() {
 
         // Wrong key of the same type.
         let other = match key {
-            TestKey::Ed(_) => TestKey::ed25519(4),
-            TestKey::Es(_) => TestKey::p256(),
+            TestKey::Ed(_) => TestKey::ed25519(4).public(),
+            TestKey::Es(_) => TestKey::p256().public(),
+            TestKey::Es384(_) => TestKey::p384().public(),
+            TestKey::Rs(_) => {
+                PublicJwk::from_json_value(&offline()["rsa2048_other"]["jwk"]).unwrap()
+            }
         };
         assert_eq!(
-            verify_jws(&token, &other.public(), &Alg::ALL).unwrap_err(),
+            verify_jws(&token, &other, &Alg::ALL).unwrap_err(),
             JoseError::BadSignature
         );
         // Any signature byte flipped.
-        for i in 0..64 {
+        let len = key.signature_len();
+        assert_eq!(unb64(part(&token, 2)).len(), len);
+        for i in 0..len {
             assert_eq!(
                 verify_jws(&flip_signature_byte(&token, i), &public, &Alg::ALL).unwrap_err(),
                 JoseError::BadSignature,
@@ -314,15 +438,43 @@ fn signature_refusals() {
             verify_jws(&changed, &public, &Alg::ALL).unwrap_err(),
             JoseError::BadSignature
         );
-        // Signatures of the wrong length.
+        // Signatures of the wrong length: refused while parsing, except an
+        // RSA signature of a length some other modulus could have.
         let sig = unb64(part(&token, 2));
-        for bad in [&sig[..63], &[sig.as_slice(), &[0]].concat()[..], &[][..]] {
-            let bad = with_part(&token, 2, &b64(bad));
-            assert!(matches!(
-                verify_jws(&bad, &public, &Alg::ALL).unwrap_err(),
-                JoseError::Malformed(_)
-            ));
+        let longer = [sig.as_slice(), &[0]].concat();
+        for bad in [&sig[..len - 1], &longer[..], &[][..]] {
+            let err = verify_jws(&with_part(&token, 2, &b64(bad)), &public, &Alg::ALL).unwrap_err();
+            if matches!(key, TestKey::Rs(_)) && bad.len() > len {
+                assert_eq!(err, JoseError::BadSignature);
+            } else {
+                assert!(matches!(err, JoseError::Malformed(_)), "{err:?}");
+            }
         }
+    }
+
+    // RSA: a signature as long as an 8192-bit key's is refused by a 2048-bit
+    // key; longer ones than any key's, or not below the modulus, too.
+    let rs = TestKey::rsa();
+    let token = compact(&json!({"alg": "RS384"}), &json!({"sub": "a"}), &rs);
+    for (bad, err) in [
+        (vec![1; MAX_RSA_BITS / 8], JoseError::BadSignature),
+        (
+            vec![1; MAX_RSA_BITS / 8 + 1],
+            JoseError::Malformed("signature length"),
+        ),
+        (
+            vec![1; MIN_RSA_BITS / 8 - 1],
+            JoseError::Malformed("signature length"),
+        ),
+        (vec![0xff; 256], JoseError::BadSignature),
+        (vec![0; 256], JoseError::BadSignature),
+    ] {
+        assert_eq!(
+            verify_jws(&with_part(&token, 2, &b64(&bad)), &rs.public(), &Alg::ALL).unwrap_err(),
+            err,
+            "{} bytes",
+            bad.len()
+        );
     }
 
     // ES256 must use the fixed r||s form: a DER (ASN.1) signature is refused.
@@ -350,12 +502,62 @@ fn signature_refusals() {
         JoseError::Malformed("signature length")
     );
 
-    // A P-256 "key" that is not a point on the curve never verifies.
+    // The same for ES384: DER signatures are never 96 bytes.
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, &rng).unwrap();
+    let der_key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let point = ring::signature::KeyPair::public_key(&der_key)
+        .as_ref()
+        .to_vec();
+    let public = PublicJwk::p384(
+        point[1..49].try_into().unwrap(),
+        point[49..].try_into().unwrap(),
+    );
+    let input = format!("{}.{}", b64(br#"{"alg":"ES384"}"#), b64(b"{}"));
+    let der = der_key.sign(&rng, input.as_bytes()).unwrap();
+    assert_ne!(der.as_ref().len(), 96);
+    assert_eq!(
+        verify_jws(
+            &format!("{input}.{}", b64(der.as_ref())),
+            &public,
+            &Alg::ALL
+        )
+        .unwrap_err(),
+        JoseError::Malformed("signature length")
+    );
+
+    // A P-256 or P-384 "key" that is not a point on the curve never verifies.
     let token = compact_raw(r#"{"alg":"ES256"}"#, "{}", &TestKey::p256());
     assert_eq!(
         verify_jws(&token, &PublicJwk::p256([1; 32], [2; 32]), &Alg::ALL).unwrap_err(),
         JoseError::BadSignature
     );
+    let token = compact_raw(r#"{"alg":"ES384"}"#, "{}", &TestKey::p384());
+    assert_eq!(
+        verify_jws(&token, &PublicJwk::p384([1; 48], [2; 48]), &Alg::ALL).unwrap_err(),
+        JoseError::BadSignature
+    );
+    // Nor does an RSA "modulus" that has the right form but is not the signer's.
+    let token = compact_raw(r#"{"alg":"RS384"}"#, "{}", &TestKey::rsa());
+    assert_eq!(
+        verify_jws(
+            &token,
+            &PublicJwk::rsa(&modulus(2048), &[1, 0, 1]).unwrap(),
+            &Alg::ALL
+        )
+        .unwrap_err(),
+        JoseError::BadSignature
+    );
+}
+
+/// An odd number of exactly `bits` bits, big-endian without leading zeros:
+/// the form of an RSA modulus (not a real one).
+fn modulus(bits: usize) -> Vec<u8> {
+    let len = bits.div_ceil(8);
+    let mut n = vec![0x5a; len];
+    n[0] = 0xff >> (len * 8 - bits);
+    n[len - 1] |= 1;
+    n
 }
 
 #[test]
@@ -493,11 +695,16 @@ fn size_limit() {
 #[test]
 fn jwk_parsing_refusals() {
     let x = b64(&[9; 32]);
+    let x48 = b64(&[9; 48]);
     let ok = [
         json!({"kty": "OKP", "crv": "Ed25519", "x": x}),
         json!({"kty": "EC", "crv": "P-256", "x": x, "y": x}),
         json!({"kty": "EC", "crv": "P-256", "x": x, "y": x, "alg": "ES256", "use": "sig", "key_ops": ["verify"], "kid": "a", "ext": true}),
         json!({"kty": "OKP", "crv": "Ed25519", "x": x, "alg": "EdDSA"}),
+        json!({"kty": "EC", "crv": "P-384", "x": x48, "y": x48}),
+        json!({"kty": "EC", "crv": "P-384", "x": x48, "y": x48, "alg": "ES384", "use": "sig"}),
+        json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB"}),
+        json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS384", "use": "sig", "key_ops": ["verify"], "kid": "r"}),
     ];
     for v in ok {
         assert!(jwk(&v.to_string()).is_ok(), "{v}");
@@ -521,13 +728,21 @@ fn jwk_parsing_refusals() {
             json!({"kty": "RSA", "n": x, "e": "AQAB", "p": x}),
             JoseError::PrivateKeyMaterial,
         ),
+        (
+            json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "d": x}),
+            JoseError::PrivateKeyMaterial,
+        ),
         // Unsupported types and curves.
         (
-            json!({"kty": "RSA", "n": x, "e": "AQAB"}),
+            json!({"kty": "EC", "crv": "P-521", "x": x, "y": x}),
             JoseError::UnsupportedKey,
         ),
         (
-            json!({"kty": "EC", "crv": "P-384", "x": x, "y": x}),
+            json!({"kty": "EC", "crv": "secp384r1", "x": x48, "y": x48}),
+            JoseError::UnsupportedKey,
+        ),
+        (
+            json!({"kty": "rsa", "n": RFC7638_N, "e": "AQAB"}),
             JoseError::UnsupportedKey,
         ),
         (
@@ -578,6 +793,40 @@ fn jwk_parsing_refusals() {
         (
             json!({"kty": "EC", "crv": "P-256", "x": x, "y": b64(&[1; 33])}),
             JoseError::InvalidKey("y"),
+        ),
+        // P-384 coordinates are 48 bytes; a P-256-sized one is refused.
+        (
+            json!({"kty": "EC", "crv": "P-384", "x": x, "y": x48}),
+            JoseError::InvalidKey("x"),
+        ),
+        (
+            json!({"kty": "EC", "crv": "P-384", "x": x48, "y": b64(&[1; 49])}),
+            JoseError::InvalidKey("y"),
+        ),
+        (
+            json!({"kty": "EC", "crv": "P-384", "x": x48}),
+            JoseError::InvalidKey("y"),
+        ),
+        (
+            json!({"kty": "EC", "crv": "P-256", "x": x48, "y": x48}),
+            JoseError::InvalidKey("x"),
+        ),
+        (
+            json!({"kty": "EC", "crv": "P-384", "x": x48, "y": x48, "alg": "ES256"}),
+            JoseError::InvalidKey("alg"),
+        ),
+        (
+            json!({"kty": "EC", "crv": "P-256", "x": x, "y": x, "alg": "ES384"}),
+            JoseError::InvalidKey("alg"),
+        ),
+        // An RSA key is an RS384 key: RS256 (the commonest label) is refused.
+        (
+            json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "alg": "RS256"}),
+            JoseError::InvalidKey("alg"),
+        ),
+        (
+            json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB", "use": "enc"}),
+            JoseError::InvalidKey("use"),
         ),
         (
             json!({"kty": "EC", "crv": "P-256", "x": format!("{x}="), "y": x}),
@@ -635,6 +884,179 @@ fn jwk_parsing_refusals() {
         " ".repeat(MAX_JWK_LEN)
     );
     assert_eq!(jwk(&huge).unwrap_err(), JoseError::TooLarge);
+}
+
+#[test]
+fn rsa_jwk_strictness() {
+    let rsa = |n: &[u8], e: &[u8]| {
+        let from_json = jwk(&json!({"kty": "RSA", "n": b64(n), "e": b64(e)}).to_string());
+        // Parsing and the constructor agree on every case.
+        assert_eq!(from_json, PublicJwk::rsa(n, e));
+        from_json.map(|_| ())
+    };
+    let e = [1, 0, 1];
+    let rfc_n = unb64(RFC7638_N);
+    assert_eq!(rsa(&rfc_n, &e), Ok(()));
+
+    // Modulus size: 2048 to 8192 bits, counted exactly (ring itself would take
+    // a 2047-bit modulus, as it only counts bytes).
+    for bits in [2048, 2049, 3072, 4096, 8191, 8192] {
+        assert_eq!(rsa(&modulus(bits), &e), Ok(()), "{bits} bits");
+    }
+    for bits in [8, 512, 1024, 2040, 2047, 8193, 8200, 16384] {
+        assert_eq!(
+            rsa(&modulus(bits), &e),
+            Err(JoseError::InvalidKey("n")),
+            "{bits} bits"
+        );
+    }
+    // Modulus encoding: minimal (no leading zero byte, RFC 7518 §6.3.1.1), odd, non-empty.
+    for bad in [
+        [&[0u8][..], &rfc_n].concat(),
+        [&[0u8, 0][..], &rfc_n].concat(),
+        [&[0u8][..], &modulus(8192)].concat(),
+        {
+            let mut even = rfc_n.clone();
+            *even.last_mut().unwrap() &= 0xfe;
+            even
+        },
+        vec![],
+        vec![0],
+        vec![0; 256],
+    ] {
+        assert_eq!(rsa(&bad, &e), Err(JoseError::InvalidKey("n")), "{bad:?}");
+    }
+    // Exponent: odd, 3..=2^33-1 (ring's range), minimal encoding.
+    for good in [
+        &[3][..],
+        &[1, 0, 1],
+        &[0xff, 0xff, 0xff, 0xff],
+        &[1, 0xff, 0xff, 0xff, 0xff],
+    ] {
+        assert_eq!(rsa(&rfc_n, good), Ok(()), "{good:?}");
+    }
+    for bad in [
+        &[][..],
+        &[0],
+        &[1],
+        &[2],
+        &[1, 0, 0],
+        &[0, 1, 0, 1],
+        &[2, 0, 0, 0, 1],
+        &[0xff, 0xff, 0xff, 0xff, 0xff],
+        &[1, 0, 0, 0, 0, 1],
+        &[0, 0, 0, 0, 0, 0, 0, 0, 3],
+    ] {
+        assert_eq!(rsa(&rfc_n, bad), Err(JoseError::InvalidKey("e")), "{bad:?}");
+    }
+
+    // JSON members: canonical base64url strings, no curve, no EC members.
+    let with = |edit: &dyn Fn(&mut Value)| {
+        let mut v = json!({"kty": "RSA", "n": RFC7638_N, "e": "AQAB"});
+        edit(&mut v);
+        jwk(&v.to_string()).map(|_| ())
+    };
+    type Edit<'a> = &'a dyn Fn(&mut Value);
+    let cases: Vec<(Edit, JoseError)> = vec![
+        (&|v| v["n"] = 7.into(), JoseError::InvalidKey("n")),
+        (&|v| v["e"] = 65537.into(), JoseError::InvalidKey("e")),
+        (&|v| v["n"] = Value::Null, JoseError::InvalidKey("n")),
+        (
+            &|v| {
+                v.as_object_mut().unwrap().remove("n");
+            },
+            JoseError::InvalidKey("n"),
+        ),
+        (
+            &|v| {
+                v.as_object_mut().unwrap().remove("e");
+            },
+            JoseError::InvalidKey("e"),
+        ),
+        (&|v| v["e"] = "".into(), JoseError::InvalidKey("e")),
+        (&|v| v["e"] = "AQAB=".into(), JoseError::Base64("e")),
+        (&|v| v["e"] = "AQB".into(), JoseError::Base64("e")),
+        (
+            &|v| v["n"] = format!("{RFC7638_N}=").into(),
+            JoseError::Base64("n"),
+        ),
+        (
+            &|v| v["n"] = RFC7638_N.replace('-', "+").into(),
+            JoseError::Base64("n"),
+        ),
+        (
+            &|v| v["n"] = format!("{} ", RFC7638_N).into(),
+            JoseError::Base64("n"),
+        ),
+        (&|v| v["crv"] = "P-256".into(), JoseError::InvalidKey("crv")),
+        (&|v| v["crv"] = Value::Null, JoseError::InvalidKey("crv")),
+        (
+            &|v| v["x"] = b64(&[1; 32]).into(),
+            JoseError::InvalidKey("x"),
+        ),
+        (
+            &|v| v["y"] = b64(&[1; 32]).into(),
+            JoseError::InvalidKey("y"),
+        ),
+        (&|v| v["alg"] = "RS512".into(), JoseError::InvalidKey("alg")),
+        (&|v| v["alg"] = "PS384".into(), JoseError::InvalidKey("alg")),
+        (&|v| v["alg"] = "ES384".into(), JoseError::InvalidKey("alg")),
+        (&|v| v["alg"] = "rs384".into(), JoseError::InvalidKey("alg")),
+    ];
+    for (edit, err) in cases {
+        assert_eq!(with(edit), Err(err));
+    }
+    // Every RSA private member (RFC 7518 §6.3.2), whatever its value.
+    for member in ["d", "p", "q", "dp", "dq", "qi", "oth"] {
+        assert_eq!(
+            with(&|v| v[member] = "AQAB".into()),
+            Err(JoseError::PrivateKeyMaterial),
+            "{member}"
+        );
+    }
+    // "AQAB" is the only encoding of 65537, and a base64url-encoded leading
+    // zero ("AAEAAQ" = 00 01 00 01) is refused like the bytes are.
+    assert_eq!(
+        with(&|v| v["e"] = "AAEAAQ".into()),
+        Err(JoseError::InvalidKey("e"))
+    );
+}
+
+#[test]
+fn rsa_sizes_fit_the_limits() {
+    // The largest RSA key, as a pretty-printed JWK with the usual optional
+    // members, fits MAX_JWK_LEN with room to spare.
+    let key = offline()["rsa8192"]["jwk"].clone();
+    let mut full = key.clone();
+    full["alg"] = "RS384".into();
+    full["use"] = "sig".into();
+    full["key_ops"] = json!(["verify"]);
+    full["kid"] = "a-key-id-as-long-as-a-uuid-0123456789".into();
+    full["x5t#S256"] = b64(&[7; 32]).into();
+    let text = serde_json::to_string_pretty(&full).unwrap();
+    assert!(text.len() < MAX_JWK_LEN - 1024, "{}", text.len());
+    assert_eq!(
+        jwk(&text).unwrap(),
+        PublicJwk::from_json_value(&key).unwrap()
+    );
+    // An oversized document is refused before parsing, an oversized modulus
+    // (8200 bits) after decoding, both cleanly.
+    let mut big = key.clone();
+    big["n"] = b64(&modulus(8200)).into();
+    assert_eq!(
+        jwk(&big.to_string()).unwrap_err(),
+        JoseError::InvalidKey("n")
+    );
+    big["n"] = b64(&modulus(MAX_JWK_LEN * 8)).into();
+    assert_eq!(jwk(&big.to_string()).unwrap_err(), JoseError::TooLarge);
+    assert_eq!(
+        PublicJwk::from_json_value(&big).unwrap_err(),
+        JoseError::InvalidKey("n")
+    );
+    // An RS384 token from the largest key fits MAX_TOKEN_LEN twice over, even
+    // a DPoP proof carrying the modulus in its header (checked in dpop.rs).
+    let token = offline()["rsa8192"]["dpop"].as_str().unwrap().to_owned();
+    assert!(token.len() * 2 < MAX_TOKEN_LEN, "{}", token.len());
 }
 
 #[test]

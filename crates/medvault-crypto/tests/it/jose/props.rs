@@ -12,9 +12,9 @@ use super::{b64, compact, TestKey, NOW};
 
 const URL: &str = "https://medvault.example/fhir/Patient";
 
-/// One valid DPoP proof per algorithm, made once (P-256 keys are random).
+/// One valid DPoP proof per algorithm (EC keys are random, RSA is the fixture key).
 fn proofs() -> Vec<(String, PublicJwk)> {
-    [TestKey::ed25519(40), TestKey::p256()]
+    TestKey::one_of_each(40)
         .into_iter()
         .map(|key| {
             let token = compact(
@@ -38,6 +38,12 @@ fn arb_json() -> impl Strategy<Value = Value> {
         prop_oneof![
             Just("EdDSA"),
             Just("ES256"),
+            Just("ES384"),
+            Just("RS384"),
+            Just("RSA"),
+            Just("EC"),
+            Just("P-384"),
+            Just("AQAB"),
             Just("none"),
             Just("dpop+jwt"),
             Just("at+jwt"),
@@ -60,6 +66,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
                         Just("x".to_owned()),
                         Just("y".to_owned()),
                         Just("d".to_owned()),
+                        Just("n".to_owned()),
+                        Just("e".to_owned()),
                         Just("iat".to_owned()),
                         Just("exp".to_owned()),
                         Just("aud".to_owned()),
@@ -97,7 +105,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn any_byte_change_is_refused(which in 0usize..2, pos in any::<prop::sample::Index>(), mask in 1u8..=255) {
+    fn any_byte_change_is_refused(which in 0usize..4, pos in any::<prop::sample::Index>(), mask in 1u8..=255) {
         let (token, key) = &proofs()[which];
         let mut bytes = token.clone().into_bytes();
         let i = pos.index(bytes.len());
@@ -111,7 +119,7 @@ proptest! {
     }
 
     #[test]
-    fn truncation_and_extension_are_refused(which in 0usize..2, cut in any::<prop::sample::Index>(), extra in "[A-Za-z0-9_.=-]{1,4}") {
+    fn truncation_and_extension_are_refused(which in 0usize..4, cut in any::<prop::sample::Index>(), extra in "[A-Za-z0-9_.=-]{1,4}") {
         let (token, key) = &proofs()[which];
         let cut = cut.index(token.len());
         prop_assert!(verify_jws(&token[..cut], key, &Alg::ALL).is_err());
@@ -155,4 +163,92 @@ proptest! {
         let expect = AssertionExpectation::new("c", "https://medvault.example/token", now).unwrap();
         let _ = validate_client_assertion(&compact(&json!({"alg": "EdDSA"}), &claims, &key), &key.public(), &expect);
     }
+
+    #[test]
+    fn rsa_components_never_panic_and_follow_the_rules(
+        n in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..16),
+            prop::collection::vec(any::<u8>(), 250..262),
+            prop::collection::vec(any::<u8>(), 1020..1030),
+        ],
+        e in prop_oneof![Just(vec![1, 0, 1]), prop::collection::vec(any::<u8>(), 0..8)],
+        n_top in any::<u8>(),
+        plausible in any::<bool>(),
+    ) {
+        // Steer half the cases towards plausible moduli so acceptance is reached too.
+        let mut n = n;
+        if let (Some(first), true) = (n.first_mut(), plausible) {
+            *first = n_top;
+        }
+        if let (Some(last), true) = (n.last_mut(), plausible) {
+            *last |= 1;
+        }
+        let direct = PublicJwk::rsa(&n, &e);
+        let parsed = PublicJwk::from_json_value(&json!({"kty": "RSA", "n": b64(&n), "e": b64(&e)}));
+        prop_assert_eq!(&direct, &parsed);
+        prop_assert_eq!(direct.is_ok(), rsa_rules(&n, &e));
+        if let Ok(key) = direct {
+            // An accepted key survives a round trip, with a stable thumbprint.
+            prop_assert_eq!(key.alg(), Alg::Rs384);
+            let again = PublicJwk::from_json_value(&key.to_json_value()).unwrap();
+            prop_assert_eq!(again.thumbprint(), key.thumbprint());
+            prop_assert_eq!(again, key);
+        }
+    }
+
+    #[test]
+    fn p384_coordinates_never_panic(
+        x in prop::collection::vec(any::<u8>(), 40..56),
+        y in prop::collection::vec(any::<u8>(), 40..56),
+    ) {
+        let parsed = PublicJwk::from_json_value(&json!({"kty": "EC", "crv": "P-384", "x": b64(&x), "y": b64(&y)}));
+        prop_assert_eq!(parsed.is_ok(), x.len() == 48 && y.len() == 48);
+        if let Ok(key) = parsed {
+            prop_assert_eq!(key.alg(), Alg::Es384);
+            prop_assert_eq!(PublicJwk::from_json_value(&key.to_json_value()).unwrap(), key);
+        }
+    }
+
+    #[test]
+    fn new_key_type_members_never_panic(
+        n in any::<String>(),
+        e in "[A-Za-z0-9_=+/-]{0,12}",
+        coordinate in "[A-Za-z0-9_=+/-]{0,70}",
+        crv in prop_oneof![Just(Value::Null), Just(json!("P-384")), Just(json!("P-256")), any::<String>().prop_map(Value::from)],
+    ) {
+        for value in [
+            json!({"kty": "RSA", "n": n, "e": e}),
+            json!({"kty": "RSA", "n": n, "e": e, "crv": crv}),
+            json!({"kty": "EC", "crv": crv, "x": coordinate, "y": coordinate}),
+            json!({"kty": "EC", "crv": "P-384", "x": coordinate, "y": n}),
+        ] {
+            let _ = PublicJwk::from_json_value(&value);
+            let _ = PublicJwk::from_json_str(&value.to_string());
+        }
+    }
+
+    #[test]
+    fn rsa_jwk_text_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64), at in any::<prop::sample::Index>()) {
+        // A valid RSA JWK with random bytes spliced in somewhere.
+        let mut text = json!({"kty": "RSA", "n": b64(&[0xc5; 256]), "e": "AQAB"}).to_string().into_bytes();
+        let at = at.index(text.len() + 1);
+        text.splice(at..at, bytes);
+        if let Ok(text) = String::from_utf8(text) {
+            let _ = PublicJwk::from_json_str(&text);
+        }
+    }
+}
+
+/// The RSA component rules, stated independently of the library: minimal
+/// big-endian encodings, an odd 2048- to 8192-bit modulus and an odd exponent
+/// from 3 to 2^33-1.
+fn rsa_rules(n: &[u8], e: &[u8]) -> bool {
+    let minimal = |v: &[u8]| !v.is_empty() && v[0] != 0;
+    if !minimal(n) || !minimal(e) || n.last().is_some_and(|b| b & 1 == 0) {
+        return false;
+    }
+    let n_bits = (n.len() - 1) * 8 + (8 - n[0].leading_zeros() as usize);
+    let e_value = (e.len() <= 8).then(|| e.iter().fold(0u128, |v, &b| v * 256 + u128::from(b)));
+    (2048..=8192).contains(&n_bits)
+        && e_value.is_some_and(|v| v % 2 == 1 && (3..(1u128 << 33)).contains(&v))
 }
