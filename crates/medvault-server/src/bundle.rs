@@ -1,17 +1,21 @@
 //! Transaction and batch Bundles: a transaction commits every entry or none (one store
 //! write), with `urn:uuid` references rewritten to the ids it assigns; a batch runs each
-//! entry on its own and reports per-entry outcomes.
+//! entry on its own and reports per-entry outcomes. For a signed-in caller every entry is
+//! decided by the access policy through a `Gate` (a transaction before anything is written).
 
 use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
+use medvault_policy::Action;
+
+use crate::access::NEW_PATIENT;
 use crate::clock::format_instant;
 use crate::ledger::Audit;
 use crate::outcome;
 use crate::repo::{
-    check_if_match, new_uuid, parse_query_string, PendingKeys, PreparedWrite, RepoError,
-    Repository, Result, Stored,
+    check_if_match, new_uuid, parse_query_string, patient_of_resource, patient_of_stored,
+    PendingKeys, PreparedWrite, RepoError, Repository, Result, Stored,
 };
 use crate::vault::Keys;
 
@@ -34,6 +38,89 @@ struct Entry {
     resource: Option<Value>,
     if_none_exist: Option<String>,
     if_match: Option<i64>,
+}
+
+/// One access a bundle entry makes, to be decided for the caller.
+pub(crate) struct Touch<'a> {
+    pub action: Action,
+    pub rtype: &'a str,
+    /// The compartment (bare patient id; `NEW_PATIENT` for a patient not stored yet).
+    pub patient: String,
+    pub id: Option<&'a str>,
+    pub resource: Option<&'a Value>,
+}
+
+/// Decides one access; `None` means the caller is not subject to the policy (anonymous
+/// under `--danger-no-auth`).
+pub(crate) type Gate<'g> = Option<&'g dyn Fn(&Touch<'_>) -> Result<()>>;
+
+fn refused(code: &'static str) -> RepoError {
+    RepoError::Forbidden {
+        reason: code,
+        break_glass_available: false,
+        patient: None,
+    }
+}
+
+fn check(gate: Gate<'_>, t: Touch<'_>) -> Result<()> {
+    gate.map_or(Ok(()), |g| g(&t))
+}
+
+/// Decide a read of a stored resource.
+fn check_read(gate: Gate<'_>, s: &Stored) -> Result<()> {
+    check(
+        gate,
+        Touch {
+            action: Action::Read,
+            rtype: &s.rtype,
+            patient: patient_of_stored(s),
+            id: Some(&s.id),
+            resource: s.resource.as_ref(),
+        },
+    )
+}
+
+/// Decide a change (`Update` or `Delete`) of the stored current version of a resource.
+fn check_current(
+    gate: Gate<'_>,
+    repo: &Repository,
+    action: Action,
+    rtype: &str,
+    id: &str,
+) -> Result<()> {
+    if gate.is_none() {
+        return Ok(());
+    }
+    match repo.read(rtype, id) {
+        Ok(s) => check(
+            gate,
+            Touch {
+                action,
+                rtype,
+                patient: patient_of_stored(&s),
+                id: Some(id),
+                resource: s.resource.as_ref(),
+            },
+        ),
+        Err(RepoError::NotFound | RepoError::Gone) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The compartment of a resource about to be written: a Patient is its own (the
+/// placeholder when it is new); anything else its patient's, the placeholder when that
+/// patient is created in the same transaction.
+fn compartment(rtype: &str, id: &str, value: &Value, new_patients: &HashSet<String>) -> String {
+    let p = if rtype == "Patient" {
+        id.to_string()
+    } else {
+        patient_of_resource(value)
+    };
+    if new_patients.contains(&p) {
+        NEW_PATIENT.to_string()
+    } else {
+        p
+    }
 }
 
 fn bad(index: usize, msg: &str) -> RepoError {
@@ -152,19 +239,24 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
     r
 }
 
-pub(crate) fn process(repo: &Repository, audit: &Audit, bundle: Value) -> Result<Value> {
+pub(crate) fn process(
+    repo: &Repository,
+    audit: &Audit,
+    bundle: Value,
+    gate: Gate<'_>,
+) -> Result<Value> {
     let (transaction, entries) = parse_entries(bundle)?;
     if transaction {
-        run_transaction(repo, audit, entries)
+        run_transaction(repo, audit, entries, gate)
     } else {
-        Ok(run_batch(repo, audit, entries))
+        Ok(run_batch(repo, audit, entries, gate))
     }
 }
 
-fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>) -> Value {
+fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>, gate: Gate<'_>) -> Value {
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let result = run_single(repo, audit, &e);
+        let result = run_single(repo, audit, &e, gate);
         out.push(match result {
             Ok(v) => v,
             Err(err) => {
@@ -176,17 +268,36 @@ fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>) -> Value {
     json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out })
 }
 
-fn run_single(repo: &Repository, audit: &Audit, e: &Entry) -> Result<Value> {
+fn run_single(repo: &Repository, audit: &Audit, e: &Entry, gate: Gate<'_>) -> Result<Value> {
     let (rtype, id, query) = split_url(&e.url);
+    let none = HashSet::new();
     match e.method {
-        Method::Get => read_entry(repo, rtype, id, query),
+        Method::Get => read_entry(repo, rtype, id, query, gate),
         Method::Post => {
-            let w = repo.create(
-                audit,
-                rtype,
-                e.resource.clone().unwrap_or(Value::Null),
-                e.if_none_exist.as_deref(),
-            )?;
+            let resource = e.resource.clone().unwrap_or(Value::Null);
+            if gate.is_some() {
+                // A condition is a search over every chart; signed-in callers use the REST
+                // create, where it is limited to the chart written to.
+                if e.if_none_exist.is_some() {
+                    return Err(refused("conditional-create-in-bundle"));
+                }
+                let patient = if rtype == "Patient" {
+                    NEW_PATIENT.to_string()
+                } else {
+                    compartment(rtype, "", &resource, &none)
+                };
+                check(
+                    gate,
+                    Touch {
+                        action: Action::Create,
+                        rtype,
+                        patient,
+                        id: None,
+                        resource: Some(&resource),
+                    },
+                )?;
+            }
+            let w = repo.create(audit, rtype, resource, e.if_none_exist.as_deref())?;
             let status = if w.created { "201 Created" } else { "200 OK" };
             Ok(
                 json!({ "resource": w.stored.resource, "response": response(status, Some(&w.stored)) }),
@@ -194,6 +305,20 @@ fn run_single(repo: &Repository, audit: &Audit, e: &Entry) -> Result<Value> {
         }
         Method::Put => {
             let id = id.ok_or_else(|| bad(e.index, "PUT needs Type/id"))?;
+            if gate.is_some() {
+                check_current(gate, repo, Action::Update, rtype, id)?;
+                let value = e.resource.clone().unwrap_or(Value::Null);
+                check(
+                    gate,
+                    Touch {
+                        action: Action::Update,
+                        rtype,
+                        patient: compartment(rtype, id, &value, &none),
+                        id: Some(id),
+                        resource: Some(&value),
+                    },
+                )?;
+            }
             let w = repo.update(
                 audit,
                 rtype,
@@ -208,6 +333,7 @@ fn run_single(repo: &Repository, audit: &Audit, e: &Entry) -> Result<Value> {
         }
         Method::Delete => {
             let id = id.ok_or_else(|| bad(e.index, "DELETE needs Type/id"))?;
+            check_current(gate, repo, Action::Delete, rtype, id)?;
             repo.delete(audit, rtype, id, e.if_match)?;
             Ok(json!({ "response": { "status": "204 No Content" } }))
         }
@@ -219,12 +345,17 @@ fn read_entry(
     rtype: &str,
     id: Option<&str>,
     query: Option<&str>,
+    gate: Gate<'_>,
 ) -> Result<Value> {
     match id {
         Some(id) => {
             let s = repo.read(rtype, id)?;
+            check_read(gate, &s)?;
             Ok(json!({ "resource": s.resource, "response": response("200 OK", Some(&s)) }))
         }
+        // Searches in bundles are not filtered by the policy; signed-in callers search
+        // through the REST API.
+        None if gate.is_some() => Err(refused("search-in-bundle")),
         None => {
             let pairs = parse_query_string(query.unwrap_or(""));
             let page = repo.search(rtype, &pairs)?;
@@ -407,7 +538,12 @@ enum Plan {
     Get,
 }
 
-fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) -> Result<Value> {
+fn run_transaction(
+    repo: &Repository,
+    audit: &Audit,
+    mut entries: Vec<Entry>,
+    gate: Gate<'_>,
+) -> Result<Value> {
     let keys = repo.keys()?;
     let _guard = repo.lock_writes();
     let now = repo.clock().now_ms();
@@ -432,6 +568,14 @@ fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) ->
                     (Some(id), _) if !medvault_fhir::is_valid_id(id) => {
                         return Err(bad(e.index, "invalid resource id"))
                     }
+                    // Decided now, on the stored version: nothing in this transaction may
+                    // be readable only because of what it writes.
+                    (Some(id), _) if gate.is_some() => match repo.read(rtype, id) {
+                        Ok(s) => check_read(gate, &s)?,
+                        Err(RepoError::NotFound | RepoError::Gone) => {}
+                        Err(err) => return Err(err),
+                    },
+                    (None, _) if gate.is_some() => return Err(refused("search-in-bundle")),
                     (None, query) => {
                         let pairs = parse_query_string(query.unwrap_or(""));
                         crate::repo::parse_query(rtype, &pairs)?;
@@ -443,6 +587,9 @@ fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) ->
             Method::Post => {
                 if id.is_some() {
                     return Err(bad(e.index, "POST url must be a resource type"));
+                }
+                if gate.is_some() && e.if_none_exist.is_some() {
+                    return Err(refused("conditional-create-in-bundle"));
                 }
                 let existing = match &e.if_none_exist {
                     Some(q) => repo.conditional_match(&keys, rtype, q)?,
@@ -508,6 +655,47 @@ fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) ->
         }
     }
 
+    // 2b. Decide every write for a signed-in caller, before anything is prepared: the
+    //     version replaced (updates, deletes) and the version written (creates, updates).
+    if first_err.is_none() && gate.is_some() {
+        let new_patients: HashSet<String> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Create { rtype, id } if rtype == "Patient" => Some(id.clone()),
+                _ => None,
+            })
+            .collect();
+        for w in &work {
+            match w {
+                Work::Job(j) => {
+                    if !j.created {
+                        check_current(gate, repo, Action::Update, &j.rtype, &j.id)?;
+                    }
+                    let action = if j.created && matches!(plans[j.index], Plan::Create { .. }) {
+                        Action::Create
+                    } else {
+                        Action::Update
+                    };
+                    check(
+                        gate,
+                        Touch {
+                            action,
+                            rtype: &j.rtype,
+                            patient: compartment(&j.rtype, &j.id, &j.resource, &new_patients),
+                            id: (action == Action::Update).then_some(j.id.as_str()),
+                            resource: Some(&j.resource),
+                        },
+                    )?;
+                }
+                Work::Ready(index, _) => {
+                    if let Plan::Delete { rtype, id } = &plans[*index] {
+                        check_current(gate, repo, Action::Delete, rtype, id)?;
+                    }
+                }
+            }
+        }
+    }
+
     // 3. Data keys for new patients (sequential, cheap), then validate, encrypt and index
     //    every write, on all cores for large transactions.
     let mut pending = PendingKeys::default();
@@ -537,8 +725,9 @@ fn run_transaction(repo: &Repository, audit: &Audit, mut entries: Vec<Entry>) ->
             Plan::Existing(s) => json!({ "response": response("200 OK", Some(&s)) }),
             Plan::Get => {
                 let (rtype, id, query) = split_url(&e.url);
-                // Committed already: a failing read is reported in its entry only.
-                read_entry(repo, rtype, id, query).unwrap_or_else(|err| {
+                // Committed already: a failing read is reported in its entry only (it
+                // was decided before the commit).
+                read_entry(repo, rtype, id, query, None).unwrap_or_else(|err| {
                     let (status, oo) = outcome::for_repo_error(&err);
                     json!({ "response": { "status": status.as_u16().to_string(), "outcome": oo } })
                 })

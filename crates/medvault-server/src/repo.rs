@@ -1035,8 +1035,29 @@ impl Repository {
     }
 
     /// Process a transaction (all or nothing) or batch (each entry alone) Bundle.
-    pub fn bundle(&self, audit: &Audit, bundle: Value) -> Result<Value> {
-        crate::bundle::process(self, audit, bundle)
+    /// Run a transaction or batch Bundle; `caller` is decided entry by entry.
+    pub fn bundle(
+        &self,
+        audit: &Audit,
+        bundle: Value,
+        caller: &crate::access::Caller,
+    ) -> Result<Value> {
+        use crate::bundle::Touch;
+        let decide = |t: &Touch<'_>| {
+            self.authorize_resource(
+                caller,
+                t.action,
+                t.rtype,
+                Some(&t.patient),
+                t.id,
+                t.resource,
+            )
+        };
+        let gate: crate::bundle::Gate<'_> = match caller {
+            crate::access::Caller::Anonymous => None,
+            crate::access::Caller::User(_) => Some(&decide),
+        };
+        crate::bundle::process(self, audit, bundle, gate)
     }
 
     // --- pieces used by bundle processing ---

@@ -220,7 +220,7 @@ fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
     let audit = Audit::system("bench");
     let start = Instant::now();
     for b in bundles {
-        repo.bundle(&audit, b)
+        repo.bundle(&audit, b, &medvault_server::access::Caller::Anonymous)
             .map_err(|e| anyhow!("ingest failed: {e}"))?;
     }
     Ok(start.elapsed().as_secs_f64())

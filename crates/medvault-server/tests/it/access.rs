@@ -303,19 +303,11 @@ async fn others_are_refused_by_role_or_relationship() {
         .call(h, "GET", &format!("/fhir/Patient/{}", w.other_pid), None)
         .await
         .assert_outcome(StatusCode::FORBIDDEN);
-    // The admin manages accounts and reads no charts; nobody runs bundles yet.
+    // The admin manages accounts and reads no charts.
     w.admin
         .call(h, "GET", &format!("/fhir/Patient/{}", w.pid), None)
         .await
         .assert_outcome(StatusCode::FORBIDDEN);
-    w.gp.call(
-        h,
-        "POST",
-        "/fhir",
-        Some(json!({"resourceType": "Bundle", "type": "batch", "entry": []})),
-    )
-    .await
-    .assert_outcome(StatusCode::FORBIDDEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -975,4 +967,156 @@ async fn reading_too_much_patient_data_is_refused_until_the_window_ends_and_aler
     h.clock.advance(60_000);
     let gp = signed_in(h, "gp").await;
     assert_eq!(gp.call(h, "GET", &chart, None).await.status, StatusCode::OK);
+}
+
+fn tx(kind: &str, entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": kind, "entry": entries})
+}
+
+fn post_entry(resource: Value) -> Value {
+    let rtype = resource["resourceType"].as_str().unwrap().to_string();
+    json!({"resource": resource, "request": {"method": "POST", "url": rtype}})
+}
+
+fn observations_of(h: &Harness, pid: &str) -> usize {
+    h.repo
+        .search("Observation", &[("patient".into(), pid.into())])
+        .unwrap()
+        .entries
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bundle_entry_is_decided_for_the_signed_in_caller() {
+    let w = world().await;
+    let h = &w.h;
+    let before = observations_of(h, &w.pid);
+    // In care: a transaction writing to the chart and reading it.
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx(
+                "transaction",
+                vec![
+                    post_entry(observation(&w.pid, "8310-5", "2024-02-02", 37)),
+                    json!({"request": {"method": "GET", "url": format!("Patient/{}", w.pid)}}),
+                ],
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(observations_of(h, &w.pid), before + 1);
+
+    // Outside care: the whole transaction is refused and nothing is written, even when
+    // the refused entry comes after allowed ones.
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx(
+                "transaction",
+                vec![
+                    post_entry(observation(&w.pid, "8310-5", "2024-02-03", 38)),
+                    post_entry(observation(&w.other_pid, "8310-5", "2024-02-03", 38)),
+                ],
+            )),
+        )
+        .await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    assert_eq!(observations_of(h, &w.pid), before + 1);
+    assert_eq!(observations_of(h, &w.other_pid), 1);
+    // Reading another chart inside a transaction, moving a resource into one, searching,
+    // and conditional creates: refused.
+    let mut moved = h
+        .repo
+        .read("Observation", &w.obs)
+        .unwrap()
+        .resource
+        .unwrap();
+    moved["subject"] = json!({"reference": format!("Patient/{}", w.other_pid)});
+    for entry in [
+        json!({"request": {"method": "GET", "url": format!("Patient/{}", w.other_pid)}}),
+        json!({"resource": moved, "request": {"method": "PUT", "url": format!("Observation/{}", w.obs)}}),
+        json!({"request": {"method": "GET", "url": format!("Observation?patient={}", w.pid)}}),
+        json!({"resource": observation(&w.pid, "1-1", "2024-01-01", 1),
+               "request": {"method": "POST", "url": "Observation", "ifNoneExist": "code=1-1"}}),
+    ] {
+        w.gp.call(h, "POST", "/fhir", Some(tx("transaction", vec![entry])))
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+    }
+    assert_eq!(
+        h.repo
+            .read("Observation", &w.obs)
+            .unwrap()
+            .resource
+            .unwrap()["subject"]["reference"],
+        format!("Patient/{}", w.pid)
+    );
+
+    // A batch decides entry by entry.
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx(
+                "batch",
+                vec![
+                    json!({"request": {"method": "GET", "url": format!("Observation/{}", w.obs)}}),
+                    json!({"request": {"method": "GET", "url": "Practitioner?name=x"}}),
+                    json!({"request": {"method": "DELETE", "url": format!("Observation/{}", w.obs)}}),
+                ],
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let statuses: Vec<&str> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["403", "403", "403"]);
+    assert!(h.repo.read("Observation", &w.obs).is_ok());
+
+    // Reception registers a patient with an appointment in one transaction (the new
+    // patient's entries are decided as a new chart), but writes nothing clinical.
+    let patient_entry = json!({
+        "fullUrl": "urn:uuid:0b8c5e0c-52c3-4a6e-9f55-3c9a1e2d7f10",
+        "resource": patient("New", "Nia", "1990-05-05"),
+        "request": {"method": "POST", "url": "Patient"}
+    });
+    let appointment = json!({
+        "resourceType": "Appointment", "status": "booked",
+        "participant": [{"actor": {"reference": "urn:uuid:0b8c5e0c-52c3-4a6e-9f55-3c9a1e2d7f10"}, "status": "accepted"}]
+    });
+    let r = w
+        .reception
+        .call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx(
+                "transaction",
+                vec![patient_entry.clone(), post_entry(appointment)],
+            )),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let mut clinical = observation("x", "8310-5", "2024-02-02", 37);
+    clinical["subject"] = json!({"reference": "urn:uuid:0b8c5e0c-52c3-4a6e-9f55-3c9a1e2d7f10"});
+    w.reception
+        .call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx("transaction", vec![patient_entry, post_entry(clinical)])),
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
 }
