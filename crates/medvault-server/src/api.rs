@@ -2062,9 +2062,13 @@ async fn run_search(
     let base = format!("{}/{}", state.fhir_base, rtype);
     let p = pairs.clone();
     // A search within one patient's compartment is recorded against that patient.
+    // (A Patient search by one `_id` is within that patient's compartment too.)
     let patient = pairs
         .iter()
-        .find(|(k, _)| matches!(k.as_str(), "patient" | "subject"))
+        .find(|(k, v)| {
+            matches!(k.as_str(), "patient" | "subject")
+                || (rtype == "Patient" && k == "_id" && !v.contains(','))
+        })
         .map(|(_, v)| v.strip_prefix("Patient/").unwrap_or(v).to_string());
     let named = patient.clone();
     match blocking(&state, move |r| {
@@ -2128,23 +2132,28 @@ async fn history(
         }
     }
     match blocking(&state, move |r| {
-        match (
-            r.decision(&caller, Action::History, &rtype, None),
-            id.as_deref(),
-        ) {
-            (Ok(reason), None) => refuse_if_filtered(reason, "history-within-one-patient")?,
-            (Ok(_), Some(_)) => {}
-            // An instance's history is decided on its own patient.
-            (Err(e), Some(id)) if matches!(caller, Caller::User(_)) => match r.read(&rtype, id) {
-                Ok(cur) => r.authorize(
+        match id.as_deref() {
+            None => refuse_if_filtered(
+                r.decision(&caller, Action::History, &rtype, None)?,
+                "history-within-one-patient",
+            )?,
+            // An instance's history is decided on its own patient, like a read (a deleted
+            // resource on the last version that had content).
+            Some(id) if matches!(caller, Caller::User(_)) => {
+                let versions = r.history(&rtype, Some(id), 0, crate::repo::MAX_COUNT)?;
+                let Some(last) = versions.entries.iter().find(|s| s.resource.is_some()) else {
+                    return Err(RepoError::NotFound);
+                };
+                r.authorize_resource(
                     &caller,
                     Action::History,
                     &rtype,
-                    Some(&patient_of_stored(&cur)),
-                )?,
-                Err(_) => return Err(e),
-            },
-            (Err(e), _) => return Err(e),
+                    Some(&patient_of_stored(last)),
+                    Some(id),
+                    last.resource.as_ref(),
+                )?;
+            }
+            Some(_) => {}
         }
         let page = r.history(&rtype, id.as_deref(), offset, count)?;
         filter_page(r, &caller, page)

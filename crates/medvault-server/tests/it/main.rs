@@ -9,6 +9,7 @@ mod fhir;
 mod identity;
 mod ledger;
 mod listen;
+mod matrix;
 mod refresh;
 mod seal;
 mod support;
