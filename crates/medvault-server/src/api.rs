@@ -163,6 +163,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sys/seal", post(seal))
         .route("/sys/rotate", post(rotate).get(rotate_status))
         .route("/sys/rekey", post(rekey))
+        .route(
+            "/.well-known/smart-configuration",
+            get(token::smart_configuration),
+        )
         .nest("/fhir", fhir)
         .nest("/ledger", ledger)
         .nest("/auth", auth)

@@ -357,3 +357,20 @@ pub(super) async fn logout(
     };
     record_then(&state, audit, vec![event], resp).await
 }
+
+/// `GET /.well-known/smart-configuration`: how clients authenticate here (SMART App Launch
+/// 2.x discovery, as far as this server implements it: backend services and refresh).
+pub(super) async fn smart_configuration(State(state): State<AppState>) -> Response {
+    let algs = ["ES256", "ES384", "RS384", "EdDSA"];
+    Json(json!({
+        "issuer": state.public_url,
+        "token_endpoint": format!("{}/auth/token", state.public_url),
+        "grant_types_supported": ["client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": algs,
+        "dpop_signing_alg_values_supported": algs,
+        "scopes_supported": ["system/*.*"],
+        "capabilities": ["client-confidential-asymmetric"],
+    }))
+    .into_response()
+}

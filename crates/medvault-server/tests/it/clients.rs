@@ -323,3 +323,21 @@ async fn an_es384_client_as_smart_backend_services_requires() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["token_type"], "DPoP");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_discovery_names_the_token_endpoint_and_algorithms() {
+    let h = Harness::unsealed_requiring_auth();
+    let r = h
+        .call("GET", "/.well-known/smart-configuration", None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["token_endpoint"], format!("{BASE}/auth/token"));
+    assert_eq!(
+        r.json["token_endpoint_auth_methods_supported"],
+        json!(["private_key_jwt"])
+    );
+    assert_eq!(
+        r.json["token_endpoint_auth_signing_alg_values_supported"],
+        json!(["ES256", "ES384", "RS384", "EdDSA"])
+    );
+}
