@@ -44,6 +44,9 @@ use medvault_policy::Action;
 
 /// Largest request body accepted (bundles can be large; resources are not).
 pub const MAX_BODY: usize = 64 * 1024 * 1024;
+/// How long a client may take to send a request body before it is answered 408 (a slow
+/// client must not hold a connection and a buffer for ever).
+pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
 
 /// State of the background re-wrap after a rotation.
@@ -76,6 +79,8 @@ pub struct AppState {
     allow_anonymous: bool,
     /// Per-account limits on reading patient data.
     reads: Arc<ReadLimiter>,
+    /// How long a client may take to send a request body.
+    body_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -91,7 +96,14 @@ impl AppState {
             public_url: public_url.trim_end_matches('/').to_string(),
             allow_anonymous: false,
             reads: Arc::new(ReadLimiter::new(ReadLimits::default())),
+            body_timeout: BODY_TIMEOUT,
         }
+    }
+
+    /// How long a client may take to send a request body (default `BODY_TIMEOUT`).
+    pub fn with_body_timeout(mut self, t: std::time::Duration) -> AppState {
+        self.body_timeout = t;
+        self
     }
 
     /// Limit how much patient data one account may read per window.
@@ -174,10 +186,47 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), sealed_gate))
+        .layer(middleware::from_fn_with_state(state.clone(), body_deadline))
         .layer(middleware::from_fn(attach_audit))
         .layer(middleware::from_fn(outcome_for_every_error))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+/// Read the whole request body within the deadline (and the size limit) before anything
+/// else runs: a client that sends too slowly gets 408, one that sends too much 413.
+async fn body_deadline(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY);
+    let bytes = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                fhir_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    operation_outcome(
+                        "too-costly",
+                        "the request body is larger than the server accepts",
+                    ),
+                )
+            } else {
+                bad_request("the request body could not be read")
+            };
+        }
+        Err(_) => {
+            return fhir_response(
+                StatusCode::REQUEST_TIMEOUT,
+                operation_outcome(
+                    "timeout",
+                    "the request body did not arrive in time; nothing was done",
+                ),
+            )
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// While sealed, only health, seal status and unseal answer; everything else is 503.

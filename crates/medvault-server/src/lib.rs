@@ -19,3 +19,6 @@ pub mod session;
 pub mod vault;
 
 pub use serve::{check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles};
+
+/// Most entries one Bundle may have.
+pub use bundle::MAX_ENTRIES as MAX_BUNDLE_ENTRIES;

@@ -16,6 +16,26 @@ pub fn operation_outcome(code: &str, diagnostics: &str) -> Value {
 }
 
 /// Status and OperationOutcome for a repository error.
+/// Storage an operator must fix: what the client is told (nothing was written).
+fn unavailable(why: Option<medvault_store::Unavailable>) -> (StatusCode, Value) {
+    use medvault_store::Unavailable as U;
+    let (status, text) = match why {
+        Some(U::Full) => (
+            StatusCode::INSUFFICIENT_STORAGE,
+            "the server's storage is full; nothing was written",
+        ),
+        Some(U::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the database is busy (held by another process); nothing was written, retry later",
+        ),
+        Some(U::ReadOnly) | None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server's data directory cannot be written; nothing was written",
+        ),
+    };
+    (status, operation_outcome("transient", text))
+}
+
 pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
     let simple =
         |status: StatusCode, code: &str| (status, operation_outcome(code, &err.to_string()));
@@ -33,6 +53,12 @@ pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
         RepoError::PreconditionFailed(_) => simple(StatusCode::PRECONDITION_FAILED, "conflict"),
         RepoError::Conflict => simple(StatusCode::CONFLICT, "conflict"),
         RepoError::Integrity => simple(StatusCode::INTERNAL_SERVER_ERROR, "security"),
+        RepoError::Store(e) | RepoError::Ledger(crate::ledger::LedgerError::Store(e))
+            if e.unavailable().is_some() =>
+        {
+            tracing::error!(error = %e, "storage unavailable");
+            unavailable(e.unavailable())
+        }
         RepoError::Store(e) => {
             tracing::error!(error = %e, "storage failure");
             simple(StatusCode::INTERNAL_SERVER_ERROR, "exception")
@@ -48,7 +74,7 @@ pub fn for_repo_error(err: &RepoError) -> (StatusCode, Value) {
             let mut text = err.to_string();
             if *break_glass_available {
                 text.push_str(
-                    "; a break-glass grant would allow it (the break-glass endpoint is not built yet)",
+                    "; break-glass is available: POST Patient/{id}/$break-glass with a reason",
                 );
             }
             (StatusCode::FORBIDDEN, operation_outcome("forbidden", &text))

@@ -15,7 +15,7 @@ use crate::repo::Repository;
 pub enum ServeError {
     #[error("refusing plain HTTP on non-loopback address {0}: give --tls-cert/--tls-key, or accept the risk with --danger-allow-plain-http")]
     PlainHttpNotLoopback(SocketAddr),
-    #[error("data directory {path}: {source}")]
+    #[error("data directory {path} cannot be opened or written")]
     DataDir {
         path: PathBuf,
         source: std::io::Error,

@@ -23,3 +23,42 @@ pub enum StoreError {
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
+
+/// Why a store operation could not run, for a precise answer to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The disk (or a file-size limit) is full.
+    Full,
+    /// Another process holds the database longer than the busy timeout.
+    Busy,
+    /// The database or data directory cannot be written.
+    ReadOnly,
+}
+
+impl StoreError {
+    /// The condition behind this error if it is one an operator must fix (nothing was
+    /// written), as opposed to a bug or corruption.
+    pub fn unavailable(&self) -> Option<Unavailable> {
+        use rusqlite::ErrorCode as C;
+        let from_os = |e: &std::io::Error| match e.raw_os_error() {
+            // ENOSPC, EFBIG, EDQUOT
+            Some(28 | 27 | 122) => Some(Unavailable::Full),
+            // EROFS, EACCES, EPERM
+            Some(30 | 13 | 1) => Some(Unavailable::ReadOnly),
+            _ => None,
+        };
+        match self {
+            StoreError::Database(rusqlite::Error::SqliteFailure(e, _)) => match e.code {
+                C::DiskFull => Some(Unavailable::Full),
+                C::DatabaseBusy | C::DatabaseLocked => Some(Unavailable::Busy),
+                C::ReadOnly | C::CannotOpen | C::PermissionDenied => Some(Unavailable::ReadOnly),
+                _ => None,
+            },
+            StoreError::Io(e) => from_os(e),
+            StoreError::Blob(object_store::Error::Generic { source, .. }) => {
+                source.downcast_ref::<std::io::Error>().and_then(from_os)
+            }
+            _ => None,
+        }
+    }
+}

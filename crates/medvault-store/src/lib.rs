@@ -11,7 +11,7 @@ mod sqlite;
 mod types;
 
 pub use blob::BlobStore;
-pub use error::StoreError;
+pub use error::{StoreError, Unavailable};
 pub use sqlite::SqliteStore;
 pub use types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,

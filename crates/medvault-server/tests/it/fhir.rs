@@ -914,3 +914,83 @@ async fn clinical_types_search_by_patient_code_date_and_status() {
         .await;
     assert_eq!(by_subject.json["total"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_body_gets_408_and_a_deeply_nested_one_400() {
+    use std::time::Duration;
+    let mut h = Harness::unsealed();
+    h.app = medvault_server::api::router(
+        medvault_server::api::AppState::new(h.repo.clone(), crate::support::BASE)
+            .allowing_anonymous(true)
+            .with_body_timeout(Duration::from_millis(200)),
+    );
+    // Half a resource, then nothing for longer than the deadline.
+    let chunks = async_stream_body(vec![
+        (Duration::ZERO, b"{\"resourceType\": \"Pat".to_vec()),
+        (Duration::from_secs(2), b"ient\"}".to_vec()),
+    ]);
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient")
+        .header("content-type", "application/fhir+json")
+        .body(chunks)
+        .unwrap();
+    let r = h.raw(req).await;
+    r.assert_outcome(StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(h.repo.search("Patient", &[]).unwrap().entries.len(), 0);
+    // Arrays nested far beyond any resource: a 400, not a stack overflow.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir/Patient")
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from(deep))
+        .unwrap();
+    h.raw(req).await.assert_outcome(StatusCode::BAD_REQUEST);
+    // A Bundle with more entries than the limit: refused before any work.
+    let entries: Vec<Value> = (0..medvault_server::MAX_BUNDLE_ENTRIES + 1)
+        .map(|_| json!({"request": {"method": "GET", "url": "Patient/x"}}))
+        .collect();
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(json!({"resourceType": "Bundle", "type": "batch", "entry": entries})),
+        )
+        .await;
+    assert!(
+        matches!(
+            r.status,
+            StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE
+        ),
+        "{}",
+        r.status
+    );
+    r.assert_outcome(r.status);
+}
+
+/// A request body that yields `chunks`, each after its delay.
+fn async_stream_body(chunks: Vec<(std::time::Duration, Vec<u8>)>) -> axum::body::Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for (delay, bytes) in chunks {
+            tokio::time::sleep(delay).await;
+            if tx.send(Ok(axum::body::Bytes::from(bytes))).await.is_err() {
+                return;
+            }
+        }
+    });
+    axum::body::Body::from_stream(Chunks(rx))
+}
+
+/// The receiving end of a channel as a body stream.
+struct Chunks(tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>);
+impl futures_core::Stream for Chunks {
+    type Item = Result<axum::body::Bytes, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
+mod crash;
+mod faults;
+
 const BIN: &str = env!("CARGO_BIN_EXE_medvault");
 
 /// A running `medvault serve`, killed on drop.
@@ -30,7 +33,11 @@ fn start(args: &[&str]) -> Server {
         .args(["--listen", "127.0.0.1:0"])
         .env("MEDVAULT_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("MEDVAULT_TEST_SERVER_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -1,0 +1,201 @@
+//! Storage faults on a real server process: a full disk (a small tmpfs), a data directory
+//! that cannot be written, and a database held by another process. Each gets a clear error
+//! that says nothing was written, nothing acknowledged is lost, and the server recovers
+//! once the fault is gone. Mounting needs root, which the CI machine has; without it these
+//! tests fail and say why rather than pass without testing anything.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::{fails, medvault, ok, start};
+
+/// A tmpfs mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    fn new(parent: &Path, size: &str) -> Tmpfs {
+        let dir = parent.join("small-disk");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "these fault tests mount a small tmpfs and need root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn remount(&self, options: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(60)))
+        .build()
+        .new_agent()
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &Value) -> (u16, Value) {
+    let resp = agent
+        .post(url)
+        .header("Content-Type", "application/fhir+json")
+        .send(body.to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.into_body().read_to_string().unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn get_status(agent: &ureq::Agent, url: &str) -> u16 {
+    agent.get(url).call().unwrap().status().as_u16()
+}
+
+fn patient(n: usize) -> Value {
+    // Some bulk, so the disk fills in a few hundred writes.
+    json!({"resourceType": "Patient", "name": [{"family": format!("full{n}"), "given": ["x".repeat(2000)]}]})
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::new(tmp.path(), "6m");
+    let d = disk.dir.join("data");
+    let ds = d.to_str().unwrap();
+    let server = start(&["--dev", "--data-dir", ds]);
+    let agent = agent();
+    let url = format!("{}/fhir/Patient", server.url);
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for n in 0..20_000 {
+        let (status, v) = post(&agent, &url, &patient(n));
+        if status == 201 {
+            acked.push(v["id"].as_str().unwrap().to_string());
+        } else {
+            refusal = Some((status, v));
+            break;
+        }
+    }
+    let (status, outcome) = refusal.expect("the disk never filled up");
+    assert_eq!(status, 507, "{outcome}");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("storage is full") && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert!(acked.len() > 10, "only {} writes fit", acked.len());
+    // Still full: refused again, and the server is alive to say so.
+    assert_eq!(post(&agent, &url, &patient(0)).0, 507);
+    // Space comes back: the same process writes again.
+    disk.remount("size=64m");
+    let (status, v) = post(&agent, &url, &patient(1));
+    assert_eq!(status, 201, "{v}");
+    acked.push(v["id"].as_str().unwrap().to_string());
+    // And after a restart everything acknowledged is there, and the ledger verifies.
+    drop(server);
+    let server = start(&["--dev", "--data-dir", ds]);
+    let url = format!("{}/fhir/Patient", server.url);
+    for id in &acked {
+        assert_eq!(
+            get_status(&agent, &format!("{url}/{id}")),
+            200,
+            "Patient/{id} lost"
+        );
+    }
+    drop(server);
+    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
+    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
+    assert!(out.contains("ledger ok"), "{out}");
+}
+
+#[test]
+fn a_read_only_data_directory_is_refused_at_start_with_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::new(tmp.path(), "16m");
+    let d = disk.dir.join("data");
+    let ds = d.to_str().unwrap();
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (status, _) = post(
+        &agent(),
+        &format!("{}/fhir/Patient", server.url),
+        &patient(0),
+    );
+    assert_eq!(status, 201);
+    drop(server);
+    disk.remount("ro");
+    let err = fails(&medvault(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            ds,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    ));
+    assert!(
+        err.contains("cannot be opened or written") && err.contains("Read-only file system"),
+        "{err}"
+    );
+    disk.remount("rw");
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (status, _) = post(
+        &agent(),
+        &format!("{}/fhir/Patient", server.url),
+        &patient(1),
+    );
+    assert_eq!(status, 201);
+}
+
+#[test]
+fn a_database_held_by_another_process_is_a_clear_error_until_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("data");
+    let ds = d.to_str().unwrap();
+    let server = start(&["--dev", "--data-dir", ds]);
+    let agent = agent();
+    let url = format!("{}/fhir/Patient", server.url);
+    assert_eq!(post(&agent, &url, &patient(0)).0, 201);
+    // Another process (here: this test) takes the write lock and keeps it past the
+    // server's busy timeout.
+    let other = rusqlite::Connection::open(d.join("medvault.db")).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (status, outcome) = post(&agent, &url, &patient(1));
+    assert_eq!(status, 503, "{outcome}");
+    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("busy") && text.contains("nothing was written"),
+        "{text}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    let (status, v) = post(&agent, &url, &patient(2));
+    assert_eq!(status, 201, "{v}");
+}
