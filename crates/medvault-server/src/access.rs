@@ -192,6 +192,10 @@ impl Repository {
         let Caller::User(account) = caller else {
             return Err(forbidden("authentication-required"));
         };
+        // A person states the reason and answers for it; a machine client cannot.
+        if account.is_machine() {
+            return Err(forbidden("break-glass-needs-a-person"));
+        }
         let keys = self.keys()?;
         let subject = subject_of(account)?;
         let patient_id = PatientId::new(patient).map_err(|_| RepoError::NotFound)?;

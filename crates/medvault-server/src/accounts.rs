@@ -49,6 +49,7 @@ pub enum AccountError {
 pub struct Account {
     record: AccountRecord,
     role: Role,
+    machine: bool,
 }
 
 impl Account {
@@ -69,6 +70,7 @@ impl Account {
                 mac: [0; 32],
             },
             role,
+            machine: true,
         }
     }
 
@@ -84,6 +86,14 @@ impl Account {
     }
     pub fn disabled(&self) -> bool {
         self.record.disabled
+    }
+    /// The blind-index token of the login name (compare with `login_token`).
+    pub fn login_token(&self) -> &[u8; 16] {
+        &self.record.login
+    }
+    /// True for a machine client acting as a principal (not a person).
+    pub fn is_machine(&self) -> bool {
+        self.machine
     }
     pub fn generation(&self) -> i64 {
         self.record.generation
@@ -146,9 +156,11 @@ fn token_mac(keys: &Keys, t: &RegistrationTokenRecord) -> [u8; 32] {
 fn verified(keys: &Keys, record: AccountRecord) -> Result<Account, AccountError> {
     let role = Role::from_code(&record.role);
     match role {
-        Some(role) if constant_time_eq(&account_mac(keys, &record), &record.mac) => {
-            Ok(Account { record, role })
-        }
+        Some(role) if constant_time_eq(&account_mac(keys, &record), &record.mac) => Ok(Account {
+            record,
+            role,
+            machine: false,
+        }),
         _ => {
             // The id is not PHI; it tells the operator which row to look at.
             tracing::error!(account = %record.id, "account row failed its integrity check");
@@ -415,6 +427,11 @@ pub fn register(
             key_bundle,
         );
     }
+    // One account per patient record: a second token for the same Patient (e.g. issued
+    // by the front desk to itself) cannot open the record again.
+    if grant.role == Role::Patient && list(store, keys)?.iter().any(|a| a.link() == grant.link) {
+        return Err(AccountError::Taken);
+    }
     let mut id_bytes = [0u8; 16];
     rng.fill(&mut id_bytes).map_err(|_| AccountError::Crypto)?;
     let mut record = AccountRecord {
@@ -444,6 +461,7 @@ pub fn register(
         Ok(()) => Ok(Account {
             record,
             role: grant.role,
+            machine: false,
         }),
         // Either the login/national id is taken or the token was used meanwhile; tell which.
         Err(StoreError::Conflict) => {
@@ -487,7 +505,11 @@ pub fn update(
     check_link(role, &record.link)?;
     record.mac = account_mac(keys, &record);
     store.update_account(&record, account.record.generation)?;
-    Ok(Account { record, role })
+    Ok(Account {
+        record,
+        role,
+        machine: false,
+    })
 }
 
 /// Issue a one-time token with which the holder of `target` sets a new password (the old

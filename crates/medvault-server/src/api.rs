@@ -262,6 +262,14 @@ struct AuditPatient(Vec<String>);
 #[derive(Clone, Copy, Debug)]
 struct AuditReason(&'static str);
 
+/// Batch entries the policy refused (patient, reason): each gets its own refusal entry.
+#[derive(Clone, Debug, Default)]
+struct RefusedEntries(Vec<(String, &'static str)>);
+
+/// The purpose of use a caller stated (break-glass), for its ledger entry.
+#[derive(Clone, Debug)]
+struct AuditPurpose(String);
+
 /// Most patients one response's ledger entries name individually.
 const MAX_AUDITED_PATIENTS: usize = 1000;
 
@@ -374,9 +382,16 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
     };
     // Reads of patient data are limited per account: past the limit, refused until the
     // window ends (the refusal is recorded like any other).
+    // Everything that can answer with stored data counts: reads, searches, history,
+    // bundles (their reads), PATCH (the merged resource) and a conditional create (the
+    // match it returns); a plain create, update or delete answers with what was sent.
+    let conditional = req.headers().contains_key("if-none-exist");
     let reader = match (&caller, described.as_ref()) {
         (Caller::User(a), Some((action, _, _)))
-            if matches!(*action, "read" | "vread" | "search" | "history") =>
+            if matches!(
+                *action,
+                "read" | "vread" | "search" | "history" | "bundle" | "patch"
+            ) || (*action == "create" && conditional) =>
         {
             Some(a.id().to_string())
         }
@@ -402,6 +417,15 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
     req.extensions_mut().insert(audit.clone());
     req.extensions_mut().insert(caller.clone());
     let resp = next.run(req).await;
+    if let (Some(account), true) = (&reader, resp.status().is_success()) {
+        let n = resp
+            .extensions()
+            .get::<AuditPatient>()
+            .map_or(0, |p| p.0.len() as u64);
+        if n > 0 {
+            state.reads.add(account, n, state.repo.clock().now_ms());
+        }
+    }
     if resp.extensions().get::<Recorded>().is_some() {
         return resp;
     }
@@ -427,12 +451,6 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
         .get::<AuditPatient>()
         .cloned()
         .unwrap_or_default();
-    if let (Some(account), true) = (&reader, status.is_success()) {
-        let n = patients.0.len() as u64;
-        if n > 0 {
-            state.reads.add(account, n, state.repo.clock().now_ms());
-        }
-    }
     let mut events: Vec<Event> = if patients.0.is_empty() {
         vec![event]
     } else {
@@ -442,6 +460,18 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
             .map(|p| event.clone().patient(p))
             .collect()
     };
+    if let Some(RefusedEntries(refused)) = resp.extensions().get::<RefusedEntries>() {
+        for (patient, reason) in refused {
+            events.push(
+                Event::new(action, &rtype, &id, Outcome::Deny)
+                    .reason(reason)
+                    .patient(patient),
+            );
+        }
+    }
+    if let Some(AuditPurpose(p)) = resp.extensions().get::<AuditPurpose>() {
+        audit.purpose = p.chars().take(1000).collect();
+    }
     if let Err(resp) = flag_break_glass(&state, caller, &mut events).await {
         return record_then(&state, audit, events, resp).await;
     }
@@ -1159,6 +1189,7 @@ async fn register_finish(
         } else {
             StatusCode::CREATED
         };
+        let new_patient_account = grant.reset.is_none() && grant.role == accounts::Role::Patient;
         let account = accounts::register(
             repo.store(),
             &keys,
@@ -1169,6 +1200,12 @@ async fn register_finish(
             file,
             bundle,
         )?;
+        if new_patient_account {
+            // The patient is told in their own record that an account can now read it.
+            if let Err(e) = account_notice(repo, &account) {
+                tracing::error!(error = %e, account = %account.id(), "could not write the new-account notice");
+            }
+        }
         Ok((
             status,
             json!({
@@ -1180,6 +1217,33 @@ async fn register_finish(
         ))
     })
     .await
+}
+
+/// Write a Communication into a patient's record saying an account now reads it.
+fn account_notice(repo: &Repository, account: &accounts::Account) -> Result<(), RepoError> {
+    let Some(pid) = account.link().strip_prefix("Patient/") else {
+        return Ok(());
+    };
+    let now = format_instant(repo.clock().now_ms());
+    let notice = json!({
+        "resourceType": "Communication",
+        "status": "completed",
+        "category": [{"text": "Account registered for your record"}],
+        "subject": {"reference": format!("Patient/{pid}")},
+        "recipient": [{"reference": format!("Patient/{pid}")}],
+        "sent": now,
+        "payload": [{"contentString": format!(
+            "A patient account ({}) was registered at {now} to read this record. If it was not you, tell the clinic.",
+            account.id()
+        )}]
+    });
+    repo.create(
+        &Audit::system("registration"),
+        "Communication",
+        notice,
+        None,
+    )?;
+    Ok(())
 }
 
 /// `{login, request, dpop_jkt}` → `{login_id, response}`: OPAQUE login, step 2. An unknown
@@ -1253,6 +1317,7 @@ async fn login_finish(
         let token =
             st.sessions
                 .issue(&keys, &**repo.rng(), &st.public_url, &account, jkt, now_s)?;
+        st.sessions.mark_fresh_login(&token, now_s);
         Ok((
             StatusCode::OK,
             json!({
@@ -1771,11 +1836,12 @@ async fn bundle(
     // Each write is recorded in the transaction's own commit; the bundle as a whole gets a
     // summary entry from `record_fhir`.
     match blocking(&state, move |r| r.bundle(&audit, value, &caller)).await {
-        Ok(b) => {
+        Ok((b, refused)) => {
             // Reads inside the bundle returned these patients' data.
             let patients = audit_patients(&b, None);
             let mut resp = fhir_response(StatusCode::OK, b);
             resp.extensions_mut().insert(patients);
+            resp.extensions_mut().insert(RefusedEntries(refused));
             resp
         }
         Err(r) => r,
@@ -1825,6 +1891,9 @@ async fn create(
                     ));
                 }
             }
+            // The condition is a search of that chart: only for callers who may search it
+            // (else its 412-or-not answers questions about data they may not read).
+            r.authorize(&caller, Action::Search, &rtype, Some(&compartment))?;
         }
         let w = r.create(&audit, &rtype, value, if_none_exist.as_deref())?;
         if !w.created {
@@ -1944,22 +2013,26 @@ async fn update(
         // Decided on both the version being replaced and the new one, so a resource can
         // neither be changed nor moved into a chart without access to it.
         if matches!(caller, Caller::User(_)) {
-            match r.read(&rtype, &id) {
-                Ok(current) => r.authorize_resource(
-                    &caller,
-                    Action::Update,
-                    &rtype,
-                    Some(&patient_of_stored(&current)),
-                    Some(&id),
-                    current.resource.as_ref(),
-                )?,
-                Err(RepoError::NotFound | RepoError::Gone) => {}
+            // Nothing current: the PUT creates, and is decided as a create.
+            let action = match r.read(&rtype, &id) {
+                Ok(current) => {
+                    r.authorize_resource(
+                        &caller,
+                        Action::Update,
+                        &rtype,
+                        Some(&patient_of_stored(&current)),
+                        Some(&id),
+                        current.resource.as_ref(),
+                    )?;
+                    Action::Update
+                }
+                Err(RepoError::NotFound | RepoError::Gone) => Action::Create,
                 Err(e) => return Err(e),
-            }
+            };
             let patient = existing_compartment(&rtype, &id, &value);
             r.authorize_resource(
                 &caller,
-                Action::Update,
+                action,
                 &rtype,
                 Some(&patient),
                 Some(&id),
@@ -2003,14 +2076,18 @@ async fn patch(
     match blocking(&state, move |r| {
         if matches!(caller, Caller::User(_)) {
             let current = r.read(&rtype, &id)?;
-            r.authorize_resource(
-                &caller,
-                Action::Update,
-                &rtype,
-                Some(&patient_of_stored(&current)),
-                Some(&id),
-                current.resource.as_ref(),
-            )?;
+            // A patch answers with the merged resource (and its `test` operations compare
+            // values): it needs read access as well as update.
+            for action in [Action::Read, Action::Update] {
+                r.authorize_resource(
+                    &caller,
+                    action,
+                    &rtype,
+                    Some(&patient_of_stored(&current)),
+                    Some(&id),
+                    current.resource.as_ref(),
+                )?;
+            }
         }
         let check = |doc: &Value| {
             r.authorize_resource(
@@ -2029,6 +2106,9 @@ async fn patch(
         Ok(w) => {
             let mut resp = resource_response(&state, StatusCode::OK, &w.stored, false, false);
             resp.extensions_mut().insert(Recorded);
+            // The merged resource goes back: it counts as a read (limits).
+            resp.extensions_mut()
+                .insert(AuditPatient(vec![patient_of_stored(&w.stored)]));
             resp
         }
         Err(r) => r,
@@ -2126,9 +2206,9 @@ async fn run_search(
     let named = patient.clone();
     match blocking(&state, move |r| {
         let reason = r.decision(&caller, Action::Search, &rtype, named.as_deref())?;
-        if named.is_none() {
-            refuse_if_filtered(reason, "search-within-one-patient")?;
-        }
+        // Also when a patient is named: a filtered page's paging links would still count
+        // what is hidden.
+        refuse_if_filtered(reason, "search-within-one-patient")?;
         let page = r.search(&rtype, &p)?;
         filter_page(r, &caller, page)
     })

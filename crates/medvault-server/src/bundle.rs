@@ -239,24 +239,40 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
     r
 }
 
+/// Entries of a batch the policy refused: the patient concerned and the reason (each is
+/// recorded in that patient's log like any refusal).
+pub(crate) type Refused = Vec<(String, &'static str)>;
+
 pub(crate) fn process(
     repo: &Repository,
     audit: &Audit,
     bundle: Value,
     gate: Gate<'_>,
-) -> Result<Value> {
+) -> Result<(Value, Refused)> {
     let (transaction, entries) = parse_entries(bundle)?;
     if transaction {
-        run_transaction(repo, audit, entries, gate)
+        Ok((run_transaction(repo, audit, entries, gate)?, Vec::new()))
     } else {
         Ok(run_batch(repo, audit, entries, gate))
     }
 }
 
-fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>, gate: Gate<'_>) -> Value {
+fn run_batch(
+    repo: &Repository,
+    audit: &Audit,
+    entries: Vec<Entry>,
+    gate: Gate<'_>,
+) -> (Value, Refused) {
     let mut out = Vec::with_capacity(entries.len());
+    let mut refused = Vec::new();
     for e in entries {
         let result = run_single(repo, audit, &e, gate);
+        if let Err(RepoError::Forbidden {
+            reason, patient, ..
+        }) = &result
+        {
+            refused.push((patient.clone().unwrap_or_default(), *reason));
+        }
         out.push(match result {
             Ok(v) => v,
             Err(err) => {
@@ -265,7 +281,10 @@ fn run_batch(repo: &Repository, audit: &Audit, entries: Vec<Entry>, gate: Gate<'
             }
         });
     }
-    json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out })
+    (
+        json!({ "resourceType": "Bundle", "type": "batch-response", "entry": out }),
+        refused,
+    )
 }
 
 fn run_single(repo: &Repository, audit: &Audit, e: &Entry, gate: Gate<'_>) -> Result<Value> {
@@ -305,13 +324,21 @@ fn run_single(repo: &Repository, audit: &Audit, e: &Entry, gate: Gate<'_>) -> Re
         }
         Method::Put => {
             let id = id.ok_or_else(|| bad(e.index, "PUT needs Type/id"))?;
+            if rtype == "Patient" && id == NEW_PATIENT {
+                return Err(bad(e.index, "this Patient id is reserved"));
+            }
             if gate.is_some() {
+                let exists = repo.read(rtype, id).is_ok();
                 check_current(gate, repo, Action::Update, rtype, id)?;
                 let value = e.resource.clone().unwrap_or(Value::Null);
                 check(
                     gate,
                     Touch {
-                        action: Action::Update,
+                        action: if exists {
+                            Action::Update
+                        } else {
+                            Action::Create
+                        },
                         rtype,
                         patient: compartment(rtype, id, &value, &none),
                         id: Some(id),
@@ -607,6 +634,9 @@ fn run_transaction(
                 let id = id
                     .filter(|i| medvault_fhir::is_valid_id(i))
                     .ok_or_else(|| bad(e.index, "PUT url must be Type/id with a valid id"))?;
+                if rtype == "Patient" && id == NEW_PATIENT {
+                    return Err(bad(e.index, "this Patient id is reserved"));
+                }
                 Plan::Update {
                     rtype: rtype.into(),
                     id: id.into(),
@@ -671,7 +701,8 @@ fn run_transaction(
                     if !j.created {
                         check_current(gate, repo, Action::Update, &j.rtype, &j.id)?;
                     }
-                    let action = if j.created && matches!(plans[j.index], Plan::Create { .. }) {
+                    // A PUT that creates is decided as a create.
+                    let action = if j.created {
                         Action::Create
                     } else {
                         Action::Update

@@ -1035,13 +1035,14 @@ impl Repository {
     }
 
     /// Process a transaction (all or nothing) or batch (each entry alone) Bundle.
-    /// Run a transaction or batch Bundle; `caller` is decided entry by entry.
+    /// Run a transaction or batch Bundle; `caller` is decided entry by entry. Returns the
+    /// answer and the batch entries the policy refused (patient, reason).
     pub fn bundle(
         &self,
         audit: &Audit,
         bundle: Value,
         caller: &crate::access::Caller,
-    ) -> Result<Value> {
+    ) -> Result<(Value, crate::bundle::Refused)> {
         use crate::bundle::Touch;
         let decide = |t: &Touch<'_>| {
             self.authorize_resource(

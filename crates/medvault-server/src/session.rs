@@ -75,6 +75,23 @@ pub struct Sessions {
     seen: Mutex<HashMap<String, u64>>,
     /// Access tokens ended by logout before their expiry: jti → exp.
     ended: Mutex<HashMap<String, u64>>,
+    /// Access tokens issued by a password login (not a refresh): jti → issued at.
+    fresh: Mutex<HashMap<String, u64>>,
+}
+
+/// How long after a password login its access token may change the password.
+pub const FRESH_LOGIN_SECS: u64 = 300;
+
+/// The `jti` of a token, read without verifying it: only for a token that was (or is
+/// about to be) verified by `authenticate`.
+pub fn unverified_jti(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("jti")?.as_str().map(str::to_string)
 }
 
 fn refresh_mac(keys: &Keys, r: &RefreshTokenRecord) -> [u8; 32] {
@@ -229,12 +246,14 @@ impl Sessions {
             .and_then(|e| e.with_iat_window(PROOF_MAX_AGE_SECS, 5))
             .map_err(|_| SessionError::InvalidProof)?;
         let p = validate_dpop(proof, &expect).map_err(|_| SessionError::InvalidProof)?;
-        if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
-            return Err(SessionError::Replayed);
-        }
+        // The token and its key first: only a proof by a key that holds a session may take
+        // a place in the replay cache (anyone could fill it otherwise).
         let row = Self::refresh_row(store, keys, refresh_token)?;
         if !constant_time_eq(row.jkt.as_bytes(), p.jkt().as_str().as_bytes()) {
             return Err(SessionError::InvalidProof);
+        }
+        if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
+            return Err(SessionError::Replayed);
         }
         match row.state.as_str() {
             "open" => {}
@@ -320,11 +339,34 @@ impl Sessions {
         Ok(revoked)
     }
 
+    /// Remember that the access token `token` comes straight from a password login.
+    pub fn mark_fresh_login(&self, token: &str, now: u64) {
+        let Some(jti) = unverified_jti(token) else {
+            return;
+        };
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        if fresh.len() > 1024 {
+            fresh.retain(|_, at| now < at.saturating_add(FRESH_LOGIN_SECS));
+        }
+        fresh.insert(jti, now);
+    }
+
+    /// True if the access token `jti` was issued by a password login in the last
+    /// `FRESH_LOGIN_SECS` (so whoever holds it just proved the password).
+    pub fn is_fresh_login(&self, jti: &str, now: u64) -> bool {
+        let fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        fresh
+            .get(jti)
+            .is_some_and(|at| now < at.saturating_add(FRESH_LOGIN_SECS))
+    }
+
     /// True if the access token `jti` was ended by logout (forgetting expired ones).
     fn ended(&self, jti: &str, now: u64) -> bool {
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
-        ended.retain(|_, exp| *exp > now);
-        ended.contains_key(jti)
+        if ended.len() > 1024 {
+            ended.retain(|_, exp| *exp > now);
+        }
+        ended.get(jti).is_some_and(|exp| *exp > now)
     }
 
     /// Issue an access token for `account`, bound to the DPoP key `jkt`.

@@ -54,6 +54,30 @@ fn ttl_ms(v: &Value) -> Result<i64, AuthFailure> {
     }
 }
 
+/// The ledger entry of an allowed administrative change: what was granted (role, link,
+/// disabled) as its reason, and a patient link as its patient, so a token or account for a
+/// patient's record shows in that patient's own log. Never the token.
+fn change_event(action: &str, target: &str, body: &Value) -> Event {
+    let mut detail = Vec::new();
+    for key in ["role", "link", "disabled", "danger_bearer"] {
+        if let Some(v) = body.get(key) {
+            detail.push(format!(
+                "{key}={}",
+                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+            ));
+        }
+    }
+    let mut e = Event::new(action, "Account", target, Outcome::Allow).reason(&detail.join(" "));
+    if let Some(p) = body
+        .get("link")
+        .and_then(Value::as_str)
+        .and_then(|l| l.strip_prefix("Patient/"))
+    {
+        e = e.patient(p);
+    }
+    e
+}
+
 /// Authenticate, run `f` off the async threads as the caller, record the outcome (never a
 /// token) and answer.
 #[allow(clippy::too_many_arguments)]
@@ -96,7 +120,7 @@ pub(super) async fn account_step(
     let result = run.unwrap_or(Err(AuthFailure::Repo(RepoError::Internal("worker failed"))));
     let (event, resp) = match result {
         Ok((status, body, target)) => (
-            Event::new(action, "Account", &target, Outcome::Allow),
+            change_event(action, &target, &body),
             (status, Json(body)).into_response(),
         ),
         Err(f) => {

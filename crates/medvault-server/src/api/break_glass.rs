@@ -7,7 +7,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::{blocking, fhir_response, json_body, repo_error, AppState, AuditPatient, AuditReason};
+use super::{
+    blocking, fhir_response, json_body, repo_error, AppState, AuditPatient, AuditPurpose,
+    AuditReason,
+};
 use crate::access::Caller;
 use crate::clock::format_instant;
 use crate::ledger::Audit;
@@ -51,6 +54,7 @@ pub(super) async fn break_glass(
         Err(e) => return repo_error(e),
     };
     let patient = id.clone();
+    let stated = reason.clone();
     match blocking(&state, move |r| {
         r.break_glass(&caller, &audit, &id, &reason)
     })
@@ -71,6 +75,8 @@ pub(super) async fn break_glass(
             resp.extensions_mut().insert(AuditReason(
                 medvault_policy::Reason::BreakGlassInvoked.as_str(),
             ));
+            // The stated reason goes into the (encrypted) ledger entry as its purpose.
+            resp.extensions_mut().insert(AuditPurpose(stated));
             resp
         }
         Err(r) => r,

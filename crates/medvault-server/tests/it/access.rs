@@ -1120,3 +1120,218 @@ async fn every_bundle_entry_is_decided_for_the_signed_in_caller() {
         .await
         .assert_outcome(StatusCode::FORBIDDEN);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_patches_and_conditional_creates_count_towards_the_read_limit() {
+    use medvault_server::api::{router, AppState};
+    use medvault_server::limits::ReadLimits;
+    let mut w = world().await;
+    w.h.app = router(
+        AppState::new(w.h.repo.clone(), crate::support::BASE).with_read_limits(ReadLimits {
+            max: 2,
+            window_ms: 60_000,
+        }),
+    );
+    let h = &w.h;
+    let read_in_batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("Observation/{}", w.obs)}}]});
+    // A batch read counts ...
+    let r =
+        w.gp.call(h, "POST", "/fhir", Some(read_in_batch.clone()))
+            .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // ... and so does a patch (it answers with the merged resource).
+    let r =
+        w.gp.call_with(
+            h,
+            "PATCH",
+            &format!("/fhir/Observation/{}", w.obs),
+            Some(json!([])),
+            &[("content-type", "application/json-patch+json")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // The limit is reached: batches, patches and plain reads are all refused now.
+    w.gp.call(h, "POST", "/fhir", Some(read_in_batch))
+        .await
+        .assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+    w.gp.call_with(
+        h,
+        "PATCH",
+        &format!("/fhir/Observation/{}", w.obs),
+        Some(json!([])),
+        &[("content-type", "application/json-patch+json")],
+    )
+    .await
+    .assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+    w.gp.call(h, "GET", &format!("/fhir/Observation/{}", w.obs), None)
+        .await
+        .assert_outcome(StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_refusals_are_in_the_refused_patients_log() {
+    let w = world().await;
+    let h = &w.h;
+    let before = h.data.store.ledger_size().unwrap();
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            "/fhir",
+            Some(json!({"resourceType": "Bundle", "type": "batch", "entry": [
+                {"request": {"method": "GET", "url": format!("Observation/{}", w.obs)}}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let got = entries_since(h, before);
+    assert!(
+        got.iter()
+            .any(|e| e.0 == "bundle" && e.2 == w.pid && !e.3 && e.4 == "not-in-care"),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lab_technicians_cannot_probe_charts_through_conditions_searches_patches_or_put() {
+    let w = world().await;
+    let h = &w.h;
+    let keys = h.repo.vault().keys().unwrap();
+    let admin = accounts::load_by_login(&*h.data.store, &keys, "admin")
+        .unwrap()
+        .unwrap();
+    let tech = user(
+        h,
+        &admin,
+        Role::LabTechnician,
+        "Practitioner/tech-1|Organization/lab-1",
+        "tech",
+    )
+    .await;
+    let ours = put(h, order(&w.pid, "lab-1", "active"));
+    let done = put(h, order(&w.pid, "lab-1", "completed"));
+    // A conditional create is a search of the chart: refused, whatever would match.
+    let r = tech
+        .call_with(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(result_for(&w.pid, Some(&ours))),
+            &[("if-none-exist", &format!("patient={}&code=8867-4", w.pid))],
+        )
+        .await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    // A search naming the patient would be filtered, and its paging would count what is
+    // hidden: refused.
+    tech.call(
+        h,
+        "GET",
+        &format!("/fhir/ServiceRequest?patient={}&_count=1", w.pid),
+        None,
+    )
+    .await
+    .assert_outcome(StatusCode::FORBIDDEN);
+    // A PUT that creates a result on a completed order is a create, and refused.
+    let mut late = result_for(&w.pid, Some(&done));
+    late["id"] = json!("late-result");
+    tech.call(h, "PUT", "/fhir/Observation/late-result", Some(late))
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // A patch of its own result answers with it: refused too (no reads of results).
+    let r = tech
+        .call(
+            h,
+            "POST",
+            "/fhir/Observation",
+            Some(result_for(&w.pid, Some(&ours))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let posted = r.json["id"].as_str().unwrap().to_string();
+    tech.call_with(
+        h,
+        "PATCH",
+        &format!("/fhir/Observation/{posted}"),
+        Some(json!([{"op": "test", "path": "/status", "value": "final"}])),
+        &[("content-type", "application/json-patch+json")],
+    )
+    .await
+    .assert_outcome(StatusCode::FORBIDDEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_account_per_patient_and_the_patient_is_told() {
+    let w = world().await;
+    let h = &w.h;
+    // Reception issues a second patient token for a record that already has an account.
+    let r = w
+        .reception
+        .call(
+            h,
+            "POST",
+            "/admin/tokens",
+            Some(json!({"role": "patient", "link": format!("Patient/{}", w.pid)})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let r = crate::identity::http_register(h, &token, "mallory", "NID-mallory", PASSWORD).await;
+    r.assert_outcome(StatusCode::CONFLICT);
+    // For the other patient it works once, and that patient finds a notice in the record;
+    // the token's issue is in that patient's log.
+    let before = h.data.store.ledger_size().unwrap();
+    let r = w
+        .reception
+        .call(
+            h,
+            "POST",
+            "/admin/tokens",
+            Some(json!({"role": "patient", "link": format!("Patient/{}", w.other_pid)})),
+        )
+        .await;
+    let token = r.json["token"].as_str().unwrap().to_string();
+    let r = crate::identity::http_register(h, &token, "ed", "NID-ed", PASSWORD).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let notices = h
+        .repo
+        .search("Communication", &[("patient".into(), w.other_pid.clone())])
+        .unwrap();
+    assert_eq!(notices.entries.len(), 1);
+    let got = entries_since(h, before);
+    assert!(
+        got.iter()
+            .any(|e| e.0 == "issue-token" && e.2 == w.other_pid && e.4.contains("role=patient")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_is_for_people_and_its_reason_is_in_the_ledger() {
+    let w = world().await;
+    let h = &w.h;
+    let op = format!("/fhir/Patient/{}/$break-glass", w.pid);
+    let before = h.data.store.ledger_size().unwrap();
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            &op,
+            Some(break_glass_body("cardiac arrest in bay 3")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let keys = h.repo.vault().keys().unwrap();
+    let purposes: Vec<String> = h
+        .data
+        .store
+        .ledger_entries(before, 100)
+        .unwrap()
+        .iter()
+        .map(|rec| medvault_server::ledger::open_entry(&keys, rec).unwrap().0)
+        .filter(|e| e.action.as_str() == "break-glass")
+        .map(|e| e.purpose.as_str().to_string())
+        .collect();
+    assert_eq!(purposes, ["cardiac arrest in bay 3"]);
+}

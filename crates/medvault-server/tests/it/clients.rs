@@ -243,6 +243,21 @@ async fn bearer_tokens_only_for_clients_registered_as_a_danger() {
         .call_with("GET", &obs, None, &[("authorization", &bearer)])
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // Break-glass is for a person who answers for the reason, never for a machine client.
+    let r = h
+        .call_with(
+            "POST",
+            &format!("/fhir/Patient/{}/$break-glass", w.other_pid),
+            Some(json!({"resourceType": "Parameters",
+                "parameter": [{"name": "reason", "valueString": "batch job"}]})),
+            &[("authorization", &bearer)],
+        )
+        .await;
+    r.assert_outcome(StatusCode::FORBIDDEN);
+    assert!(r.json["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("break-glass-needs-a-person"));
 
     // A DPoP-bound token presented as a bearer token is refused, whoever it belongs to.
     let a = assertion(h, &key, &id, &format!("{BASE}/auth/token"), 60);

@@ -994,3 +994,30 @@ impl futures_core::Stream for Chunks {
         self.0.poll_recv(cx)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reserved_new_patient_id_cannot_be_written_through_bundles_either() {
+    let h = Harness::unsealed();
+    let mut p = patient("Res", "Erved", "1990-01-01");
+    p["id"] = json!("new-patient");
+    for kind in ["transaction", "batch"] {
+        let r = h
+            .call(
+                "POST",
+                "/fhir",
+                Some(json!({"resourceType": "Bundle", "type": kind, "entry": [
+                    {"resource": p, "request": {"method": "PUT", "url": "Patient/new-patient"}}]})),
+            )
+            .await;
+        if kind == "transaction" {
+            r.assert_outcome(StatusCode::BAD_REQUEST);
+        } else {
+            assert_eq!(
+                r.json["entry"][0]["response"]["status"], "400",
+                "{}",
+                r.json
+            );
+        }
+    }
+    assert!(h.repo.read("Patient", "new-patient").is_err());
+}

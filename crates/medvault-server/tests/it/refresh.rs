@@ -308,3 +308,40 @@ async fn changing_the_password_re_registers_and_ends_every_session() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["key_bundle"], b64(b"resealed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_change_needs_a_fresh_password_login() {
+    let w = world().await;
+    let h = &w.h;
+    let (gp, refresh_token) = login(h, "gp").await;
+    let body = json!({"login": "gp", "request": b64(b"not even opaque")});
+    // Six minutes later, with a token renewed by the refresh token: refused, it proves
+    // possession of a session, not of the password.
+    h.clock.advance(360_000);
+    let r = refresh(h, &gp.key, &refresh_token).await;
+    let renewed = User {
+        token: r.json["access_token"].as_str().unwrap().to_string(),
+        key: gp.key,
+    };
+    let r = renewed
+        .call(h, "POST", "/auth/opaque/password/start", Some(body.clone()))
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert!(r.json["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .contains("log in with the current password first"));
+    // Right after a password login it goes on to the OPAQUE step (here: a malformed
+    // request, so a 400 of another kind).
+    let (fresh, _) = login(h, "gp").await;
+    let r = fresh
+        .call(h, "POST", "/auth/opaque/password/start", Some(body))
+        .await;
+    assert!(
+        !r.json
+            .to_string()
+            .contains("log in with the current password first"),
+        "{}",
+        r.json
+    );
+}
