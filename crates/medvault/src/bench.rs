@@ -39,6 +39,25 @@ pub enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Mixed reads, searches and writes over HTTP on loopback against a server this
+    /// command starts, signed in with OPAQUE and DPoP: throughput and p50/p99 latency.
+    Load {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Patients (each with one Observation) seeded before the run.
+        #[arg(long, default_value_t = 200)]
+        patients: usize,
+        /// Run for ten minutes and report the server's resident memory over time.
+        #[arg(long)]
+        soak: bool,
+        /// Scratch directory (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Audit-ledger append throughput (batched, durable commits) and full verification time,
     /// against plain SQLite inserts and reads of rows of the same size.
     Ledger {
@@ -56,6 +75,21 @@ pub enum BenchCommand {
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
+        BenchCommand::Load {
+            seconds,
+            concurrency,
+            patients,
+            soak,
+            dir,
+        } => {
+            let scratch = dir
+                .unwrap_or_else(std::env::temp_dir)
+                .join(format!("medvault-bench-load-{}", std::process::id()));
+            let duration = std::time::Duration::from_secs(if soak { 600 } else { seconds.max(1) });
+            let result = crate::load::run(duration, concurrency.max(1), patients.max(1), &scratch);
+            let _ = std::fs::remove_dir_all(&scratch);
+            result
+        }
         BenchCommand::Ledger {
             entries,
             batch,

@@ -6,6 +6,7 @@ mod client;
 mod gen;
 mod import;
 mod ledger;
+mod load;
 mod session;
 
 use std::io::{BufRead, IsTerminal, Read, Write};

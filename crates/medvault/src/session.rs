@@ -122,6 +122,24 @@ fn step(client: &Client, path: &str, headers: &[(&str, String)], body: &Value) -
 
 pub fn register(client: &Client, token: &str, login: &str, national_id: &str) -> Result<()> {
     let pw = password()?;
+    let (r, bundle) = register_with(client, token, login, national_id, &pw)?;
+    println!(
+        "registered account {} as {} (key bundle {})",
+        r["account"].as_str().unwrap_or("?"),
+        r["role"].as_str().unwrap_or("?"),
+        fingerprint(&bundle)
+    );
+    Ok(())
+}
+
+/// Register with `pw` (no prompt); the server's answer and the new key bundle.
+pub(crate) fn register_with(
+    client: &Client,
+    token: &str,
+    login: &str,
+    national_id: &str,
+    pw: &str,
+) -> Result<(Value, KeyBundle)> {
     let start = ClientRegistration::<Suite>::start(&mut rng(), pw.as_bytes())
         .map_err(|_| anyhow!("could not start the registration"))?;
     let r = step(
@@ -156,13 +174,7 @@ pub fn register(client: &Client, token: &str, login: &str, national_id: &str) ->
             "key_bundle": b64(&sealed),
         }),
     )?;
-    println!(
-        "registered account {} as {} (key bundle {})",
-        r["account"].as_str().unwrap_or("?"),
-        r["role"].as_str().unwrap_or("?"),
-        fingerprint(&bundle)
-    );
-    Ok(())
+    Ok((r, bundle))
 }
 
 /// Where the session lives: `MEDVAULT_SESSION`, else `~/.config/medvault/session.json`.
@@ -355,6 +367,29 @@ pub fn login(client: &Client, login: &str) -> Result<()> {
     Ok(())
 }
 
+/// Log in with `pw` and keep the session in memory only.
+pub(crate) fn session_in_memory(client: &Client, login: &str, pw: &str) -> Result<Session> {
+    let done = opaque_login(client, login, pw)?;
+    let r = &done.answer;
+    let doc = json!({
+        "server": client.base(),
+        "access_token": r["access_token"],
+        "refresh_token": r["refresh_token"],
+        "expires_at": now_s()? + r["expires_in"].as_i64().unwrap_or(0),
+    });
+    let token = r["access_token"]
+        .as_str()
+        .ok_or_else(|| anyhow!("the server sent no access token"))?
+        .to_string();
+    Ok(Session {
+        client: client.clone(),
+        path: None,
+        token,
+        key: DpopKey::from_pkcs8(&done.pkcs8)?,
+        doc,
+    })
+}
+
 /// `medvault passwd`: log in with the current password (to open the key bundle), register
 /// the new one, re-seal the bundle under it, and start a new session (every other session of
 /// the account ends).
@@ -406,9 +441,11 @@ pub fn passwd(client: &Client, login: &str) -> Result<()> {
     Ok(())
 }
 
-struct Session {
+/// A signed-in session: its client, its tokens and DPoP key; kept in the session file
+/// (`path`) or only in memory (`None`, for programs such as the load generator).
+pub(crate) struct Session {
     client: Client,
-    path: PathBuf,
+    path: Option<PathBuf>,
     doc: Value,
     token: String,
     key: DpopKey,
@@ -442,7 +479,7 @@ fn read_session(client: Option<&Client>) -> Result<Session> {
     };
     Ok(Session {
         client,
-        path,
+        path: Some(path),
         token,
         key: DpopKey::from_pkcs8(&pkcs8)?,
         doc,
@@ -467,7 +504,7 @@ fn session_client(ca_cert: Option<&std::path::Path>) -> Result<Option<Client>> {
 
 impl Session {
     /// Renew the access token with the refresh token when it expires within 30 s.
-    fn renew_if_due(&mut self) -> Result<()> {
+    pub(crate) fn renew_if_due(&mut self) -> Result<()> {
         let expires_at = self.doc["expires_at"].as_i64().unwrap_or(0);
         if now_s()? < expires_at - 30 {
             return Ok(());
@@ -498,11 +535,13 @@ impl Session {
         self.doc["access_token"] = json!(token);
         self.doc["refresh_token"] = v["refresh_token"].clone();
         self.doc["expires_at"] = json!(now_s()? + v["expires_in"].as_i64().unwrap_or(0));
-        crate::write_private(
-            &self.path,
-            serde_json::to_string_pretty(&self.doc)?.as_bytes(),
-            true,
-        )?;
+        if let Some(path) = &self.path {
+            crate::write_private(
+                path,
+                serde_json::to_string_pretty(&self.doc)?.as_bytes(),
+                true,
+            )?;
+        }
         Ok(())
     }
 
@@ -511,7 +550,7 @@ impl Session {
         self.send_typed(method, path, body.map(|b| ("application/fhir+json", b)))
     }
 
-    fn send_typed(
+    pub(crate) fn send_typed(
         &self,
         method: &str,
         path: &str,
@@ -528,7 +567,7 @@ impl Session {
     }
 
     /// A signed JSON request; a refusal becomes a one-line error.
-    fn json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
+    pub(crate) fn json(&self, method: &str, path: &str, body: &Value) -> Result<Value> {
         let body = (!body.is_null()).then(|| ("application/json", body.to_string().into_bytes()));
         let (status, text) = self.send_typed(method, path, body)?;
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
