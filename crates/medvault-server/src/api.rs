@@ -179,6 +179,7 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/smart-configuration",
             get(token::smart_configuration),
         )
+        .route("/openapi.json", get(openapi))
         .nest("/fhir", fhir)
         .nest("/ledger", ledger)
         .nest("/auth", auth)
@@ -229,6 +230,13 @@ async fn body_deadline(State(state): State<AppState>, req: Request, next: Next) 
         .await
 }
 
+/// The OpenAPI document of this API (`GET /openapi.json`).
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
 /// While sealed, only health, seal status and unseal answer; everything else is 503.
 async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let open = matches!(
@@ -236,6 +244,7 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
         (&Method::GET, "/sys/health")
             | (&Method::GET, "/sys/seal-status")
             | (&Method::POST, "/sys/unseal")
+            | (&Method::GET, "/openapi.json")
     );
     if !open && state.repo.vault().is_sealed() {
         return fhir_response(
