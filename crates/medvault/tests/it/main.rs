@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::{json, Value};
 
+mod clients;
+
 const BIN: &str = env!("CARGO_BIN_EXE_medvault");
 
 /// A running `medvault serve`, killed on drop.
