@@ -141,6 +141,12 @@ pub fn router(state: AppState) -> Router {
         .route("/{rtype}/{id}/_history/{vid}", get(vread))
         .route("/Patient/{id}/$break-glass", post(break_glass::break_glass))
         .layer(middleware::from_fn_with_state(state.clone(), record_fhir));
+    // `POST [base]/` (trailing slash) is the same transaction/batch endpoint: fhirclient,
+    // fhirpy and fhir-kit-client all post Bundles there. Nested at "/fhir/", so its handler
+    // and `record_fhir` see the path "/" like the one above.
+    let fhir_root = Router::new()
+        .route("/", post(bundle))
+        .layer(middleware::from_fn_with_state(state.clone(), record_fhir));
     let ledger = Router::new()
         .route("/checkpoint", get(ledger_checkpoint))
         .route("/key", get(ledger_key))
@@ -180,7 +186,14 @@ pub fn router(state: AppState) -> Router {
             get(token::smart_configuration),
         )
         .route("/openapi.json", get(openapi))
+        // SMART App Launch: discovery is at the FHIR base + /.well-known (where clients such
+        // as fhir-kit-client look); public, like the copy at the root.
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(token::smart_configuration),
+        )
         .nest("/fhir", fhir)
+        .nest("/fhir/", fhir_root)
         .nest("/ledger", ledger)
         .nest("/auth", auth)
         .nest("/admin", admin)
@@ -1862,9 +1875,21 @@ async fn create(
     Extension(audit): Extension<Audit>,
     Extension(caller): Extension<Caller>,
     Path(rtype): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Search parameters on a create (fhirpy's conditional create, `POST Patient?identifier=..`)
+    // are not FHIR R4; ignoring them would silently create a duplicate. Refuse instead.
+    let params = parse_query_string(query.as_deref().unwrap_or(""));
+    if params
+        .iter()
+        .any(|(k, _)| !matches!(k.as_str(), "_format" | "_pretty"))
+    {
+        return bad_request(
+            "a create takes no search parameters; a conditional create sends them in If-None-Exist",
+        );
+    }
     let value = match json_body(&headers, &body, false) {
         Ok(v) => v,
         Err(r) => return r,

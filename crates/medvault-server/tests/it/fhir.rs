@@ -1021,3 +1021,105 @@ async fn the_reserved_new_patient_id_cannot_be_written_through_bundles_either() 
     }
     assert!(h.repo.read("Patient", "new-patient").is_err());
 }
+
+/// fhirclient, fhirpy and fhir-kit-client post transaction and batch Bundles to `[base]/`
+/// (with a trailing slash); that is the same endpoint as `[base]`, authenticated and recorded
+/// in the audit ledger the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_posted_to_the_base_with_a_trailing_slash() {
+    let h = Harness::unsealed();
+    let mut bundle = tx(vec![
+        json!({"fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222",
+               "resource": patient("Slash", "Tess", "1999-09-09"),
+               "request": {"method": "POST", "url": "Patient"}}),
+        json!({"resource": observation("x", "8867-4", "2024-01-01", 70),
+               "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    bundle["entry"][1]["resource"]["subject"]["reference"] =
+        json!("urn:uuid:22222222-2222-4222-8222-222222222222");
+    let r = h.call("POST", "/fhir/", Some(bundle)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["type"], "transaction-response");
+    assert_eq!(r.json["entry"][1]["response"]["status"], "201 Created");
+    assert_eq!(
+        h.call("GET", "/fhir/Observation?code=8867-4", None)
+            .await
+            .json["total"],
+        1
+    );
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": patient("Slash", "Ines", "1999-09-09"),
+         "request": {"method": "POST", "url": "Patient"}}]});
+    let r = h.call("POST", "/fhir/?", Some(batch)).await;
+    assert_eq!(r.json["type"], "batch-response", "{}", r.json);
+
+    // Recorded like a bundle posted to /fhir: its writes, then the summary entry.
+    use medvault_store::Store;
+    let keys = h.repo.vault().keys().unwrap();
+    let last = h.data.store.ledger_entries(0, 100_000).unwrap();
+    let last = medvault_server::ledger::open_entry(&keys, last.last().unwrap())
+        .unwrap()
+        .0;
+    assert_eq!(last.action.as_str(), "bundle");
+
+    // Only POST; and without a token where tokens are required, refused like /fhir.
+    h.call("GET", "/fhir/", None)
+        .await
+        .assert_outcome(StatusCode::METHOD_NOT_ALLOWED);
+    let h = Harness::unsealed_requiring_auth();
+    h.call("POST", "/fhir/", Some(tx(vec![])))
+        .await
+        .assert_outcome(StatusCode::UNAUTHORIZED);
+}
+
+/// SMART discovery is at `[FHIR base]/.well-known/smart-configuration` (SMART App Launch;
+/// fhir-kit-client's `smartAuthMetadata` asks there), public even where FHIR needs a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_discovery_is_also_under_the_fhir_base() {
+    let h = Harness::unsealed_requiring_auth();
+    let at_base = h
+        .call("GET", "/fhir/.well-known/smart-configuration", None)
+        .await;
+    assert_eq!(at_base.status, StatusCode::OK, "{}", at_base.json);
+    assert_eq!(at_base.json["token_endpoint"], format!("{BASE}/auth/token"));
+    let at_root = h
+        .call("GET", "/.well-known/smart-configuration", None)
+        .await;
+    assert_eq!(at_base.json, at_root.json);
+}
+
+/// fhirpy's conditional create puts its criteria in the query string (`POST
+/// Patient?identifier=..`), which FHIR R4 does not define; a server that ignored them would
+/// create a duplicate each time. They are refused; If-None-Exist is the conditional create.
+/// An empty query (fhirpy always sends `?`) and `_format`/`_pretty` are fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_parameters_on_a_create_are_refused_not_ignored() {
+    let h = Harness::unsealed();
+    let p = patient("Query", "Quinn", "1988-08-08");
+    h.call(
+        "POST",
+        "/fhir/Patient?identifier=urn:mrn|MRN-Query-Quinn",
+        Some(p.clone()),
+    )
+    .await
+    .assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 0);
+    for uri in ["/fhir/Patient?", "/fhir/Patient?_format=json&_pretty=true"] {
+        let r = h.call("POST", uri, Some(p.clone())).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{uri}: {}", r.json);
+    }
+    let again = h
+        .call_with(
+            "POST",
+            "/fhir/Patient",
+            Some(p),
+            &[("if-none-exist", "identifier=urn:mrn|MRN-Query-Quinn")],
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::PRECONDITION_FAILED,
+        "{}",
+        again.json
+    );
+}
