@@ -1101,6 +1101,19 @@ fn b64_field(v: &Value, name: &'static str) -> Result<Vec<u8>, AuthFailure> {
         .map_err(|_| AuthFailure::BadRequest("a field is not unpadded base64url"))
 }
 
+/// The optional `key_bundle` of a registration or password change: sealed by the client,
+/// opaque here, bounded in size.
+fn key_bundle_field(v: &Value) -> Result<Option<Vec<u8>>, AuthFailure> {
+    let bundle = match v.get("key_bundle") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(b64_field(v, "key_bundle")?),
+    };
+    if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
+        return Err(AuthFailure::BadRequest("the key bundle is too large"));
+    }
+    Ok(bundle)
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -1198,13 +1211,7 @@ async fn register_finish(
             ));
         }
         let file = opaque::registration_finish(&b64_field(v, "upload")?)?;
-        let bundle = match v.get("key_bundle") {
-            None | Some(Value::Null) => None,
-            Some(_) => Some(b64_field(v, "key_bundle")?),
-        };
-        if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
-            return Err(AuthFailure::BadRequest("the key bundle is too large"));
-        }
+        let bundle = key_bundle_field(v)?;
         // A reset token replaces the password of its account instead of creating one.
         let status = if grant.reset.is_some() {
             StatusCode::OK

@@ -12,7 +12,7 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::admin::account_step;
-use super::{b64, b64_field, text_field, AppState, AuthFailure};
+use super::{b64, b64_field, key_bundle_field, text_field, AppState, AuthFailure};
 use crate::accounts::{self, AccountError};
 use crate::ledger::Audit;
 use crate::login as opaque;
@@ -41,7 +41,6 @@ fn presented_jti(headers: &HeaderMap) -> Option<String> {
 
 /// The normalized login name, if it is the signed-in account's own.
 fn own_login(
-    _st: &AppState,
     keys: &crate::vault::Keys,
     account: &accounts::Account,
     v: &Value,
@@ -76,7 +75,7 @@ pub(super) async fn start(
         move |st, account, v| {
             require_fresh_login(st, jti.as_deref())?;
             let keys = st.repo.keys()?;
-            let login = own_login(st, &keys, account, v)?;
+            let login = own_login(&keys, account, v)?;
             let setup = opaque::server_setup(st.repo.store(), &keys, &**st.repo.rng())?;
             let response =
                 opaque::registration_response(&setup, &login, &b64_field(v, "request")?)?;
@@ -111,15 +110,9 @@ pub(super) async fn finish(
         move |st, account, v| {
             require_fresh_login(st, jti.as_deref())?;
             let keys = st.repo.keys()?;
-            own_login(st, &keys, account, v)?;
+            own_login(&keys, account, v)?;
             let file = opaque::registration_finish(&b64_field(v, "upload")?)?;
-            let bundle = match v.get("key_bundle") {
-                None | Some(Value::Null) => None,
-                Some(_) => Some(b64_field(v, "key_bundle")?),
-            };
-            if bundle.as_ref().is_some_and(|b| b.len() > 64 * 1024) {
-                return Err(AuthFailure::BadRequest("the key bundle is too large"));
-            }
+            let bundle = key_bundle_field(v)?;
             let store = st.repo.store();
             let updated = accounts::update(store, &keys, account, |r| {
                 r.password_file = Some(file);
