@@ -7,6 +7,8 @@ pub mod api;
 mod bundle;
 pub mod clients;
 pub mod clock;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grants;
 pub mod ledger;
 pub mod limits;
