@@ -58,10 +58,12 @@ for t in "${targets[@]}"; do
         grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | sed 's/^/   /' || true
     else
         failed+=("$t")
-        echo "!! $t FAILED; end of its log:"
-        tail -n 60 "$log" | sed 's/^/   /'
+        cp "$log" "fuzz/artifacts/$t/last-failure.log"
+        echo "!! $t FAILED (whole log: fuzz/artifacts/$t/last-failure.log):"
+        grep -E -A4 'panicked at|==ERROR|^ERROR|^SUMMARY|Slowest unit|out-of-memory|Timeout' "$log" \
+            | head -n 40 | sed 's/^/   /' || tail -n 40 "$log" | sed 's/^/   /'
         for a in $(ls "fuzz/artifacts/$t"); do
-            if ! grep -qxF "$a" <<<"$before"; then
+            if [ "$a" != last-failure.log ] && ! grep -qxF "$a" <<<"$before"; then
                 echo "!! reproducer: fuzz/artifacts/$t/$a"
                 echo "   replay: RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer $sanitizer $t fuzz/artifacts/$t/$a"
             fi

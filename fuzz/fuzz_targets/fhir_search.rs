@@ -11,8 +11,9 @@
 //! Checks beyond "no panic": the documented shape of a parsed query (every clause names
 //! `Type.param` and has candidate tokens, `_count` ≤ 1000), and index soundness: a resource
 //! that `matches` a query (the exact post-filter) must also carry one of each clause's
-//! candidate tokens, or the index would never have found it. Dates outside the years
-//! 1800..=2200 are exempt, as the crate documents.
+//! candidate tokens, or the index would never have found it (dates outside the years
+//! 1800..=2200 are exempt, as the crate documents); and, for a resource the input brings,
+//! a search for any string, token or reference value it holds finds it.
 
 #![no_main]
 
@@ -24,7 +25,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use medvault_fhir::search::MAX_COUNT;
-use medvault_fhir::{index_entries, matches, parse_search, SUPPORTED_TYPES};
+use medvault_fhir::{
+    index_entries, matches, parse_search, search_param, ParamKind, SUPPORTED_TYPES,
+};
 use medvault_fuzz::{mode_and_rest, parts};
 use serde_json::Value;
 
@@ -40,6 +43,70 @@ fn dates_in_window(entries: &[medvault_fhir::IndexEntry], field: &str) -> bool {
         .filter(|e| e.field == field)
         .filter_map(|e| e.value.strip_prefix("y:"))
         .all(|y| y.parse::<i32>().is_ok_and(|y| (1800..=2200).contains(&y)))
+}
+
+/// A search value as a client would write it: `,` and `\\` escaped.
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, ',' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Whether whitespace stands next to a `|` in `v`.
+fn pipe_by_space(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('|').collect();
+    parts
+        .windows(2)
+        .any(|w| w[0].ends_with(char::is_whitespace) || w[1].starts_with(char::is_whitespace))
+}
+
+/// Searching for what a resource holds finds it: for every index entry of a string, token
+/// or reference parameter, a query naming that value (as a word, a prefix, `system|code`
+/// or a reference) asks for a token the entry satisfies. Index extraction and query
+/// parsing must normalise alike; this is where they would disagree.
+fn stored_values_are_found(rtype: &str, resource: &Value) {
+    let entries = index_entries(resource);
+    for e in &entries {
+        let Some(param) = e
+            .field
+            .strip_prefix(rtype)
+            .and_then(|p| p.strip_prefix('.'))
+        else {
+            continue;
+        };
+        let Some(def) = search_param(rtype, param) else {
+            continue;
+        };
+        let queries: Vec<(String, String)> = match (def.kind, e.value.split_once(':')) {
+            (ParamKind::String, Some(("w", word))) => vec![
+                (format!("{param}:exact"), escape(word)),
+                (param.to_owned(), escape(word)),
+            ],
+            // A code ending in `|` cannot be asked for (`system|` means any code); a `|`
+            // next to whitespace is trimmed away on the query side only. Both are edge
+            // cases of no real code system, left out here.
+            (ParamKind::Token, _) if !e.value.ends_with('|') && !pipe_by_space(&e.value) => {
+                vec![(param.to_owned(), escape(&e.value))]
+            }
+            (ParamKind::Reference, _) => vec![(param.to_owned(), escape(&e.value))],
+            _ => Vec::new(),
+        };
+        for pair in queries {
+            let q = parse_search(rtype, std::slice::from_ref(&pair))
+                .unwrap_or_else(|err| panic!("{pair:?} from the index does not parse: {err}"));
+            for c in &q.clauses {
+                let found = entries
+                    .iter()
+                    .any(|x| x.field == c.field && c.any_of.contains(&x.value));
+                assert!(found, "{pair:?} (from {e:?}) does not find its resource");
+            }
+        }
+    }
 }
 
 fn check(rtype: &str, query: &str, resources: &[Value]) {
@@ -115,5 +182,6 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or(SUPPORTED_TYPES[usize::from(mode) % SUPPORTED_TYPES.len()])
             .to_owned();
         check(&rtype, query, std::slice::from_ref(&resource));
+        stored_values_are_found(&rtype, &resource);
     }
 });
