@@ -89,17 +89,21 @@ impl AeadKey {
             return Err(CryptoError::Integrity);
         }
         let full_aad = full_aad(&envelope[..HEADER_LEN], aad);
-        // Zeroizing so nothing decrypted lingers if authentication fails.
-        let mut buf = Zeroizing::new(envelope[HEADER_LEN..].to_vec());
-        let plaintext = self
+        // Decrypted in place and returned without a second copy. Nothing unauthenticated
+        // lingers on failure: ring overwrites the buffer with zeros when the tag does not
+        // match (and the buffer is dropped at once).
+        let mut buf = envelope[HEADER_LEN..].to_vec();
+        let plaintext_len = self
             .key
             .open_in_place(
                 Nonce::assume_unique_for_key(header.nonce),
                 Aad::from(&full_aad),
                 &mut buf,
             )
-            .map_err(|_| CryptoError::Integrity)?;
-        Ok(plaintext.to_vec())
+            .map_err(|_| CryptoError::Integrity)?
+            .len();
+        buf.truncate(plaintext_len);
+        Ok(buf)
     }
 }
 
