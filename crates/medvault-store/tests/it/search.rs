@@ -297,3 +297,83 @@ fn postings_shared_by_a_batch_lose_exactly_the_retired_versions() {
     let tokens_only: Vec<Token> = pairs.iter().map(|p| p.0).collect();
     assert_eq!(tokens_only, [tok(A), tok(A), tok(B)]);
 }
+
+/// A rare token ANDed with a common one is answered by probing the common token's postings
+/// rather than decoding them all; both ways must find exactly the rows that carry both, also
+/// after updates moved rows out of postings and deletions removed them.
+#[test]
+fn rare_and_common_tokens_find_exactly_the_rows_carrying_both() {
+    let (_dir, store) = open_store();
+    const COMMON: u8 = 1;
+    const RARE: u8 = 2;
+    const OTHER: u8 = 3;
+    // 300 commits of 3 patients each: every patient carries COMMON except every 7th, every
+    // 97th carries RARE, every 2nd OTHER. COMMON and OTHER have 300 postings each, RARE about
+    // ten rows, so ten candidates probe the big clauses (10 x 8 < 300) instead of decoding.
+    let tokens_of = |n: usize| {
+        let mut t = Vec::new();
+        if !n.is_multiple_of(7) {
+            t.push(tok(COMMON));
+        }
+        if n.is_multiple_of(97) {
+            t.push(tok(RARE));
+        }
+        if n.is_multiple_of(2) {
+            t.push(tok(OTHER));
+        }
+        t
+    };
+    let mut current: Vec<Option<Vec<Token>>> = Vec::new();
+    for commit in 0..300 {
+        let batch: Vec<_> = (0..3)
+            .map(|k| {
+                let n = commit * 3 + k;
+                create("Patient", &format!("p{n}"), n as i64, &tokens_of(n))
+            })
+            .collect();
+        store.write(&batch).unwrap();
+        current.extend((0..3).map(|k| Some(tokens_of(commit * 3 + k))));
+    }
+    // Some rare rows lose COMMON and OTHER in an update, one is deleted.
+    for n in [97, 291] {
+        store
+            .write(&[update("Patient", &format!("p{n}"), 2, 10_000, &[tok(RARE)])])
+            .unwrap();
+        current[n] = Some(vec![tok(RARE)]);
+    }
+    store
+        .write(&[delete("Patient", "p194", 2, 10_000)])
+        .unwrap();
+    current[194] = None;
+    let expect = |groups: &[&[u8]]| -> Vec<String> {
+        let mut hits: Vec<(i64, String)> = Vec::new();
+        for (n, t) in current.iter().enumerate() {
+            let Some(t) = t else { continue };
+            if groups
+                .iter()
+                .all(|g| g.iter().any(|&x| t.contains(&tok(x))))
+            {
+                // Updated rows are newer rows: they come after every first version.
+                let order = if [97, 291].contains(&n) {
+                    1_000 + n as i64
+                } else {
+                    n as i64
+                };
+                hits.push((order, format!("p{n}")));
+            }
+        }
+        hits.sort();
+        hits.into_iter().map(|(_, id)| id).collect()
+    };
+    for groups in [
+        &[&[RARE][..], &[COMMON][..]][..],
+        &[&[COMMON][..], &[RARE][..]][..],
+        &[&[RARE][..], &[COMMON, OTHER][..]][..],
+        &[&[RARE][..], &[OTHER][..], &[COMMON][..]][..],
+        &[&[COMMON][..], &[OTHER][..]][..],
+    ] {
+        let want = expect(groups);
+        assert!(!want.is_empty(), "{groups:?} should match something");
+        assert_eq!(found(&store, &tokens(groups)), want, "{groups:?}");
+    }
+}
