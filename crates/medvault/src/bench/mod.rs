@@ -1,10 +1,14 @@
 //! `medvault bench`: benchmarks that print ratios against a baseline measured in the same run.
 
+mod aead;
+mod dataset;
+mod plot;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use medvault_crypto::{Random, SystemRandom};
 use medvault_server::clock::SystemClock;
@@ -35,6 +39,59 @@ pub enum BenchCommand {
         /// reported (on a shared machine, one side's best round can be a lucky one).
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Ingest the transaction Bundles in this directory's `*.json` files (e.g. carebundle's
+        /// output) instead of generated ones.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+        /// Scratch directory (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Envelope encryption (AES-256-GCM with medvault's header, AAD and random nonce) against
+    /// ring's raw AES-256-GCM on the same buffer, at 600 B, 16 KiB and 1 MiB.
+    Aead {
+        /// MiB encrypted per buffer size and operation.
+        #[arg(long, default_value_t = 256)]
+        mib: usize,
+    },
+    /// Build a large data set through the full path and as plain SQLite rows, recording ingest
+    /// throughput by size, then single-read and `Observation?patient=&code=` latency on both.
+    Dataset {
+        /// Resources to store (rounded up to whole Bundles of 280).
+        #[arg(long, default_value_t = 1_000_000)]
+        resources: usize,
+        /// Random reads and searches to time on each side.
+        #[arg(long, default_value_t = 10_000)]
+        samples: usize,
+        /// Points on the throughput-by-size curve.
+        #[arg(long, default_value_t = 10)]
+        points: usize,
+        /// Write the throughput-by-size chart to this SVG file.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Scratch directory (default: the system temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Everything above in one run (ingest, ingest of `--carebundle` data, AEAD, the data set,
+    /// the ledger), then one summary table against the targets. `scripts/bench.sh` runs this
+    /// with carebundle data and the Medplum peer figure.
+    All {
+        /// carebundle transaction Bundles to ingest (the data the peer figure was measured on).
+        #[arg(long, value_name = "DIR")]
+        carebundle: Option<PathBuf>,
+        /// The peer's result: the JSON line `scripts/bench-medplum.sh` prints.
+        #[arg(long, value_name = "FILE")]
+        peer: Option<PathBuf>,
+        /// Resources in the data set for the read and search latencies.
+        #[arg(long, default_value_t = 1_000_000)]
+        resources: usize,
+        /// Ledger entries for append and verify.
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// Write the throughput-by-size chart to this SVG file.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
         /// Scratch directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -82,9 +139,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             soak,
             dir,
         } => {
-            let scratch = dir
-                .unwrap_or_else(std::env::temp_dir)
-                .join(format!("medvault-bench-load-{}", std::process::id()));
+            let scratch = scratch_dir(dir, "load");
             let duration = std::time::Duration::from_secs(if soak { 600 } else { seconds.max(1) });
             let result = crate::load::run(duration, concurrency.max(1), patients.max(1), &scratch);
             let _ = std::fs::remove_dir_all(&scratch);
@@ -95,54 +150,130 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             batch,
             dir,
         } => {
-            let scratch = dir
-                .unwrap_or_else(std::env::temp_dir)
-                .join(format!("medvault-bench-ledger-{}", std::process::id()));
+            let scratch = scratch_dir(dir, "ledger");
             let result = ledger_bench(&scratch, entries, batch.max(1));
             let _ = std::fs::remove_dir_all(&scratch);
-            result
+            result.map(drop)
         }
         BenchCommand::Ingest {
             bundles,
             patients,
             observations,
             rounds,
+            from,
             dir,
         } => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
-            let scratch = dir
-                .unwrap_or_else(std::env::temp_dir)
-                .join(format!("medvault-bench-{}", std::process::id()));
-            let result = runtime.block_on(async move {
-                tokio::task::spawn_blocking(move || {
-                    ingest(&scratch, bundles, patients, observations, rounds.max(1))
-                })
-                .await
-                .map_err(|_| anyhow!("benchmark thread failed"))?
-            });
-            result
+            let data = match from {
+                Some(dir) => load_bundles(&dir)?,
+                None => generated(bundles, patients, observations),
+            };
+            let scratch = scratch_dir(dir, "ingest");
+            blocking(move || ingest(&scratch, &data, rounds.max(1))).map(drop)
         }
+        BenchCommand::Aead { mib } => aead::run(mib.max(1)).map(drop),
+        BenchCommand::Dataset {
+            resources,
+            samples,
+            points,
+            plot,
+            dir,
+        } => {
+            let scratch = scratch_dir(dir, "dataset");
+            let figures = blocking({
+                let scratch = scratch.clone();
+                move || dataset::run(&scratch, resources.max(1), samples.max(1), points)
+            });
+            let _ = std::fs::remove_dir_all(&scratch);
+            let figures = figures?;
+            if let Some(path) = plot {
+                write_plot(&path, &figures)?;
+            }
+            Ok(())
+        }
+        BenchCommand::All {
+            carebundle,
+            peer,
+            resources,
+            entries,
+            plot,
+            dir,
+        } => all(AllArgs {
+            carebundle,
+            peer,
+            resources,
+            entries,
+            plot,
+            scratch: scratch_dir(dir, "all"),
+        }),
     }
 }
 
-fn ingest(
-    scratch: &std::path::Path,
-    bundles: usize,
-    patients: usize,
-    observations: usize,
-    rounds: usize,
-) -> Result<()> {
-    let data: Vec<Value> = (0..bundles)
+fn scratch_dir(dir: Option<PathBuf>, what: &str) -> PathBuf {
+    dir.unwrap_or_else(std::env::temp_dir)
+        .join(format!("medvault-bench-{what}-{}", std::process::id()))
+}
+
+/// Runs `f` on a blocking thread of a multi-threaded runtime (the repository's blob store and
+/// parallel encryption expect one to exist).
+fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| anyhow!("benchmark thread failed"))?
+    })
+}
+
+fn generated(bundles: usize, patients: usize, observations: usize) -> Vec<Value> {
+    (0..bundles)
         .map(|i| transaction_bundle(i as u64 + 1, patients, observations).0)
+        .collect()
+}
+
+/// Every `*.json` file in `dir` (sorted by name), each a transaction Bundle.
+fn load_bundles(dir: &std::path::Path) -> Result<Vec<Value>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("{} holds no *.json Bundles", dir.display());
+    }
+    paths
+        .iter()
+        .map(|p| {
+            let bundle: Value = serde_json::from_slice(
+                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", p.display()))?;
+            if bundle["resourceType"] != "Bundle" || bundle["type"] != "transaction" {
+                bail!("{} is not a transaction Bundle", p.display());
+            }
+            Ok(bundle)
+        })
+        .collect()
+}
+
+/// Ingest figures: the best round of each side and the median of the rounds' ratios.
+pub struct IngestFigures {
+    pub resources: usize,
+    pub best_plain: f64,
+    pub best_full: f64,
+    pub median_ratio: f64,
+}
+
+fn ingest(scratch: &std::path::Path, data: &[Value], rounds: usize) -> Result<IngestFigures> {
     let resources: usize = data
         .iter()
         .map(|b| b["entry"].as_array().map_or(0, Vec::len))
         .sum();
     println!(
-        "bench ingest: {bundles} transaction Bundles, {resources} resources, {rounds} round(s)"
+        "bench ingest: {} transaction Bundles, {resources} resources, {rounds} round(s)",
+        data.len()
     );
     println!("machine: {}", machine());
     let mut best_plain = 0.0f64;
@@ -150,8 +281,8 @@ fn ingest(
     let mut ratios = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let dir = scratch.join(format!("round-{round}"));
-        let plain = plain_sqlite(&dir.join("plain"), &data)?;
-        let full = full_path(&dir.join("medvault"), &data)?;
+        let plain = plain_sqlite(&dir.join("plain"), data)?;
+        let full = full_path(&dir.join("medvault"), data)?;
         let _ = std::fs::remove_dir_all(&dir);
         let plain_rate = resources as f64 / plain;
         let full_rate = resources as f64 / full;
@@ -164,13 +295,20 @@ fn ingest(
         ratios.push(full_rate / plain_rate);
     }
     ratios.sort_by(f64::total_cmp);
-    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
+    let median_ratio = ratios.get(ratios.len() / 2).copied().unwrap_or(0.0);
     let _ = std::fs::remove_dir_all(scratch);
     println!("best of {rounds}:");
     println!("  baseline  plain SQLite inserts (same JSON, WAL, synchronous=FULL, one tx per Bundle): {best_plain:.0} resources/s");
     println!("  medvault  full path (validate, AES-256-GCM per patient key, blind indexes, history):  {best_full:.0} resources/s");
-    println!("  ratio full/baseline, median of {rounds} rounds: {median:.2}  (target >= 0.50)");
-    Ok(())
+    println!(
+        "  ratio full/baseline, median of {rounds} rounds: {median_ratio:.2}  (target >= 0.50)"
+    );
+    Ok(IngestFigures {
+        resources,
+        best_plain,
+        best_full,
+        median_ratio,
+    })
 }
 
 fn machine() -> String {
@@ -275,7 +413,16 @@ fn sample_event(i: u64) -> Event {
     ))
 }
 
-fn ledger_bench(scratch: &std::path::Path, entries: u64, batch: usize) -> Result<()> {
+/// Ledger figures: appends per second on each side and full-verify seconds.
+pub struct LedgerFigures {
+    pub entries: u64,
+    pub append: f64,
+    pub plain_append: f64,
+    pub verify_s: f64,
+    pub plain_read_s: f64,
+}
+
+fn ledger_bench(scratch: &std::path::Path, entries: u64, batch: usize) -> Result<LedgerFigures> {
     println!("bench ledger: {entries} entries, {batch} per durable commit");
     println!("machine: {}", machine());
     let (dd, rng, vault) = unsealed_vault(&scratch.join("medvault"))?;
@@ -371,5 +518,190 @@ fn ledger_bench(scratch: &std::path::Path, entries: u64, batch: usize) -> Result
     );
     println!("  baseline  plain SQLite read of every row ({bytes} bytes): {plain_read_s:>8.2} s");
     println!("  medvault  ledger verify (decrypt, check, rebuild, compare): {verify_s:>8.2} s   ratio {:.2}   (target < 10 s for 1M)", verify_s / plain_read_s);
+    Ok(LedgerFigures {
+        entries,
+        append: rate,
+        plain_append: plain_rate,
+        verify_s,
+        plain_read_s,
+    })
+}
+
+fn write_plot(path: &std::path::Path, figures: &dataset::DatasetFigures) -> Result<()> {
+    let svg = plot::line_chart(
+        &format!("Ingest throughput by data set size ({})", machine_short()),
+        "resources stored",
+        "resources/s (over each chunk)",
+        &[
+            plot::Series {
+                label: "plain SQLite inserts (baseline)",
+                colour: "#888888",
+                points: figures
+                    .by_size
+                    .iter()
+                    .map(|p| (p.stored as f64, p.plain))
+                    .collect(),
+            },
+            plot::Series {
+                label: "medvault full path",
+                colour: "#1f6feb",
+                points: figures
+                    .by_size
+                    .iter()
+                    .map(|p| (p.stored as f64, p.full))
+                    .collect(),
+            },
+        ],
+    );
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn machine_short() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cores} cores")
+}
+
+struct AllArgs {
+    carebundle: Option<PathBuf>,
+    peer: Option<PathBuf>,
+    resources: usize,
+    entries: u64,
+    plot: Option<PathBuf>,
+    scratch: PathBuf,
+}
+
+/// The peer figure as `scripts/bench-medplum.sh` prints it.
+#[derive(serde::Deserialize)]
+struct Peer {
+    peer: String,
+    resources: usize,
+    resources_per_s_median: f64,
+}
+
+fn all(args: AllArgs) -> Result<()> {
+    // Read everything the run depends on first, so a bad path fails before an hour of work.
+    let peer: Option<Peer> = match &args.peer {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let line = text.lines().rev().find(|l| l.trim_start().starts_with('{'));
+            Some(
+                serde_json::from_str(line.unwrap_or(""))
+                    .with_context(|| format!("{} holds no peer result line", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let carebundle = match &args.carebundle {
+        Some(dir) => Some(load_bundles(dir)?),
+        None => None,
+    };
+    std::fs::create_dir_all(&args.scratch)?;
+    let scratch = args.scratch.clone();
+    let (generated_ingest, care_ingest, aead, data, ledger) = blocking(move || {
+        println!("== 1/5 ingest, generated Bundles");
+        let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5)?;
+        println!();
+        println!("== 2/5 ingest, carebundle Bundles");
+        let care_ingest = match &carebundle {
+            Some(data) => Some(ingest(&scratch.join("care"), data, 5)?),
+            None => {
+                println!("  skipped (no --carebundle)");
+                None
+            }
+        };
+        println!();
+        println!("== 3/5 AEAD");
+        let aead = aead::run(256)?;
+        println!();
+        println!("== 4/5 data set");
+        let data = dataset::run(&scratch.join("dataset"), args.resources, 10_000, 10)?;
+        let _ = std::fs::remove_dir_all(scratch.join("dataset"));
+        println!();
+        println!("== 5/5 ledger");
+        let ledger = ledger_bench(&scratch.join("ledger"), args.entries, 1000)?;
+        Ok((generated_ingest, care_ingest, aead, data, ledger))
+    })?;
+    let _ = std::fs::remove_dir_all(&args.scratch);
+    if let Some(path) = &args.plot {
+        write_plot(path, &data)?;
+    }
+
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!();
+    println!("summary ({}):", machine());
+    println!("| measure | medvault | baseline | ratio | target | |");
+    println!("|---|---:|---:|---:|---|---|");
+    let g = &generated_ingest;
+    println!(
+        "| ingest, generated ({} resources) | {:.0}/s | {:.0}/s plain SQLite | {:.2} (median) | security tax <= 2x (ratio >= 0.50) | {} |",
+        g.resources, g.best_full, g.best_plain, g.median_ratio, met(g.median_ratio >= 0.5)
+    );
+    if let Some(c) = &care_ingest {
+        println!(
+            "| ingest, carebundle ({} resources) | {:.0}/s | {:.0}/s plain SQLite | {:.2} (median) | security tax <= 2x | {} |",
+            c.resources, c.best_full, c.best_plain, c.median_ratio, met(c.median_ratio >= 0.5)
+        );
+        if let Some(p) = &peer {
+            let ratio = c.best_full / p.resources_per_s_median;
+            println!(
+                "| ingest vs peer, carebundle | {:.0}/s | {:.0}/s {} (no validation, no crypto, no disk; {} resources) | {ratio:.2} | >= 1.5x | {} |",
+                c.best_full, p.resources_per_s_median, p.peer, p.resources, met(ratio >= 1.5)
+            );
+        }
+    }
+    for a in &aead {
+        println!(
+            "| AEAD seal, {} buffers | {:.0} MiB/s | {:.0} MiB/s ring raw | {:.2} | | |",
+            aead::human_size(a.size),
+            a.envelope_seal,
+            a.raw_seal,
+            a.envelope_seal / a.raw_seal
+        );
+        println!(
+            "| AEAD open, {} buffers | {:.0} MiB/s | {:.0} MiB/s ring raw | {:.2} | | |",
+            aead::human_size(a.size),
+            a.envelope_open,
+            a.raw_open,
+            a.envelope_open / a.raw_open
+        );
+    }
+    println!(
+        "| read p99 at {} resources | {:.2} ms | {:.2} ms plain SQLite | {:.1}x | < 5 ms | {} |",
+        data.resources,
+        data.full_read.p99,
+        data.plain_read.p99,
+        data.full_read.p99 / data.plain_read.p99,
+        met(data.full_read.p99 < 5.0)
+    );
+    println!(
+        "| Observation?patient=&code= p99 at {} resources | {:.2} ms | {:.2} ms plain SQLite | {:.1}x | < 20 ms | {} |",
+        data.resources,
+        data.full_search.p99,
+        data.plain_search.p99,
+        data.full_search.p99 / data.plain_search.p99,
+        met(data.full_search.p99 < 20.0)
+    );
+    println!(
+        "| ledger append, batched ({} entries) | {:.0}/s | {:.0}/s plain SQLite | {:.2} | >= 50,000/s | {} |",
+        ledger.entries,
+        ledger.append,
+        ledger.plain_append,
+        ledger.append / ledger.plain_append,
+        met(ledger.append >= 50_000.0)
+    );
+    println!(
+        "| ledger full verify ({} entries) | {:.2} s | {:.2} s plain read | {:.1}x | < 10 s per 1M | {} |",
+        ledger.entries,
+        ledger.verify_s,
+        ledger.plain_read_s,
+        ledger.verify_s / ledger.plain_read_s,
+        met(ledger.verify_s * 1_000_000.0 / (ledger.entries.max(1) as f64) < 10.0)
+    );
+    if peer.is_none() {
+        println!("(no --peer: the Medplum comparison needs scripts/bench.sh)");
+    }
     Ok(())
 }
