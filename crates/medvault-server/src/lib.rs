@@ -20,7 +20,10 @@ mod serve;
 pub mod session;
 pub mod vault;
 
-pub use serve::{check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles};
+pub use serve::{
+    check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles,
+    HEADER_READ_TIMEOUT,
+};
 
 /// Most entries one Bundle may have.
 pub use bundle::MAX_ENTRIES as MAX_BUNDLE_ENTRIES;

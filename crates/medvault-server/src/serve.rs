@@ -58,7 +58,14 @@ pub struct ServeOptions {
     pub alert_webhook: Option<String>,
     /// Per-account limits on reading patient data.
     pub read_limits: crate::limits::ReadLimits,
+    /// A client must send a request's whole header within this time (and its first request
+    /// within this time of connecting), or the connection is closed: a client dribbling
+    /// header bytes cannot hold a connection open. [`HEADER_READ_TIMEOUT`] by default.
+    pub header_read_timeout: std::time::Duration,
 }
+
+/// The default for [`ServeOptions::header_read_timeout`].
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An opened data directory.
 pub struct DataDir {
@@ -159,16 +166,27 @@ pub async fn serve(
     spawn_ledger_verifier(repo);
     let app = router(state);
 
+    // One server for both schemes (axum-server), because plain `axum::serve` installs no
+    // timer and so cannot enforce a header read timeout.
+    let handle = axum_server::Handle::new();
+    let h = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
+    });
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let timeout = opts.header_read_timeout;
     match &opts.tls {
         None => {
-            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let mut server = axum_server::from_tcp(listener)?
+                .handle(handle)
+                .first_request_timeout(timeout);
+            server
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(timeout));
             ready(addr, &public);
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+            server.serve(service).await?;
         }
         Some(tls) => {
             // One process-wide rustls provider (ring); ignore "already installed".
@@ -176,17 +194,15 @@ pub async fn serve(
             let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
                 .await
                 .map_err(ServeError::Tls)?;
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(10)));
-            });
-            let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
-            ready(addr, &public);
+            let mut server = axum_server::from_tcp_rustls(listener, config)?
+                .handle(handle)
+                .first_request_timeout(timeout);
             server
-                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-                .await?;
+                .http_builder()
+                .http1()
+                .header_read_timeout(Some(timeout));
+            ready(addr, &public);
+            server.serve(service).await?;
         }
     }
     Ok(())

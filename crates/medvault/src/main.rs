@@ -571,6 +571,7 @@ fn run(cli: Cli) -> Result<()> {
                         max: phi_read_limit,
                         window_ms: phi_read_window_seconds as i64 * 1000,
                     },
+                    header_read_timeout: medvault_server::HEADER_READ_TIMEOUT,
                 },
                 dev,
                 LedgerConfig {

@@ -532,6 +532,7 @@ async fn a_running_server_finds_a_tampered_ledger_and_calls_the_webhook() {
         danger_no_auth: false,
         alert_webhook: Some(hook_url),
         read_limits: Default::default(),
+        header_read_timeout: medvault_server::HEADER_READ_TIMEOUT,
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move { serve(repo, opts, |_, _| {}).await });

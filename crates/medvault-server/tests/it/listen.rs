@@ -39,6 +39,7 @@ async fn serves_https_on_loopback() {
         danger_no_auth: false,
         alert_webhook: None,
         read_limits: Default::default(),
+        header_read_timeout: medvault_server::HEADER_READ_TIMEOUT,
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move {
@@ -78,5 +79,84 @@ async fn serves_https_on_loopback() {
     .unwrap();
     assert!(body.0.contains("\"sealed\":false"), "{}", body.0);
     assert!(body.1, "plain HTTP must not be answered on the TLS port");
+    server.abort();
+}
+
+/// Slow clients (slowloris): a client that dribbles its header, or connects and sends
+/// nothing, is disconnected once the header read timeout passes; a complete request is
+/// still answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_too_slow_to_send_a_header_are_disconnected() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let h = Harness::unsealed();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        tls: None,
+        danger_allow_plain_http: false,
+        danger_no_auth: false,
+        alert_webhook: None,
+        read_limits: Default::default(),
+        header_read_timeout: Duration::from_millis(500),
+    };
+    let repo = h.repo.clone();
+    let server = tokio::spawn(async move {
+        serve(repo, opts, move |addr, _| {
+            let _ = tx.send(addr);
+        })
+        .await
+    });
+    let addr = rx.await.unwrap();
+    let (answer, dribbler_cut_off, idle_closed) = tokio::task::spawn_blocking(move || {
+        let mut ok = TcpStream::connect(addr).unwrap();
+        ok.write_all(b"GET /sys/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut answer = String::new();
+        ok.read_to_string(&mut answer).unwrap();
+
+        // One header byte every 50 ms, never finishing: the server must hang up. (The limit
+        // of 20 s only stops the test from running forever if it does not.)
+        let mut slow = TcpStream::connect(addr).unwrap();
+        let started = Instant::now();
+        let mut cut_off = false;
+        let header = b"GET /sys/health HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+        for byte in header.iter().chain(std::iter::repeat(&b'a')) {
+            if slow.write_all(&[*byte]).is_err() {
+                cut_off = true;
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+
+        // A connection that sends nothing is closed too: the read ends (EOF or reset)
+        // instead of running into the client's own 20 s read timeout.
+        let mut idle = TcpStream::connect(addr).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let idle_closed = match idle.read_to_end(&mut buf) {
+            Ok(_) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        };
+        (answer, cut_off, idle_closed)
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        dribbler_cut_off,
+        "a client dribbling its header was never disconnected"
+    );
+    assert!(idle_closed, "an idle connection was never closed");
     server.abort();
 }
