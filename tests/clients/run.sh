@@ -27,24 +27,15 @@ done
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
 
+# -- Python: a virtualenv keyed by the interpreter's version, installed from hashed pins
+# (python/venv.sh, which scripts/bench-data.sh shares; it takes the cache's lock itself).
+venv="$("$here/python/venv.sh" "$cache")"
+
 # One installer at a time per cache (two test runs may share a target directory).
 exec 9>"$cache/.lock"
 flock 9
 
 digest() { sha256sum "$@" | sha256sum | cut -c1-16; }
-
-# -- Python: a virtualenv keyed by the interpreter's version, installed from hashed pins.
-pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-venv="$cache/venv-py$pyver"
-want="$(digest "$here/python/requirements.txt")"
-if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]]; then
-    echo "== installing Python clients into $venv"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        --require-hashes -r "$here/python/requirements.txt"
-    echo "$want" >"$venv/.installed"
-fi
 
 # -- Node: npm ci from the committed lock file, in a copy of the package outside the tree.
 node_dir="$cache/node"
