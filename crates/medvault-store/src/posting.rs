@@ -87,3 +87,87 @@ pub(crate) fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
     }
     out
 }
+
+/// One commit's postings as kept in the posting log: every token the commit wrote, with the
+/// commit's `seq`s that carry it (sorted, at least one each).
+pub type LogBatch = std::collections::BTreeMap<crate::Token, Vec<i64>>;
+
+/// Encode a posting-log row: the number of tokens as LEB128, then per token, in token
+/// order, the 16-byte token, the first `seq` as LEB128, the length of the rest as LEB128, and
+/// the rest as in [`encode`]. Tokens with no `seq`s are left out.
+pub fn encode_batch(batch: &LogBatch) -> Vec<u8> {
+    let mut out = Vec::new();
+    push_leb128(
+        &mut out,
+        batch.values().filter(|seqs| !seqs.is_empty()).count() as u64,
+    );
+    for (token, seqs) in batch {
+        let Some((first, rest)) = encode(seqs) else {
+            continue;
+        };
+        out.extend_from_slice(token);
+        push_leb128(&mut out, first as u64);
+        push_leb128(&mut out, rest.len() as u64);
+        out.extend_from_slice(&rest);
+    }
+    out
+}
+
+/// Decode a posting-log row written by [`encode_batch`], refusing anything malformed.
+pub fn decode_batch(data: &[u8]) -> Result<LogBatch> {
+    const BAD: StoreError = StoreError::Corrupt("posting log");
+    let (count, mut data) = read_leb128(data).ok_or(BAD)?;
+    let mut batch = LogBatch::new();
+    for _ in 0..count {
+        let (token, rest) = data.split_first_chunk::<16>().ok_or(BAD)?;
+        let (first, rest) = read_leb128(rest).ok_or(BAD)?;
+        let (len, rest) = read_leb128(rest).ok_or(BAD)?;
+        let len = usize::try_from(len).map_err(|_| BAD)?;
+        if rest.len() < len {
+            return Err(BAD);
+        }
+        let first = i64::try_from(first).map_err(|_| BAD)?;
+        let seqs = decode(first, &rest[..len])?;
+        // Tokens are written in order and once each.
+        if batch
+            .last_key_value()
+            .is_some_and(|(last, _)| last >= token)
+        {
+            return Err(BAD);
+        }
+        batch.insert(*token, seqs);
+        data = &rest[len..];
+    }
+    // The count says where the row ends: a shorter row is truncated, a longer one padded.
+    if !data.is_empty() {
+        return Err(BAD);
+    }
+    Ok(batch)
+}
+
+fn push_leb128(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn read_leb128(data: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v: u64 = 0;
+    for (i, &byte) in data.iter().enumerate().take(10) {
+        // The tenth byte may only hold the 64th bit.
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &data[i + 1..]));
+        }
+    }
+    None
+}

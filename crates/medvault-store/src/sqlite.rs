@@ -1,9 +1,10 @@
 //! The SQLite implementation of `Store`: WAL journal, `synchronous=FULL`, one writer
 //! connection and a small pool of reader connections.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{
     params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior,
@@ -11,7 +12,7 @@ use rusqlite::{
 
 use rusqlite::vtab::array::Array;
 
-use crate::posting;
+use crate::posting::{self, LogBatch};
 use crate::types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
     LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
@@ -27,15 +28,25 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0004_identity.sql"),
     include_str!("../sql/sqlite/0005_grants_sessions.sql"),
     include_str!("../sql/sqlite/0006_clients.sql"),
+    include_str!("../sql/sqlite/0007_posting_log.sql"),
 ];
 const READERS: usize = 4;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
+
+/// Commits whose postings stay in the posting log before they are merged into the blind
+/// index. More means fewer, cheaper merges; every search looks up its tokens in each row.
+pub const POSTING_MERGE_EVERY: usize = 32;
 
 /// A `Store` in one SQLite file.
 pub struct SqliteStore {
     writer: Mutex<Connection>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Decoded posting-log rows by batch, with the `rev` they were decoded at. Only
+    /// committed rows are ever decoded (readers read them), so an entry is never stale
+    /// for its (batch, rev).
+    log_cache: Mutex<HashMap<i64, (i64, Arc<LogBatch>)>>,
+    merge_every: AtomicUsize,
 }
 
 impl SqliteStore {
@@ -54,7 +65,55 @@ impl SqliteStore {
             writer: Mutex::new(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            log_cache: Mutex::new(HashMap::new()),
+            merge_every: AtomicUsize::new(POSTING_MERGE_EVERY),
         })
+    }
+
+    /// Merge the posting log into the blind index once it holds `commits` rows (default
+    /// [`POSTING_MERGE_EVERY`]; tests use small numbers to exercise both places).
+    pub fn set_posting_merge_every(&self, commits: usize) {
+        self.merge_every.store(commits.max(1), Ordering::Relaxed);
+    }
+
+    /// The posting log as far as `query` needs it (nothing without token clauses).
+    fn log_for(&self, conn: &Connection, query: &StoreQuery) -> Result<LogView> {
+        if query.all_of.is_empty() {
+            return Ok(LogView {
+                batches: Vec::new(),
+            });
+        }
+        self.log_view(conn)
+    }
+
+    /// The posting-log rows visible in `conn`'s snapshot, decoded (from the cache when the
+    /// row's (batch, rev) was seen before).
+    fn log_view(&self, conn: &Connection) -> Result<LogView> {
+        let mut list = conn.prepare_cached("SELECT batch, rev FROM posting_log ORDER BY batch")?;
+        let rows = list
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut cache = self.log_cache.lock().unwrap_or_else(|e| e.into_inner());
+        // Rows below the oldest visible one have been merged away.
+        if let Some(&(oldest, _)) = rows.first() {
+            cache.retain(|&batch, _| batch >= oldest);
+        } else {
+            cache.clear();
+        }
+        let mut batches = Vec::with_capacity(rows.len());
+        let mut read = conn.prepare_cached("SELECT data FROM posting_log WHERE batch = ?")?;
+        for (batch, rev) in rows {
+            match cache.get(&batch) {
+                Some((cached_rev, decoded)) if *cached_rev == rev => batches.push(decoded.clone()),
+                _ => {
+                    let data: Vec<u8> = read.query_row(params![batch], |r| r.get(0))?;
+                    let decoded = Arc::new(posting::decode_batch(&data)?);
+                    cache.insert(batch, (rev, decoded.clone()));
+                    batches.push(decoded);
+                }
+            }
+        }
+        Ok(LogView { batches })
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -349,9 +408,79 @@ struct PostingStatements<'c> {
     find: rusqlite::CachedStatement<'c>,
     drop: rusqlite::CachedStatement<'c>,
     put: rusqlite::CachedStatement<'c>,
+    log_find: rusqlite::CachedStatement<'c>,
+    log_drop: rusqlite::CachedStatement<'c>,
+    log_put: rusqlite::CachedStatement<'c>,
+}
+
+/// Move every posting-log row into the blind index: one posting per token for all the
+/// logged commits together, inserted in token order, so the index's pages are dirtied once
+/// per merge instead of once per commit. The merged postings cover `seq` ranges newer than
+/// any already in the index, which keeps each token's postings disjoint.
+fn merge_posting_log(tx: &Transaction<'_>, postings: &mut PostingStatements<'_>) -> Result<()> {
+    let mut all = LogBatch::new();
+    {
+        let mut rows = tx.prepare_cached("SELECT data FROM posting_log ORDER BY batch")?;
+        let mut rows = rows.query([])?;
+        while let Some(row) = rows.next()? {
+            let data = row
+                .get_ref(0)?
+                .as_blob()
+                .map_err(|_| StoreError::Corrupt("posting log"))?;
+            // Rows are read oldest first, so each token's list stays sorted.
+            for (token, seqs) in posting::decode_batch(data)? {
+                all.entry(token).or_default().extend(seqs);
+            }
+        }
+    }
+    for (token, seqs) in &all {
+        if let Some((first, rest)) = posting::encode(seqs) {
+            postings
+                .put
+                .execute(params![token.as_slice(), first, rest])?;
+        }
+    }
+    tx.execute("DELETE FROM posting_log", [])?;
+    Ok(())
 }
 
 impl PostingStatements<'_> {
+    /// Take a retired version's `seq` out of the postings of its `tokens` (16 bytes each):
+    /// out of its posting-log row if it is that new, else out of the blind index.
+    fn retire(&mut self, tokens: &[u8], seq: i64) -> Result<()> {
+        // Every logged row is newer than everything in the blind index, so a log row at or
+        // below `seq` means `seq` was logged, in that row (rows cover disjoint ranges).
+        let row: Option<(i64, Vec<u8>)> = self
+            .log_find
+            .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((batch, data)) = row {
+            let mut decoded = posting::decode_batch(&data)?;
+            for token in tokens.chunks(16) {
+                let Ok(token) = <crate::Token>::try_from(token) else {
+                    return Err(StoreError::Corrupt("token list"));
+                };
+                if let Some(seqs) = decoded.get_mut(&token) {
+                    seqs.retain(|&s| s != seq);
+                    if seqs.is_empty() {
+                        decoded.remove(&token);
+                    }
+                }
+            }
+            if decoded.is_empty() {
+                self.log_drop.execute(params![batch])?;
+            } else {
+                self.log_put
+                    .execute(params![posting::encode_batch(&decoded), batch])?;
+            }
+            return Ok(());
+        }
+        for token in tokens.chunks(16) {
+            self.remove(token, seq)?;
+        }
+        Ok(())
+    }
+
     /// Remove `seq` from the posting of `token` that covers it (postings of one token cover
     /// disjoint ranges, so that is the one with the greatest `first_seq <= seq`).
     fn remove(&mut self, token: &[u8], seq: i64) -> Result<()> {
@@ -375,12 +504,39 @@ impl PostingStatements<'_> {
     }
 }
 
+/// The posting-log rows of one snapshot, oldest first.
+struct LogView {
+    batches: Vec<Arc<LogBatch>>,
+}
+
+impl LogView {
+    /// Every logged `seq` carrying `token`, sorted (rows cover increasing `seq` ranges).
+    fn seqs(&self, token: &crate::Token) -> Vec<i64> {
+        let mut out = Vec::new();
+        for batch in &self.batches {
+            if let Some(seqs) = batch.get(token) {
+                out.extend_from_slice(seqs);
+            }
+        }
+        out
+    }
+
+    /// How many rows hold `token` (each counts like one posting of the blind index).
+    fn rows_with(&self, token: &crate::Token) -> i64 {
+        self.batches
+            .iter()
+            .filter(|b| b.contains_key(token))
+            .count() as i64
+    }
+}
+
 /// How many postings a probe may cost before decoding a clause's whole posting list is
 /// cheaper: a probe is one B-tree descent, a full decode reads postings in key order.
 const PROBE_COST: i64 = 8;
 
 /// Candidate rows for the token clauses (AND over clauses, OR within one), or `None` when
-/// the query has no token clause.
+/// the query has no token clause. Postings live in the blind index (`search_posting`) and,
+/// for the newest commits, in the posting log (`log`); a clause's rows are the union of both.
 ///
 /// Clauses are taken in order of size (their posting count). The first is decoded whole;
 /// a later one is decoded whole and intersected only while the candidates are many. Once
@@ -388,13 +544,18 @@ const PROBE_COST: i64 = 8;
 /// can hold it (postings of one token cover disjoint `seq` ranges). For
 /// `Observation?patient=&code=` at a million rows that reads about ten postings instead of
 /// the code's thousands. Run inside the caller's read transaction (one snapshot).
-fn token_candidates(conn: &Connection, query: &StoreQuery) -> Result<Option<Vec<i64>>> {
+fn token_candidates(
+    conn: &Connection,
+    query: &StoreQuery,
+    log: &LogView,
+) -> Result<Option<Vec<i64>>> {
     let mut count = conn.prepare_cached("SELECT count(*) FROM search_posting WHERE token = ?")?;
     let mut clauses = Vec::with_capacity(query.all_of.len());
     for any in &query.all_of {
         let mut postings = 0i64;
         for token in any {
             postings += count.query_row(params![token.as_slice()], |r| r.get::<_, i64>(0))?;
+            postings += log.rows_with(token);
         }
         clauses.push((postings, any));
     }
@@ -402,16 +563,16 @@ fn token_candidates(conn: &Connection, query: &StoreQuery) -> Result<Option<Vec<
     let mut result: Option<Vec<i64>> = None;
     for (postings, any) in clauses {
         let next = match result {
-            None => decode_clause(conn, any)?,
+            None => decode_clause(conn, any, log)?,
             Some(prev)
                 if (prev.len() as i64)
                     .saturating_mul(any.len() as i64)
                     .saturating_mul(PROBE_COST)
                     < postings =>
             {
-                probe_clause(conn, any, &prev)?
+                probe_clause(conn, any, log, &prev)?
             }
-            Some(prev) => posting::intersect(&prev, &decode_clause(conn, any)?),
+            Some(prev) => posting::intersect(&prev, &decode_clause(conn, any, log)?),
         };
         let empty = next.is_empty();
         result = Some(next);
@@ -423,7 +584,7 @@ fn token_candidates(conn: &Connection, query: &StoreQuery) -> Result<Option<Vec<
 }
 
 /// Every `seq` carrying any of `any`'s tokens, sorted and deduplicated.
-fn decode_clause(conn: &Connection, any: &[crate::Token]) -> Result<Vec<i64>> {
+fn decode_clause(conn: &Connection, any: &[crate::Token], log: &LogView) -> Result<Vec<i64>> {
     let mut stmt =
         conn.prepare_cached("SELECT first_seq, rest FROM search_posting WHERE token = ?")?;
     let mut union = Vec::new();
@@ -436,6 +597,7 @@ fn decode_clause(conn: &Connection, any: &[crate::Token]) -> Result<Vec<i64>> {
                 .map_err(|_| StoreError::Corrupt("search posting"))?;
             posting::decode_into(row.get(0)?, rest, &mut union)?;
         }
+        union.extend(log.seqs(token));
     }
     union.sort_unstable();
     union.dedup();
@@ -444,17 +606,27 @@ fn decode_clause(conn: &Connection, any: &[crate::Token]) -> Result<Vec<i64>> {
 
 /// The `candidates` (sorted) that carry any of `any`'s tokens, found by reading only the
 /// posting whose range could hold each candidate.
-fn probe_clause(conn: &Connection, any: &[crate::Token], candidates: &[i64]) -> Result<Vec<i64>> {
+fn probe_clause(
+    conn: &Connection,
+    any: &[crate::Token],
+    log: &LogView,
+    candidates: &[i64],
+) -> Result<Vec<i64>> {
     let mut find = conn.prepare_cached(
         "SELECT first_seq, rest FROM search_posting WHERE token = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
     )?;
     let mut keep = vec![false; candidates.len()];
     let mut posting = Vec::new();
     for token in any {
+        let logged = log.seqs(token);
         // The posting last read and the range it covers; sorted candidates often share one.
         let mut loaded: Option<(i64, i64)> = None;
         for (i, &seq) in candidates.iter().enumerate() {
             if keep[i] {
+                continue;
+            }
+            if logged.binary_search(&seq).is_ok() {
+                keep[i] = true;
                 continue;
             }
             if !loaded.is_some_and(|(first, last)| first <= seq && seq <= last) {
@@ -714,6 +886,13 @@ impl Store for SqliteStore {
                 put: tx.prepare_cached(
                     "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
                 )?,
+                log_find: tx.prepare_cached(
+                    "SELECT batch, data FROM posting_log WHERE batch <= ? ORDER BY batch DESC LIMIT 1",
+                )?,
+                log_drop: tx.prepare_cached("DELETE FROM posting_log WHERE batch = ?")?,
+                log_put: tx.prepare_cached(
+                    "UPDATE posting_log SET rev = rev + 1, data = ? WHERE batch = ?",
+                )?,
             };
             let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
             for entry in batch {
@@ -736,9 +915,7 @@ impl Store for SqliteStore {
                     // A version written earlier in this same batch has its tokens still
                     // queued; they must not be posted for a version that is no longer current.
                     new_tokens.retain(|&(_, s)| s != old_seq);
-                    for token in old_tokens.unwrap_or_default().chunks(16) {
-                        postings.remove(token, old_seq)?;
-                    }
+                    postings.retire(&old_tokens.unwrap_or_default(), old_seq)?;
                 }
                 let (body, blob_ref) = match &r.body {
                     Some(Body::Inline(b)) => (Some(b.as_slice()), None),
@@ -773,21 +950,23 @@ impl Store for SqliteStore {
                     new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
                 }
             }
-            // One posting per distinct token for the whole batch, inserted in key order so
-            // neighbouring inserts land on the same (cached) B-tree pages.
+            // One log row for the whole commit: a sequential append, where posting each
+            // token to the blind index would dirty pages all over it.
             new_tokens.sort_unstable();
             new_tokens.dedup();
-            let mut seqs: Vec<i64> = Vec::new();
-            for group in new_tokens.chunk_by(|a, b| a.0 == b.0) {
-                seqs.clear();
-                seqs.extend(group.iter().map(|&(_, s)| s));
-                if let (Some(&(token, _)), Some((first, rest))) =
-                    (group.first(), posting::encode(&seqs))
-                {
-                    postings
-                        .put
-                        .execute(params![token.as_slice(), first, rest])?;
-                }
+            let mut batch = LogBatch::new();
+            for &(token, seq) in &new_tokens {
+                batch.entry(token).or_default().push(seq);
+            }
+            if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
+                tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
+                    .execute(params![first, posting::encode_batch(&batch)])?;
+            }
+            let logged: i64 = tx
+                .prepare_cached("SELECT count(*) FROM posting_log")?
+                .query_row([], |r| r.get(0))?;
+            if logged >= self.merge_every.load(Ordering::Relaxed) as i64 {
+                merge_posting_log(&tx, &mut postings)?;
             }
         }
         // With synchronous=FULL the commit is on disk when this returns.
@@ -1276,7 +1455,8 @@ impl Store for SqliteStore {
         let guard = self.reader();
         // Count and page from one snapshot so the total agrees with the page.
         let conn = guard.unchecked_transaction()?;
-        let candidates = token_candidates(&conn, query)?;
+        let log = self.log_for(&conn, query)?;
+        let candidates = token_candidates(&conn, query, &log)?;
         let (filter, args) = search_filter(query, candidates);
         let total: i64 = conn.query_row(
             &format!("SELECT count(*) FROM resource_version r WHERE {filter}"),
@@ -1300,7 +1480,8 @@ impl Store for SqliteStore {
         let guard = self.reader();
         // Candidates and rows from one snapshot.
         let conn = guard.unchecked_transaction()?;
-        let candidates = token_candidates(&conn, query)?;
+        let log = self.log_for(&conn, query)?;
+        let candidates = token_candidates(&conn, query, &log)?;
         let (filter, args) = search_filter(query, candidates);
         let mut stmt = conn.prepare(&format!(
             "SELECT {VERSION_COLUMNS} FROM resource_version r WHERE {filter} ORDER BY r.seq"

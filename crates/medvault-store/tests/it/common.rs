@@ -110,7 +110,8 @@ pub fn ids(records: &[VersionRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-/// Every (token, seq) pair in the posting lists, decoded (read directly from the file).
+/// Every (token, seq) pair in the blind index and the posting log, decoded (read directly
+/// from the file).
 pub fn token_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
     let conn = raw(path);
     let mut stmt = conn
@@ -131,6 +132,14 @@ pub fn token_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
         let token: [u8; 16] = token.try_into().unwrap();
         for seq in medvault_store::posting::decode(first, &rest).unwrap() {
             pairs.push((token, seq));
+        }
+    }
+    // The newest commits' postings are still in the posting log.
+    let mut stmt = conn.prepare("SELECT data FROM posting_log").unwrap();
+    let rows = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0)).unwrap();
+    for data in rows {
+        for (token, seqs) in medvault_store::posting::decode_batch(&data.unwrap()).unwrap() {
+            pairs.extend(seqs.into_iter().map(|seq| (token, seq)));
         }
     }
     pairs

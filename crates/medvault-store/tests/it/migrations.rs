@@ -18,7 +18,7 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 6);
+    assert_eq!(user_version(&conn), 7);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -39,6 +39,7 @@ fn open_creates_schema_at_the_latest_user_version() {
         "ledger_checkpoint",
         "ledger_entry",
         "ledger_node",
+        "posting_log",
         "refresh_token",
         "registration_token",
         "search_posting",
@@ -94,7 +95,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 6);
+    assert_eq!(user_version(&raw(&path)), 7);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -130,12 +131,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 7).unwrap();
+    raw(&path).pragma_update(None, "user_version", 8).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 7);
-            assert_eq!(supported, 6);
+            assert_eq!(found, 8);
+            assert_eq!(supported, 7);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -143,7 +144,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 7);
+    assert_eq!(user_version(&conn), 8);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -160,7 +161,7 @@ fn empty_file_with_future_user_version_is_refused_without_migrating() {
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
             found: 9,
-            supported: 6
+            supported: 7
         })
     ));
     let tables: i64 = raw(&path)
@@ -205,7 +206,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 6);
+    assert_eq!(user_version(&raw(&path)), 7);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,

@@ -23,3 +23,45 @@ fn refuses_zero_deltas_truncation_and_overflow() {
     assert!(decode(1, &[0xff; 11]).is_err());
     assert_eq!(decode(1, &[2, 3]).unwrap(), [1, 3, 6]);
 }
+
+#[test]
+fn log_batches_round_trip_and_refuse_corruption() {
+    use medvault_store::posting::{decode_batch, encode_batch, LogBatch};
+    let mut batch = LogBatch::new();
+    batch.insert([1; 16], vec![5]);
+    batch.insert([2; 16], vec![5, 6, 300, 1 << 40]);
+    batch.insert([9; 16], vec![i64::MAX]);
+    let data = encode_batch(&batch);
+    assert_eq!(decode_batch(&data).unwrap(), batch);
+    assert!(decode_batch(&encode_batch(&LogBatch::new()))
+        .unwrap()
+        .is_empty());
+    assert!(decode_batch(&[]).is_err());
+    // Trailing bytes are refused too.
+    assert!(decode_batch(&[data.as_slice(), &[0]].concat()).is_err());
+    // Truncated anywhere, the row is refused (never read as fewer postings).
+    for cut in 1..data.len() {
+        assert!(decode_batch(&data[..cut]).is_err(), "cut at {cut}");
+    }
+    // Tokens out of order or repeated are refused.
+    let one = |t: u8| {
+        let mut b = LogBatch::new();
+        b.insert([t; 16], vec![1]);
+        encode_batch(&b)
+    };
+    let two = |a: u8, b: u8| [vec![2u8], one(a)[1..].to_vec(), one(b)[1..].to_vec()].concat();
+    assert!(decode_batch(&two(2, 1)).is_err());
+    assert!(decode_batch(&two(1, 1)).is_err());
+    assert_eq!(decode_batch(&two(1, 2)).unwrap().len(), 2);
+    // A first seq beyond i64 and an over-long LEB128 are refused.
+    let mut big = vec![1u8];
+    big.extend_from_slice(&[7u8; 16]);
+    big.extend_from_slice(&[0xff; 9]);
+    big.extend_from_slice(&[0x01, 0x00]);
+    assert!(decode_batch(&big).is_err());
+    let mut long = vec![1u8];
+    long.extend_from_slice(&[7u8; 16]);
+    long.extend_from_slice(&[0x80; 10]);
+    long.extend_from_slice(&[0x01, 0x00]);
+    assert!(decode_batch(&long).is_err());
+}
