@@ -17,10 +17,16 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 
-/// The chart as a standalone SVG document; axes start at zero.
+/// The chart as a standalone SVG document; axes start at zero, the x axis ends at the
+/// largest x (so a run's last point sits on the right edge), the y axis at a round number.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series<'_>]) -> String {
     let all = series.iter().flat_map(|s| s.points.iter());
-    let x_max = nice(all.clone().map(|p| p.0).fold(0.0, f64::max));
+    let x_max = all.clone().map(|p| p.0).fold(0.0, f64::max);
+    let x_max = if x_max > 0.0 && x_max.is_finite() {
+        x_max
+    } else {
+        1.0
+    };
     let y_max = nice(all.map(|p| p.1).fold(0.0, f64::max));
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
@@ -141,7 +147,12 @@ fn short(v: f64) -> String {
 }
 
 fn trim(v: f64) -> String {
-    let s = format!("{v:.1}");
+    // Three significant digits at most: 400.064k is shown as 400k.
+    let s = if v >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    };
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
 
@@ -162,6 +173,15 @@ mod tests {
         assert_eq!(nice(13_000.0), 20_000.0);
         assert_eq!(nice(1_000_000.0), 1_000_000.0);
         assert_eq!(nice(1_000_001.0), 2_000_000.0);
+    }
+
+    #[test]
+    fn tick_labels_are_short() {
+        assert_eq!(short(0.0), "0");
+        assert_eq!(short(400_064.0), "400k");
+        assert_eq!(short(2_500.0), "2.5k");
+        assert_eq!(short(1_000_160.0), "1M");
+        assert_eq!(short(12.0), "12");
     }
 
     #[test]
