@@ -21,8 +21,8 @@ pub mod session;
 pub mod vault;
 
 pub use serve::{
-    check_listen, open_data_dir, serve, DataDir, ServeError, ServeOptions, TlsFiles,
-    HEADER_READ_TIMEOUT,
+    check_listen, open_data_dir, open_data_dir_with_cache, serve, DataDir, ServeError,
+    ServeOptions, TlsFiles, HEADER_READ_TIMEOUT,
 };
 
 /// Most entries one Bundle may have.

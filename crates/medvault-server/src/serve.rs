@@ -83,6 +83,11 @@ impl DataDir {
 
 /// Open (creating if needed, owner-only permissions) a data directory.
 pub fn open_data_dir(path: &Path) -> Result<DataDir, ServeError> {
+    open_data_dir_with_cache(path, medvault_store::DEFAULT_CACHE_MIB)
+}
+
+/// [`open_data_dir`] with SQLite page caches of `cache_mib` MiB per connection.
+pub fn open_data_dir_with_cache(path: &Path, cache_mib: u32) -> Result<DataDir, ServeError> {
     let io = |source| ServeError::DataDir {
         path: path.to_path_buf(),
         source,
@@ -93,7 +98,10 @@ pub fn open_data_dir(path: &Path) -> Result<DataDir, ServeError> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
     }
-    let store = Arc::new(SqliteStore::open(&DataDir::database_path(path))?);
+    let store = Arc::new(SqliteStore::open_with_cache(
+        &DataDir::database_path(path),
+        cache_mib,
+    )?);
     let blobs = BlobStore::local(&path.join("blobs"))?;
     Ok(DataDir {
         path: path.to_path_buf(),

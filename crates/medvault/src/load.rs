@@ -36,7 +36,7 @@ fn me() -> Result<std::path::PathBuf> {
     std::env::current_exe().context("finding the medvault executable")
 }
 
-fn start(dir: &Path) -> Result<(Server, String, String)> {
+fn start(dir: &Path, cache_mib: u32) -> Result<(Server, String, String)> {
     let out = Command::new(me()?)
         .args([
             "init",
@@ -66,6 +66,8 @@ fn start(dir: &Path) -> Result<(Server, String, String)> {
             "--phi-read-limit",
             "1000000000000",
         ])
+        .arg("--sqlite-cache-mib")
+        .arg(cache_mib.to_string())
         .arg("--data-dir")
         .arg(dir)
         .env("MEDVAULT_LOG", "error")
@@ -160,11 +162,17 @@ impl Rng {
     }
 }
 
-pub fn run(duration: Duration, concurrency: usize, patients: usize, dir: &Path) -> Result<()> {
+pub fn run(
+    duration: Duration,
+    concurrency: usize,
+    patients: usize,
+    cache_mib: u32,
+    dir: &Path,
+) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let data = dir.join("data");
     eprintln!("starting a server in {} ...", data.display());
-    let (server, bootstrap, _share) = start(&data)?;
+    let (server, bootstrap, _share) = start(&data, cache_mib)?;
     let client = Client::new(&server.url, None)?;
     register_with(&client, &bootstrap, "admin", "NID-admin", PASSWORD)?;
     let admin = session_in_memory(&client, "admin", PASSWORD)?;
@@ -326,7 +334,7 @@ pub fn run(duration: Duration, concurrency: usize, patients: usize, dir: &Path) 
     if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
         let max = rss.iter().map(|r| r.1).max().unwrap_or(0);
         println!(
-            "server RSS: {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
+            "server RSS (SQLite page caches up to 5 x {cache_mib} MiB): {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
             first.1 / 1024,
             first.0,
             last.1 / 1024,

@@ -348,6 +348,9 @@ enum Command {
         /// The window of --phi-read-limit, in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
         phi_read_window_seconds: u64,
+        /// SQLite page cache per database connection, in MiB (there are five connections).
+        #[arg(long, default_value_t = medvault_store::DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        sqlite_cache_mib: u32,
     },
     /// Submit one key share (read from stdin) towards unsealing.
     Unseal {
@@ -547,6 +550,7 @@ fn run(cli: Cli) -> Result<()> {
             care_window_days,
             phi_read_limit,
             phi_read_window_seconds,
+            sqlite_cache_mib,
         } => {
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
@@ -582,6 +586,7 @@ fn run(cli: Cli) -> Result<()> {
                     break_glass_ms: break_glass_minutes as i64 * 60_000,
                     care_window_ms: care_window_days as i64 * 86_400_000,
                 },
+                sqlite_cache_mib,
             )
         }
         Command::Unseal { server, reset } => {
@@ -779,11 +784,12 @@ fn serve(
     dev: bool,
     ledger: LedgerConfig,
     access: AccessConfig,
+    sqlite_cache_mib: u32,
 ) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let dir = open_data_dir(data_dir)?;
+    let dir = medvault_server::open_data_dir_with_cache(data_dir, sqlite_cache_mib)?;
     let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
     let share_file = data_dir.join(DEV_SHARE_FILE);
     if dev {

@@ -111,6 +111,11 @@ pub enum BenchCommand {
         /// Run for ten minutes and report the server's resident memory over time.
         #[arg(long)]
         soak: bool,
+        /// The server's SQLite page cache per connection, in MiB (`serve --sqlite-cache-mib`).
+        /// A small cache fills within the first minutes of a soak, so memory that keeps
+        /// growing after that is not the cache.
+        #[arg(long, default_value_t = medvault_store::DEFAULT_CACHE_MIB)]
+        sqlite_cache_mib: u32,
         /// Scratch directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -137,11 +142,18 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             concurrency,
             patients,
             soak,
+            sqlite_cache_mib,
             dir,
         } => {
             let scratch = scratch_dir(dir, "load");
             let duration = std::time::Duration::from_secs(if soak { 600 } else { seconds.max(1) });
-            let result = crate::load::run(duration, concurrency.max(1), patients.max(1), &scratch);
+            let result = crate::load::run(
+                duration,
+                concurrency.max(1),
+                patients.max(1),
+                sqlite_cache_mib.max(1),
+                &scratch,
+            );
             let _ = std::fs::remove_dir_all(&scratch);
             result
         }
