@@ -64,6 +64,21 @@ pub struct ServeOptions {
     pub header_read_timeout: std::time::Duration,
 }
 
+/// HTTP/1.1: a request's header must arrive within the timeout. HTTP/2: keep-alive pings
+/// drop peers that stop answering (an HTTP/2 connection that stays idle but answers pings is
+/// not cut off; request bodies of both are bounded by the body deadline middleware). A macro
+/// because the builder's type lives in hyper-util, which is not a direct dependency.
+macro_rules! limit_slow_clients {
+    ($builder:expr, $timeout:expr) => {{
+        let builder = $builder;
+        builder.http1().header_read_timeout(Some($timeout));
+        builder
+            .http2()
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout($timeout);
+    }};
+}
+
 /// The default for [`ServeOptions::header_read_timeout`].
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -189,10 +204,7 @@ pub async fn serve(
             let mut server = axum_server::from_tcp(listener)?
                 .handle(handle)
                 .first_request_timeout(timeout);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(timeout));
+            limit_slow_clients!(server.http_builder(), timeout);
             ready(addr, &public);
             server.serve(service).await?;
         }
@@ -205,10 +217,7 @@ pub async fn serve(
             let mut server = axum_server::from_tcp_rustls(listener, config)?
                 .handle(handle)
                 .first_request_timeout(timeout);
-            server
-                .http_builder()
-                .http1()
-                .header_read_timeout(Some(timeout));
+            limit_slow_clients!(server.http_builder(), timeout);
             ready(addr, &public);
             server.serve(service).await?;
         }

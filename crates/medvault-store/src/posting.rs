@@ -1,10 +1,11 @@
 //! Posting lists of the blind index: the row ids (`seq`) that carry one search token.
 //!
-//! One commit writes one posting per distinct token, not one row per (token, row) pair, so a
-//! Bundle of 280 resources touches a few hundred index entries instead of thousands. A
-//! posting is stored as its first `seq` (part of the key) plus the remaining `seq`s as
-//! LEB128 deltas. Postings of one token cover disjoint `seq` ranges, because every commit
-//! takes fresh, increasing `seq`s; removing a `seq` keeps a posting inside its range.
+//! Each commit appends its postings as one posting-log row ([`encode_batch`]); a merge
+//! writes one posting per token for all the logged commits together into the blind index,
+//! not one row per (token, row) pair. A posting is stored as its first `seq` (part of the
+//! key) plus the remaining `seq`s as LEB128 deltas. Postings of one token cover disjoint
+//! `seq` ranges, because the log only ever holds `seq`s newer than everything already
+//! merged; removing a `seq` keeps a posting inside its range.
 
 use crate::{Result, StoreError};
 

@@ -36,9 +36,13 @@ pub const READERS: usize = 4;
 pub const DEFAULT_CACHE_MIB: u32 = 64;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
 
-/// Commits whose postings stay in the posting log before they are merged into the blind
-/// index. More means fewer, cheaper merges; every search looks up its tokens in each row.
+/// Rows (one per commit that wrote search tokens) the posting log holds before it is merged
+/// into the blind index. More means fewer, cheaper merges; every search looks up its tokens
+/// in each row.
 pub const POSTING_MERGE_EVERY: usize = 32;
+
+/// The posting log is also merged once its rows hold this many bytes (a few huge Bundles).
+const POSTING_LOG_MAX_BYTES: i64 = 8 << 20;
 
 /// A `Store` in one SQLite file.
 pub struct SqliteStore {
@@ -104,24 +108,41 @@ impl SqliteStore {
         let rows = list
             .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        let mut cache = self.log_cache.lock().unwrap_or_else(|e| e.into_inner());
-        // Rows below the oldest visible one have been merged away.
-        if let Some(&(oldest, _)) = rows.first() {
-            cache.retain(|&batch, _| batch >= oldest);
-        } else {
-            cache.clear();
-        }
-        let mut batches = Vec::with_capacity(rows.len());
+        let cached: Vec<Option<Arc<LogBatch>>> = {
+            let mut cache = self.log_cache.lock().unwrap_or_else(|e| e.into_inner());
+            // Rows below the oldest visible one have been merged away.
+            match rows.first() {
+                Some(&(oldest, _)) => cache.retain(|&batch, _| batch >= oldest),
+                None => cache.clear(),
+            }
+            rows.iter()
+                .map(|(batch, rev)| {
+                    cache
+                        .get(batch)
+                        .filter(|(cached_rev, _)| cached_rev == rev)
+                        .map(|(_, decoded)| decoded.clone())
+                })
+                .collect()
+        };
+        // Misses are read and decoded without holding the cache lock.
         let mut read = conn.prepare_cached("SELECT data FROM posting_log WHERE batch = ?")?;
-        for (batch, rev) in rows {
-            match cache.get(&batch) {
-                Some((cached_rev, decoded)) if *cached_rev == rev => batches.push(decoded.clone()),
-                _ => {
+        let mut batches = Vec::with_capacity(rows.len());
+        let mut decoded_now = Vec::new();
+        for (&(batch, rev), hit) in rows.iter().zip(cached) {
+            match hit {
+                Some(decoded) => batches.push(decoded),
+                None => {
                     let data: Vec<u8> = read.query_row(params![batch], |r| r.get(0))?;
                     let decoded = Arc::new(posting::decode_batch(&data)?);
-                    cache.insert(batch, (rev, decoded.clone()));
+                    decoded_now.push((batch, rev, decoded.clone()));
                     batches.push(decoded);
                 }
+            }
+        }
+        if !decoded_now.is_empty() {
+            let mut cache = self.log_cache.lock().unwrap_or_else(|e| e.into_inner());
+            for (batch, rev, decoded) in decoded_now {
+                cache.insert(batch, (rev, decoded));
             }
         }
         Ok(LogView { batches })
@@ -420,8 +441,11 @@ struct PostingStatements<'c> {
     drop: rusqlite::CachedStatement<'c>,
     put: rusqlite::CachedStatement<'c>,
     log_find: rusqlite::CachedStatement<'c>,
+    log_read: rusqlite::CachedStatement<'c>,
     log_drop: rusqlite::CachedStatement<'c>,
     log_put: rusqlite::CachedStatement<'c>,
+    /// Log rows this commit changed, decoded, with whether anything was taken out.
+    log_rows: HashMap<i64, (LogBatch, bool)>,
 }
 
 /// Move every posting-log row into the blind index: one posting per token for all the
@@ -458,25 +482,53 @@ fn merge_posting_log(tx: &Transaction<'_>, postings: &mut PostingStatements<'_>)
 impl PostingStatements<'_> {
     /// Take a retired version's `seq` out of the postings of its `tokens` (16 bytes each):
     /// out of its posting-log row if it is that new, else out of the blind index.
+    /// Log rows are changed in memory and written once per commit by [`Self::flush_log`].
     fn retire(&mut self, tokens: &[u8], seq: i64) -> Result<()> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
         // Every logged row is newer than everything in the blind index, so a log row at or
         // below `seq` means `seq` was logged, in that row (rows cover disjoint ranges).
-        let row: Option<(i64, Vec<u8>)> = self
+        let batch: Option<i64> = self
             .log_find
-            .query_row(params![seq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![seq], |r| r.get(0))
             .optional()?;
-        if let Some((batch, data)) = row {
-            let mut decoded = posting::decode_batch(&data)?;
+        let Some(batch) = batch else {
             for token in tokens.chunks(16) {
-                let Ok(token) = <crate::Token>::try_from(token) else {
-                    return Err(StoreError::Corrupt("token list"));
-                };
-                if let Some(seqs) = decoded.get_mut(&token) {
-                    seqs.retain(|&s| s != seq);
-                    if seqs.is_empty() {
-                        decoded.remove(&token);
-                    }
+                self.remove(token, seq)?;
+            }
+            return Ok(());
+        };
+        if !self.log_rows.contains_key(&batch) {
+            let data: Vec<u8> = self.log_read.query_row(params![batch], |r| r.get(0))?;
+            self.log_rows
+                .insert(batch, (posting::decode_batch(&data)?, false));
+        }
+        let Some((decoded, changed)) = self.log_rows.get_mut(&batch) else {
+            return Ok(());
+        };
+        for token in tokens.chunks(16) {
+            let Ok(token) = <crate::Token>::try_from(token) else {
+                return Err(StoreError::Corrupt("token list"));
+            };
+            if let Some(seqs) = decoded.get_mut(&token) {
+                let before = seqs.len();
+                seqs.retain(|&s| s != seq);
+                *changed |= seqs.len() != before;
+                if seqs.is_empty() {
+                    decoded.remove(&token);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// Write back the log rows [`Self::retire`] changed, each once (a new `rev` makes
+    /// readers decode it again).
+    fn flush_log(&mut self) -> Result<()> {
+        for (batch, (decoded, changed)) in std::mem::take(&mut self.log_rows) {
+            if !changed {
+                continue;
             }
             if decoded.is_empty() {
                 self.log_drop.execute(params![batch])?;
@@ -484,10 +536,6 @@ impl PostingStatements<'_> {
                 self.log_put
                     .execute(params![posting::encode_batch(&decoded), batch])?;
             }
-            return Ok(());
-        }
-        for token in tokens.chunks(16) {
-            self.remove(token, seq)?;
         }
         Ok(())
     }
@@ -539,6 +587,15 @@ impl LogView {
             .filter(|b| b.contains_key(token))
             .count() as i64
     }
+
+    /// How many logged `seq`s carry `token`.
+    fn seq_count(&self, token: &crate::Token) -> i64 {
+        self.batches
+            .iter()
+            .filter_map(|b| b.get(token))
+            .map(|seqs| seqs.len() as i64)
+            .sum()
+    }
 }
 
 /// How many postings a probe may cost before decoding a clause's whole posting list is
@@ -549,7 +606,8 @@ const PROBE_COST: i64 = 8;
 /// the query has no token clause. Postings live in the blind index (`search_posting`) and,
 /// for the newest commits, in the posting log (`log`); a clause's rows are the union of both.
 ///
-/// Clauses are taken in order of size (their posting count). The first is decoded whole;
+/// Clauses are taken in order of size (the rows their postings name, estimated). The first
+/// is decoded whole;
 /// a later one is decoded whole and intersected only while the candidates are many. Once
 /// they are few, each candidate is checked by probing the one posting per token whose range
 /// can hold it (postings of one token cover disjoint `seq` ranges). For
@@ -560,19 +618,26 @@ fn token_candidates(
     query: &StoreQuery,
     log: &LogView,
 ) -> Result<Option<Vec<i64>>> {
-    let mut count = conn.prepare_cached("SELECT count(*) FROM search_posting WHERE token = ?")?;
+    // Postings, and the rows they name estimated from their size (a posting holds its first
+    // `seq` and at least one byte per further `seq`; SQLite knows a blob's length without
+    // reading it).
+    let mut count = conn.prepare_cached(
+        "SELECT count(*), coalesce(sum(length(rest)), 0) FROM search_posting WHERE token = ?",
+    )?;
     let mut clauses = Vec::with_capacity(query.all_of.len());
     for any in &query.all_of {
-        let mut postings = 0i64;
+        let (mut postings, mut rows) = (0i64, 0i64);
         for token in any {
-            postings += count.query_row(params![token.as_slice()], |r| r.get::<_, i64>(0))?;
-            postings += log.rows_with(token);
+            let (n, bytes): (i64, i64) =
+                count.query_row(params![token.as_slice()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            postings += n + log.rows_with(token);
+            rows += n + bytes + log.seq_count(token);
         }
-        clauses.push((postings, any));
+        clauses.push((rows, postings, any));
     }
-    clauses.sort_by_key(|&(postings, _)| postings);
+    clauses.sort_by_key(|&(rows, _, _)| rows);
     let mut result: Option<Vec<i64>> = None;
-    for (postings, any) in clauses {
+    for (_, postings, any) in clauses {
         let next = match result {
             None => decode_clause(conn, any, log)?,
             Some(prev)
@@ -898,8 +963,10 @@ impl Store for SqliteStore {
                     "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
                 )?,
                 log_find: tx.prepare_cached(
-                    "SELECT batch, data FROM posting_log WHERE batch <= ? ORDER BY batch DESC LIMIT 1",
+                    "SELECT batch FROM posting_log WHERE batch <= ? ORDER BY batch DESC LIMIT 1",
                 )?,
+                log_read: tx.prepare_cached("SELECT data FROM posting_log WHERE batch = ?")?,
+                log_rows: HashMap::new(),
                 log_drop: tx.prepare_cached("DELETE FROM posting_log WHERE batch = ?")?,
                 log_put: tx.prepare_cached(
                     "UPDATE posting_log SET rev = rev + 1, data = ? WHERE batch = ?",
@@ -969,14 +1036,17 @@ impl Store for SqliteStore {
             for &(token, seq) in &new_tokens {
                 batch.entry(token).or_default().push(seq);
             }
+            postings.flush_log()?;
             if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
                 tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
                     .execute(params![first, posting::encode_batch(&batch)])?;
             }
-            let logged: i64 = tx
-                .prepare_cached("SELECT count(*) FROM posting_log")?
-                .query_row([], |r| r.get(0))?;
-            if logged >= self.merge_every.load(Ordering::Relaxed) as i64 {
+            let (rows, bytes): (i64, i64) = tx
+                .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            // Merged early if a few huge Bundles fill it: every search reads the whole log.
+            if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
                 merge_posting_log(&tx, &mut postings)?;
             }
         }

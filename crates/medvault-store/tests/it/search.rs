@@ -477,3 +477,24 @@ fn searches_agree_with_a_model_however_postings_are_split_between_log_and_index(
         );
     }
 }
+
+/// One commit retiring many versions of one earlier commit rewrites that commit's log row
+/// once, and leaves exactly the new postings.
+#[test]
+fn a_commit_updating_a_whole_earlier_commit_leaves_only_the_new_postings() {
+    let (dir, store) = open_store();
+    let created: Vec<_> = (0..50)
+        .map(|n| create("Patient", &format!("p{n}"), n, &[tok(A), tok(C)]))
+        .collect();
+    store.write(&created).unwrap();
+    let updated: Vec<_> = (0..50)
+        .map(|n| update("Patient", &format!("p{n}"), 2, 100 + n, &[tok(B)]))
+        .collect();
+    store.write(&updated).unwrap();
+    assert!(found(&store, &tokens(&[&[A]])).is_empty());
+    assert!(found(&store, &tokens(&[&[C]])).is_empty());
+    assert_eq!(found(&store, &tokens(&[&[B]])).len(), 50);
+    let pairs = crate::common::token_pairs(&crate::common::db_path(&dir));
+    assert_eq!(pairs.len(), 50);
+    assert!(pairs.iter().all(|(t, _)| *t == tok(B)));
+}
