@@ -15,8 +15,8 @@
 #    latency against plain SQLite; writes docs/bench-ingest-by-size.svg), and the ledger
 #    (1M entries appended and verified).
 #
-# --quick uses 100,000 resources and ledger entries instead of 1M (a few minutes instead of
-# about fifteen on two cores); its figures are not the ones the targets speak of.
+# --quick uses 100,000 resources and ledger entries instead of 1M (about a minute instead
+# of four on two cores); its figures are not the ones the targets speak of.
 #
 # Needs what scripts/bench-data.sh and scripts/bench-medplum.sh need (python3, node, npm) and
 # the registries on first use. Scratch data goes to $TMPDIR (about 2.5 GB at 1M resources).
