@@ -607,10 +607,9 @@ const PROBE_COST: i64 = 8;
 /// for the newest commits, in the posting log (`log`); a clause's rows are the union of both.
 ///
 /// Clauses are taken in order of size (the rows their postings name, estimated). The first
-/// is decoded whole;
-/// a later one is decoded whole and intersected only while the candidates are many. Once
-/// they are few, each candidate is checked by probing the one posting per token whose range
-/// can hold it (postings of one token cover disjoint `seq` ranges). For
+/// is decoded whole; a later one is decoded whole and intersected only while the candidates
+/// are many. Once they are few, each candidate is checked by probing the one posting per
+/// token whose range can hold it (postings of one token cover disjoint `seq` ranges). For
 /// `Observation?patient=&code=` at a million rows that reads about ten postings instead of
 /// the code's thousands. Run inside the caller's read transaction (one snapshot).
 fn token_candidates(

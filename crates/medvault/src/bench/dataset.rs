@@ -76,7 +76,7 @@ pub struct DatasetFigures {
 /// A sampled Observation: where it sits in the generated data, and, once stored, its id and
 /// its patient's id on each side plus the code to search for.
 #[derive(Default, Clone)]
-struct Sample {
+pub(super) struct Sample {
     code: String,
     plain_id: String,
     plain_patient: String,
@@ -111,7 +111,7 @@ pub fn run(
     let mut picked = vec![Sample::default(); samples];
 
     std::fs::create_dir_all(scratch)?;
-    let mut plain = Plain::open(&scratch.join("plain.db"))?;
+    let mut plain = Plain::open(&scratch.join("plain.db"), true)?;
     let (dd, rng_sys, vault) = super::unsealed_vault(&scratch.join("medvault"))?;
     let repo = Repository::new(
         dd.store.clone(),
@@ -273,62 +273,75 @@ fn record_full(answer: &Value, want: &[(usize, usize)], picked: &mut [Sample]) -
     Ok(())
 }
 
-/// The baseline: the same JSON in one SQLite table, same durability, no crypto.
-struct Plain {
+/// The baseline: the same JSON in one SQLite table, same durability settings as medvault
+/// (WAL, `synchronous=FULL`), one transaction per Bundle, no validation, crypto or search
+/// index. Used by `bench ingest` too.
+pub(super) struct Plain {
     conn: rusqlite::Connection,
     rng: SystemRandom,
+    search_columns: bool,
 }
 
 impl Plain {
-    fn open(path: &Path) -> Result<Plain> {
+    /// A new table at `path`; with `search_columns`, also patient and code columns for the
+    /// search baseline (filled for Observations, indexed only after ingest).
+    pub(super) fn open(path: &Path, search_columns: bool) -> Result<Plain> {
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        // The patient and code columns are there for the search baseline (filled for
-        // Observations, indexed only after ingest).
-        conn.execute_batch(
-            "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, patient TEXT, code TEXT, json BLOB NOT NULL, UNIQUE (rtype, id, version))",
-        )?;
+        conn.execute_batch(if search_columns {
+            "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, patient TEXT, code TEXT, json BLOB NOT NULL, UNIQUE (rtype, id, version))"
+        } else {
+            "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, json BLOB NOT NULL, UNIQUE (rtype, id, version))"
+        })?;
         Ok(Plain {
             conn,
             rng: SystemRandom::new(),
+            search_columns,
         })
     }
 
-    fn insert_bundle(
+    /// Insert every resource of `bundle` in one transaction; the ids of the `want`ed
+    /// entries (entry index, sample index) go into `picked`.
+    pub(super) fn insert_bundle(
         &mut self,
         bundle: &Value,
         want: Option<&Vec<(usize, usize)>>,
         picked: &mut [Sample],
     ) -> Result<()> {
         let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        let mut ids = Vec::with_capacity(entries.len());
+        let mut ids = Vec::new();
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO resource (rtype, id, version, patient, code, json) VALUES (?, ?, 1, ?, ?, ?)",
-            )?;
+            let mut stmt = tx.prepare_cached(if self.search_columns {
+                "INSERT INTO resource (rtype, id, version, patient, code, json) VALUES (?, ?, 1, ?, ?, ?)"
+            } else {
+                "INSERT INTO resource (rtype, id, version, json) VALUES (?, ?, 1, ?)"
+            })?;
             for e in entries {
                 let r = &e["resource"];
                 let json = serde_json::to_vec(r)?;
+                // Random v4 ids, like the ones the server assigns (sequential ids would make
+                // the baseline's index inserts unrealistically cheap).
                 let id = medvault_server::repo::new_uuid(&self.rng as &dyn Random)
                     .map_err(|e| anyhow!("{e}"))?;
-                let (patient, code) = if r["resourceType"] == "Observation" {
-                    (
-                        r["subject"]["reference"].as_str(),
-                        r["code"]["coding"][0]["code"].as_str(),
-                    )
+                let rtype = r["resourceType"].as_str();
+                if self.search_columns {
+                    let (patient, code) = if r["resourceType"] == "Observation" {
+                        (
+                            r["subject"]["reference"].as_str(),
+                            r["code"]["coding"][0]["code"].as_str(),
+                        )
+                    } else {
+                        (None, None)
+                    };
+                    stmt.execute(rusqlite::params![rtype, id, patient, code, json])?;
                 } else {
-                    (None, None)
-                };
-                stmt.execute(rusqlite::params![
-                    r["resourceType"].as_str(),
-                    id,
-                    patient,
-                    code,
-                    json
-                ])?;
-                ids.push(id);
+                    stmt.execute(rusqlite::params![rtype, id, json])?;
+                }
+                if want.is_some() {
+                    ids.push(id);
+                }
             }
         }
         tx.commit()?;

@@ -351,30 +351,10 @@ fn machine() -> String {
 /// Baseline: the same JSON inserted into one table, same durability settings, no crypto or indexes.
 fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
-    let mut conn = rusqlite::Connection::open(dir.join("plain.db"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
-        "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, json BLOB NOT NULL, UNIQUE (rtype, id, version))",
-    )?;
-    let rng = SystemRandom::new();
+    let mut plain = dataset::Plain::open(&dir.join("plain.db"), false)?;
     let start = Instant::now();
     for bundle in data {
-        let tx = conn.transaction()?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO resource (rtype, id, version, json) VALUES (?, ?, 1, ?)",
-            )?;
-            for e in bundle["entry"].as_array().into_iter().flatten() {
-                let r = &e["resource"];
-                let json = serde_json::to_vec(r)?;
-                // Random v4 ids, like the ones the server assigns (sequential ids would make
-                // the baseline's index inserts unrealistically cheap).
-                let id = medvault_server::repo::new_uuid(&rng).map_err(|e| anyhow!("{e}"))?;
-                stmt.execute(rusqlite::params![r["resourceType"].as_str(), id, json])?;
-            }
-        }
-        tx.commit()?;
+        plain.insert_bundle(bundle, None, &mut [])?;
     }
     Ok(start.elapsed().as_secs_f64())
 }
