@@ -522,4 +522,19 @@ fn main() {
     share_text(&out);
     ledger(&out);
     key_bundle(&out);
+    posting(&out);
+}
+
+fn posting(out: &Out) {
+    use medvault_store::posting::{encode, encode_batch, LogBatch};
+    let seqs = [7i64, 8, 9, 300, 1 << 20];
+    let (first, rest) = encode(&seqs).expect("non-empty");
+    let mut body = first.to_be_bytes().to_vec();
+    body.extend_from_slice(&rest);
+    out.put("posting", "posting", Some(0), &body);
+    let mut batch = LogBatch::new();
+    batch.insert([1; 16], vec![40, 41, 45]);
+    batch.insert([2; 16], vec![42]);
+    batch.insert([0xfe; 16], vec![40, 44, 1000]);
+    out.put("posting", "log-row", Some(1), &encode_batch(&batch));
 }
