@@ -679,14 +679,27 @@ impl Repository {
     ) -> Result<Written> {
         check_type(rtype)?;
         let keys = self.keys()?;
+        let Some(query) = if_none_exist else {
+            // A plain create reads nothing it could race on (its id is new), so it is
+            // validated and encrypted outside the write lock, beside other writers' commits.
+            // Only its owner's data key can race: two writers may each make the first key of
+            // the same owner, and the store refuses the second (Conflict); that write is then
+            // prepared again under the lock, with the key the first one stored.
+            let id = new_uuid(&*self.rng)?;
+            return match self.write_one(&keys, audit, rtype, &id, None, resource.clone()) {
+                Err(RepoError::Conflict) => {
+                    let _guard = self.lock_writes();
+                    self.write_one(&keys, audit, rtype, &id, None, resource)
+                }
+                other => other,
+            };
+        };
         let _guard = self.lock_writes();
-        if let Some(query) = if_none_exist {
-            if let Some(existing) = self.conditional_match(&keys, rtype, query)? {
-                return Ok(Written {
-                    stored: existing,
-                    created: false,
-                });
-            }
+        if let Some(existing) = self.conditional_match(&keys, rtype, query)? {
+            return Ok(Written {
+                stored: existing,
+                created: false,
+            });
         }
         let id = new_uuid(&*self.rng)?;
         self.write_one(&keys, audit, rtype, &id, None, resource)

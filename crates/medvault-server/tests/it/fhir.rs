@@ -1123,3 +1123,39 @@ async fn search_parameters_on_a_create_are_refused_not_ignored() {
         again.json
     );
 }
+
+/// Plain creates are prepared outside the repository's write lock. When several race to make
+/// the first data key of one owner (here Observations of a patient not stored yet), the store
+/// keeps one key and refuses the others' commits; those are prepared again under the lock
+/// with the stored key. Every create succeeds and reads back.
+#[test]
+fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
+    use std::sync::{Arc, Barrier};
+    let h = Harness::unsealed();
+    let audit = medvault_server::ledger::Audit::system("test");
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(8));
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let (repo, barrier, audit) = (h.repo.clone(), barrier.clone(), audit.clone());
+                let resource =
+                    observation(&format!("new-owner-{round}"), "8867-4", "2024-01-02", 70);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    repo.create(&audit, "Observation", resource, None)
+                })
+            })
+            .collect();
+        for writer in writers {
+            let written = writer
+                .join()
+                .unwrap()
+                .expect("a racing create must succeed");
+            let read = h.repo.read("Observation", &written.stored.id).unwrap();
+            assert_eq!(
+                read.resource.unwrap()["subject"]["reference"],
+                format!("Patient/new-owner-{round}")
+            );
+        }
+    }
+}
