@@ -18,17 +18,8 @@ pub fn encode(seqs: &[i64]) -> Option<(i64, Vec<u8>)> {
     let mut prev = first;
     for &s in rest {
         // Strictly increasing input makes every delta at least 1.
-        let mut delta = s.wrapping_sub(prev) as u64;
+        push_leb128(&mut out, s.wrapping_sub(prev) as u64);
         prev = s;
-        loop {
-            let byte = (delta & 0x7f) as u8;
-            delta >>= 7;
-            if delta == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
     }
     Some((first, out))
 }
