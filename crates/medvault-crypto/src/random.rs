@@ -13,12 +13,39 @@ pub trait Random: Send + Sync {
 }
 
 /// Operating-system randomness (wraps [`ring::rand::SystemRandom`]).
-pub struct SystemRandom(ring::rand::SystemRandom);
+///
+/// Requests up to [`SMALL`] bytes (nonces, salts, ids: several per stored resource) are
+/// served from a pool filled from the OS [`POOL`] bytes at a time, so they cost a copy rather
+/// than a `getrandom` system call each. Every pooled byte is handed out once and zeroed as
+/// it is, so what the pool still holds is only output nobody has seen yet; larger requests
+/// (keys, shares) go to the OS directly.
+pub struct SystemRandom {
+    os: ring::rand::SystemRandom,
+    pool: Mutex<Pool>,
+}
+
+/// Largest request served from the pool.
+pub const SMALL: usize = 64;
+/// Bytes fetched from the OS per refill.
+pub const POOL: usize = 4096;
+
+struct Pool {
+    bytes: zeroize::Zeroizing<[u8; POOL]>,
+    /// Bytes before `used` have been handed out (and zeroed).
+    used: usize,
+}
 
 impl SystemRandom {
     /// Create a handle to the operating system's CSPRNG.
     pub fn new() -> SystemRandom {
-        SystemRandom(ring::rand::SystemRandom::new())
+        SystemRandom {
+            os: ring::rand::SystemRandom::new(),
+            // Starts empty: the first small request fills it.
+            pool: Mutex::new(Pool {
+                bytes: zeroize::Zeroizing::new([0u8; POOL]),
+                used: POOL,
+            }),
+        }
     }
 }
 
@@ -36,7 +63,24 @@ impl std::fmt::Debug for SystemRandom {
 
 impl Random for SystemRandom {
     fn fill(&self, dest: &mut [u8]) -> Result<(), CryptoError> {
-        self.0.fill(dest).map_err(|_| CryptoError::Random)
+        if dest.len() > SMALL {
+            return self.os.fill(dest).map_err(|_| CryptoError::Random);
+        }
+        // A poisoned lock: another thread panicked while copying out of the pool. `used`
+        // only moves forward after the bytes are zeroed, so the worst case is a zeroed
+        // stretch marked unused, which the check below cannot hand out: refill instead.
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if POOL - pool.used < dest.len() {
+            self.os
+                .fill(&mut pool.bytes[..])
+                .map_err(|_| CryptoError::Random)?;
+            pool.used = 0;
+        }
+        let (start, end) = (pool.used, pool.used + dest.len());
+        dest.copy_from_slice(&pool.bytes[start..end]);
+        zeroize::Zeroize::zeroize(&mut pool.bytes[start..end]);
+        pool.used = end;
+        Ok(())
     }
 }
 
@@ -112,6 +156,31 @@ mod tests {
         let mut next = [0u8; 70];
         a.fill(&mut next).unwrap();
         assert_ne!(x, next);
+    }
+
+    #[test]
+    fn pooled_requests_never_repeat_bytes_across_refills() {
+        // Many small requests cross several refills; 16-byte outputs from a CSPRNG do not
+        // collide, so any repeat means a pooled stretch was handed out twice.
+        let rng = SystemRandom::new();
+        let mut seen = std::collections::HashSet::new();
+        for len in [16usize, 12, 32, 64, 1] {
+            for _ in 0..(3 * POOL / len) {
+                let mut b = vec![0u8; len];
+                rng.fill(&mut b).unwrap();
+                if len >= 12 {
+                    assert!(seen.insert(b), "a pooled stretch was handed out twice");
+                }
+            }
+        }
+        // After the pool was drained by odd sizes, a request larger than what is left
+        // still gets fresh bytes (not a short or zero-padded copy).
+        let mut big = [0u8; SMALL];
+        rng.fill(&mut big).unwrap();
+        assert!(big.iter().any(|&b| b != 0));
+        let mut direct = [0u8; SMALL + 1];
+        rng.fill(&mut direct).unwrap();
+        assert!(direct.iter().any(|&b| b != 0));
     }
 
     #[test]

@@ -243,14 +243,17 @@ pub fn new_uuid(rng: &dyn Random) -> Result<String> {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = crate::vault::hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    let mut id = String::with_capacity(36);
+    for (i, part) in [&h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]]
+        .into_iter()
+        .enumerate()
+    {
+        if i > 0 {
+            id.push('-');
+        }
+        id.push_str(part);
+    }
+    Ok(id)
 }
 
 fn check_type(rtype: &str) -> Result<()> {
@@ -1150,16 +1153,50 @@ impl Repository {
         })
     }
 
+    /// Commit a transaction's writes atomically. `locked` says whether the caller holds the
+    /// write lock. A transaction prepared without it (creates only: their ids are new) can
+    /// lose one race, the first data key of a new owner that another writer stored first;
+    /// the store then refuses the whole commit, and every write is prepared again, under the
+    /// lock, from the resource it was prepared from, with the key now stored.
     pub(crate) fn commit_all(
         &self,
         keys: &Keys,
         audit: &Audit,
         writes: Vec<PreparedWrite>,
         pending: PendingKeys,
+        locked: bool,
     ) -> Result<Vec<Stored>> {
         let mut prepared: Vec<Prepared> = writes.into_iter().map(|w| w.0).collect();
-        self.commit(keys, audit, &mut prepared, pending)?;
-        Ok(prepared.into_iter().map(|p| p.stored).collect())
+        match self.commit(keys, audit, &mut prepared, pending) {
+            Err(RepoError::Conflict) if !locked => {}
+            other => {
+                other?;
+                return Ok(prepared.into_iter().map(|p| p.stored).collect());
+            }
+        }
+        let _guard = self.lock_writes();
+        let now = self.clock.now_ms();
+        let mut pending = PendingKeys::default();
+        let mut again = Vec::with_capacity(prepared.len());
+        for p in prepared {
+            let Stored {
+                rtype,
+                id,
+                version,
+                resource,
+                ..
+            } = p.stored;
+            // Only creates are prepared unlocked, and a create always has its resource.
+            let (Some(resource), 1) = (resource, version) else {
+                return Err(RepoError::Internal(
+                    "unlocked transaction with a non-create",
+                ));
+            };
+            self.ensure_dek(keys, &rtype, &id, &resource, &mut pending)?;
+            again.push(self.prepare(keys, &rtype, &id, 1, None, resource, now, &pending)?);
+        }
+        self.commit(keys, audit, &mut again, pending)?;
+        Ok(again.into_iter().map(|p| p.stored).collect())
     }
 }
 
@@ -1249,4 +1286,29 @@ fn fits(v: &Value, limit: usize) -> bool {
         }
     }
     serde_json::to_writer(Counter(0, limit), v).is_ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use medvault_crypto::DeterministicRandom;
+
+    #[test]
+    fn new_uuid_is_a_lowercase_version_4_uuid() {
+        let rng = DeterministicRandom::new(7);
+        let id = super::new_uuid(&rng).unwrap();
+        // Each group's length, the version nibble and the variant bits.
+        let groups: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(id
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(groups[2].starts_with('4'));
+        assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert_eq!(crate::vault::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert!(medvault_fhir::is_valid_id(&id));
+    }
 }

@@ -1159,3 +1159,58 @@ fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
         }
     }
 }
+
+/// The same race for transactions that only create: they are prepared without the write
+/// lock, and a transaction whose commit loses the race for a new owner's first data key is
+/// prepared again under the lock. Every transaction commits whole and reads back.
+#[test]
+fn concurrent_create_only_transactions_racing_for_a_new_owners_key_all_succeed() {
+    use std::sync::{Arc, Barrier};
+    let h = Harness::unsealed();
+    let audit = medvault_server::ledger::Audit::system("test");
+    for round in 0..5 {
+        let barrier = Arc::new(Barrier::new(8));
+        let writers: Vec<_> = (0..8)
+            .map(|w| {
+                let (repo, barrier, audit) = (h.repo.clone(), barrier.clone(), audit.clone());
+                let owner = format!("tx-owner-{round}");
+                let entry = |code: &str| {
+                    json!({
+                        "resource": observation(&owner, code, "2024-01-02", w),
+                        "request": { "method": "POST", "url": "Observation" }
+                    })
+                };
+                let bundle = json!({
+                    "resourceType": "Bundle",
+                    "type": "transaction",
+                    "entry": [entry("8867-4"), entry("8480-6")]
+                });
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    repo.bundle(&audit, bundle, &medvault_server::access::Caller::Anonymous)
+                })
+            })
+            .collect();
+        for writer in writers {
+            let (answer, _) = writer
+                .join()
+                .unwrap()
+                .expect("a racing transaction must succeed");
+            let entries = answer["entry"].as_array().unwrap();
+            assert_eq!(entries.len(), 2);
+            for e in entries {
+                assert_eq!(e["response"]["status"], "201 Created");
+                let id = e["fullUrl"]
+                    .as_str()
+                    .unwrap()
+                    .strip_prefix("Observation/")
+                    .unwrap();
+                let read = h.repo.read("Observation", id).unwrap();
+                assert_eq!(
+                    read.resource.unwrap()["subject"]["reference"],
+                    format!("Patient/tx-owner-{round}")
+                );
+            }
+        }
+    }
+}

@@ -276,6 +276,13 @@ fn record_full(answer: &Value, want: &[(usize, usize)], picked: &mut [Sample]) -
 /// The baseline: the same JSON in one SQLite table, same durability settings as medvault
 /// (WAL, `synchronous=FULL`), one transaction per Bundle, no validation, crypto or search
 /// index. Used by `bench ingest` too.
+/// One baseline row: type, id and resource JSON.
+pub(super) struct PlainRow {
+    rtype: String,
+    id: String,
+    json: Vec<u8>,
+}
+
 pub(super) struct Plain {
     conn: rusqlite::Connection,
     rng: SystemRandom,
@@ -351,6 +358,39 @@ impl Plain {
             picked[s].plain_patient = r["subject"]["reference"].as_str().unwrap_or("").into();
             picked[s].code = r["code"]["coding"][0]["code"].as_str().unwrap_or("").into();
         }
+        Ok(())
+    }
+
+    /// The rows `insert_bundle` writes for `bundle` (type, a new random id, the JSON),
+    /// made without the connection so several clients can make theirs at once.
+    pub(super) fn rows(bundle: &Value, rng: &SystemRandom) -> Result<Vec<PlainRow>> {
+        let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        entries
+            .iter()
+            .map(|e| {
+                let r = &e["resource"];
+                Ok(PlainRow {
+                    rtype: r["resourceType"].as_str().unwrap_or_default().to_string(),
+                    id: medvault_server::repo::new_uuid(rng as &dyn Random)
+                        .map_err(|e| anyhow!("{e}"))?,
+                    json: serde_json::to_vec(r)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Insert rows made by [`Plain::rows`] in one transaction.
+    pub(super) fn insert_rows(&mut self, rows: &[PlainRow]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO resource (rtype, id, version, json) VALUES (?, ?, 1, ?)",
+            )?;
+            for row in rows {
+                stmt.execute(rusqlite::params![row.rtype, row.id, row.json])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

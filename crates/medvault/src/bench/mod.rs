@@ -43,6 +43,10 @@ pub enum BenchCommand {
         /// output) instead of generated ones.
         #[arg(long, value_name = "DIR")]
         from: Option<PathBuf>,
+        /// Clients sending Bundles at once, on both sides (the baseline's clients serialize
+        /// their rows in parallel and take turns at its one SQLite writer).
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
         /// Scratch directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -173,6 +177,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             observations,
             rounds,
             from,
+            clients,
             dir,
         } => {
             let data = match from {
@@ -180,7 +185,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 None => generated(bundles, patients, observations),
             };
             let scratch = scratch_dir(dir, "ingest");
-            blocking(move || ingest(&scratch, &data, rounds.max(1))).map(drop)
+            blocking(move || ingest(&scratch, &data, rounds.max(1), clients.max(1))).map(drop)
         }
         BenchCommand::Aead { mib } => aead::run(mib.max(1)).map(drop),
         BenchCommand::Dataset {
@@ -280,13 +285,18 @@ pub struct IngestFigures {
     pub median_ratio: f64,
 }
 
-fn ingest(scratch: &std::path::Path, data: &[Value], rounds: usize) -> Result<IngestFigures> {
+fn ingest(
+    scratch: &std::path::Path,
+    data: &[Value],
+    rounds: usize,
+    clients: usize,
+) -> Result<IngestFigures> {
     let resources: usize = data
         .iter()
         .map(|b| b["entry"].as_array().map_or(0, Vec::len))
         .sum();
     println!(
-        "bench ingest: {} transaction Bundles, {resources} resources, {rounds} round(s)",
+        "bench ingest: {} transaction Bundles, {resources} resources, {rounds} round(s), {clients} client(s) at once",
         data.len()
     );
     println!("machine: {}", machine());
@@ -296,8 +306,8 @@ fn ingest(scratch: &std::path::Path, data: &[Value], rounds: usize) -> Result<In
     let mut full_rates = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let dir = scratch.join(format!("round-{round}"));
-        let plain = plain_sqlite(&dir.join("plain"), data)?;
-        let full = full_path(&dir.join("medvault"), data)?;
+        let plain = plain_sqlite(&dir.join("plain"), data, clients)?;
+        let full = full_path(&dir.join("medvault"), data, clients)?;
         let _ = std::fs::remove_dir_all(&dir);
         let plain_rate = resources as f64 / plain;
         let full_rate = resources as f64 / full;
@@ -348,15 +358,68 @@ fn machine() -> String {
     )
 }
 
-/// Baseline: the same JSON inserted into one table, same durability settings, no crypto or indexes.
-fn plain_sqlite(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+/// Baseline: the same JSON inserted into one table, same durability settings, no crypto or
+/// indexes. With several clients, each serializes its Bundle's rows on its own thread and
+/// then waits its turn at the one connection (SQLite has one writer).
+fn plain_sqlite(dir: &std::path::Path, data: &[Value], clients: usize) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
     let mut plain = dataset::Plain::open(&dir.join("plain.db"), false)?;
-    let start = Instant::now();
-    for bundle in data {
-        plain.insert_bundle(bundle, None, &mut [])?;
+    if clients == 1 {
+        let start = Instant::now();
+        for bundle in data {
+            plain.insert_bundle(bundle, None, &mut [])?;
+        }
+        return Ok(start.elapsed().as_secs_f64());
     }
+    let plain = std::sync::Mutex::new(plain);
+    let rng = SystemRandom::new();
+    let start = Instant::now();
+    each_concurrently(data, clients, |bundle| {
+        let rows = dataset::Plain::rows(bundle, &rng)?;
+        plain
+            .lock()
+            .map_err(|_| anyhow!("a client panicked"))?
+            .insert_rows(&rows)
+    })?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// Run `f` on every item, `clients` at a time, each client taking the next item not yet
+/// taken; the first error stops every client.
+fn each_concurrently<T: Sync>(
+    data: &[T],
+    clients: usize,
+    f: impl Fn(&T) -> Result<()> + Sync,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..clients)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    while !failed.load(Ordering::Relaxed) {
+                        let Some(item) = data.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                            return Ok(());
+                        };
+                        if let Err(e) = f(item) {
+                            failed.store(true, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client panicked")))
+            })
+            .collect::<Result<Vec<()>>>()
+            .map(drop)
+    })
 }
 
 /// A fresh data directory with a 1-of-1 vault, unsealed.
@@ -377,7 +440,7 @@ fn unsealed_vault(
 }
 
 /// medvault's full path, in process (no HTTP), through the same code the API uses.
-fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
+fn full_path(dir: &std::path::Path, data: &[Value], clients: usize) -> Result<f64> {
     let (dd, rng, vault) = unsealed_vault(dir)?;
     let vault = Arc::new(vault);
     let repo = Repository::new(
@@ -387,13 +450,33 @@ fn full_path(dir: &std::path::Path, data: &[Value]) -> Result<f64> {
         Arc::new(SystemClock),
         rng,
     );
-    let bundles: Vec<Value> = data.to_vec();
     let audit = Audit::system("bench");
-    let start = Instant::now();
-    for b in bundles {
-        repo.bundle(&audit, b, &medvault_server::access::Caller::Anonymous)
-            .map_err(|e| anyhow!("ingest failed: {e}"))?;
+    let anonymous = medvault_server::access::Caller::Anonymous;
+    if clients == 1 {
+        let bundles: Vec<Value> = data.to_vec();
+        let start = Instant::now();
+        for b in bundles {
+            repo.bundle(&audit, b, &anonymous)
+                .map_err(|e| anyhow!("ingest failed: {e}"))?;
+        }
+        return Ok(start.elapsed().as_secs_f64());
     }
+    // Each client's copy is taken before the clock starts, as above.
+    let bundles: Vec<std::sync::Mutex<Option<Value>>> = data
+        .iter()
+        .map(|b| std::sync::Mutex::new(Some(b.clone())))
+        .collect();
+    let start = Instant::now();
+    each_concurrently(&bundles, clients, |slot| {
+        let bundle = slot
+            .lock()
+            .ok()
+            .and_then(|mut b| b.take())
+            .ok_or_else(|| anyhow!("a Bundle was taken twice"))?;
+        repo.bundle(&audit, bundle, &anonymous)
+            .map(drop)
+            .map_err(|e| anyhow!("ingest failed: {e}"))
+    })?;
     Ok(start.elapsed().as_secs_f64())
 }
 
@@ -601,11 +684,11 @@ fn all(args: AllArgs) -> Result<()> {
     let scratch = args.scratch.clone();
     let (generated_ingest, care_ingest, aead, data, ledger) = blocking(move || {
         println!("== 1/5 ingest, generated Bundles");
-        let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5)?;
+        let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5, 1)?;
         println!();
         println!("== 2/5 ingest, carebundle Bundles");
         let care_ingest = match &carebundle {
-            Some(data) => Some(ingest(&scratch.join("care"), data, 5)?),
+            Some(data) => Some(ingest(&scratch.join("care"), data, 5, 1)?),
             None => {
                 println!("  skipped (no --carebundle)");
                 None
