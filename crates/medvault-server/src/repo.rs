@@ -383,6 +383,7 @@ impl Repository {
 
     /// Make sure the data key of the owner of `resource` exists or is in `pending`. Runs
     /// before `prepare`, so preparing (the expensive part) can run on several threads.
+    /// Returns the patient (bare id) the resource belongs to, empty for system data.
     pub(crate) fn ensure_dek(
         &self,
         keys: &Keys,
@@ -390,9 +391,11 @@ impl Repository {
         id: &str,
         resource: &Value,
         pending: &mut PendingKeys,
-    ) -> Result<()> {
-        let owner = keys.owner_token(&owner_of(rtype, id, resource));
-        self.dek(keys, &owner, Some(pending)).map(|_| ())
+    ) -> Result<String> {
+        let owner_name = owner_of(rtype, id, resource);
+        let owner = keys.owner_token(&owner_name);
+        self.dek(keys, &owner, Some(pending))?;
+        Ok(patient_of_owner(&owner_name))
     }
 
     /// The data key of `owner`. If none exists and `pending` is given, a new one is created
@@ -1174,18 +1177,33 @@ impl Repository {
                 return Ok(prepared.into_iter().map(|p| p.stored).collect());
             }
         }
+        self.prepare_again_locked(
+            keys,
+            audit,
+            prepared.into_iter().map(|p| p.stored).collect(),
+        )
+    }
+
+    /// The retry of a create-only transaction that lost a race: every write prepared
+    /// again from its resource, under the write lock, and committed.
+    fn prepare_again_locked(
+        &self,
+        keys: &Keys,
+        audit: &Audit,
+        creates: Vec<Stored>,
+    ) -> Result<Vec<Stored>> {
         let _guard = self.lock_writes();
         let now = self.clock.now_ms();
         let mut pending = PendingKeys::default();
-        let mut again = Vec::with_capacity(prepared.len());
-        for p in prepared {
+        let mut again = Vec::with_capacity(creates.len());
+        for s in creates {
             let Stored {
                 rtype,
                 id,
                 version,
                 resource,
                 ..
-            } = p.stored;
+            } = s;
             // Only creates are prepared unlocked, and a create always has its resource.
             let (Some(resource), 1) = (resource, version) else {
                 return Err(RepoError::Internal(
@@ -1202,6 +1220,130 @@ impl Repository {
 
 /// A write ready to commit (opaque outside this module).
 pub(crate) struct PreparedWrite(Prepared);
+
+impl Repository {
+    /// Commit a transaction of creates prepared without the write lock, preparing it
+    /// while it is written: `prepare` runs over `jobs` on another thread and each version
+    /// goes into the open store transaction as soon as it is ready, so the two cores
+    /// validate and encrypt on one side and write SQLite pages on the other, where the
+    /// plain path does one after the other. `events` (one "create" per job, in order,
+    /// naming the patient `ensure_dek` returned) go into the ledger in the same commit.
+    ///
+    /// Called from request threads, never from a rayon worker: the caller blocks while a
+    /// pool thread prepares (the pool's own threads never wait on each other this way).
+    ///
+    /// The first job that fails to prepare stops the commit (nothing is written) and is
+    /// the error. If the commit loses a race (a new owner's data key, or the ledger moved
+    /// on), every write is prepared again under the write lock, as in `commit_all`.
+    pub(crate) fn commit_pipelined<J: Send>(
+        &self,
+        keys: &Keys,
+        audit: &Audit,
+        jobs: Vec<J>,
+        events: Vec<Event>,
+        pending: &PendingKeys,
+        prepare: impl Fn(J) -> Result<PreparedWrite> + Sync,
+    ) -> Result<Vec<Stored>> {
+        let count = jobs.len();
+        if events.len() != count {
+            return Err(RepoError::Internal("one ledger event per write"));
+        }
+        let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
+        let mut stored: Vec<Stored> = Vec::with_capacity(count);
+        // Why a streamed commit stopped, when the reason is the repository's own.
+        let mut stopped: Option<RepoError> = None;
+        let (send, receive) = std::sync::mpsc::channel::<Result<PreparedWrite>>();
+        let committed = rayon::in_place_scope(|scope| {
+            // Owned here, so it can be dropped before the scope waits for the sender.
+            let receive = receive;
+            let prepare = &prepare;
+            scope.spawn(move |_| {
+                for job in jobs {
+                    let result = prepare(job);
+                    let failed = result.is_err();
+                    // The receiver is gone once the commit has ended early.
+                    if send.send(result).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+            let committed = self.ledger.commit_with(keys, audit, &events, |append| {
+                let mut next = || -> Option<medvault_store::Result<NewVersion>> {
+                    if stored.len() == count {
+                        return None;
+                    }
+                    let abandon = |why: RepoError, stopped: &mut Option<RepoError>| {
+                        *stopped = Some(why);
+                        Some(Err(StoreError::Abandoned))
+                    };
+                    let mut p = match receive.recv() {
+                        Ok(Ok(PreparedWrite(p))) => p,
+                        Ok(Err(e)) => return abandon(e, &mut stopped),
+                        // The preparing thread ended without an answer (it panicked).
+                        Err(_) => {
+                            return abandon(RepoError::Internal("worker panicked"), &mut stopped)
+                        }
+                    };
+                    // The ledger entry was written from the plan; the version must agree.
+                    let event = &events[stored.len()];
+                    if event.patient != p.patient
+                        || event.resource_id != p.stored.id
+                        || event.resource_type != p.stored.rtype
+                    {
+                        return abandon(RepoError::Internal("ledger event mismatch"), &mut stopped);
+                    }
+                    if let Some((name, bytes)) = p.blob.take() {
+                        match block_on(self.blobs.put(&name, bytes)) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return abandon(e.into(), &mut stopped),
+                            Err(e) => return abandon(e, &mut stopped),
+                        }
+                    }
+                    let new = std::mem::replace(&mut p.new, NewVersion::placeholder());
+                    stored.push(p.stored);
+                    Some(Ok(new))
+                };
+                self.store
+                    .commit_streamed(&new_keys, &mut next, append)
+                    .map_err(|e| match e {
+                        StoreError::Conflict => RepoError::Conflict,
+                        StoreError::LedgerConflict => RepoError::Ledger(LedgerError::Conflict),
+                        e => RepoError::Store(e),
+                    })
+            });
+            let result = match committed {
+                Err(RepoError::Conflict | RepoError::Ledger(LedgerError::Conflict)) => {
+                    // Collect the rest for the retry (the sender ends after the last job,
+                    // or after the first that fails, which is then the error).
+                    receive.iter().try_for_each(|result| {
+                        result.map(|PreparedWrite(p)| stored.push(p.stored))
+                    })?;
+                    Err(RepoError::Conflict)
+                }
+                other => other,
+            };
+            // A sender still preparing stops at its next send instead of finishing the job
+            // list for nobody.
+            drop(receive);
+            result
+        });
+        match committed {
+            Ok(()) => {
+                for (owner, (key, _)) in &pending.map {
+                    keys.cache_dek(owner.clone(), key.clone());
+                }
+                Ok(stored)
+            }
+            Err(RepoError::Conflict) if stored.len() == count => {
+                self.prepare_again_locked(keys, audit, stored)
+            }
+            Err(RepoError::Store(StoreError::Abandoned)) => {
+                Err(stopped.unwrap_or(RepoError::Internal("commit abandoned")))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// Split `a=b&c=d` into percent-decoded pairs (`+` is a space, as in forms).
 pub fn parse_query_string(query: &str) -> Vec<(String, String)> {

@@ -22,6 +22,9 @@ pub enum StoreError {
     Corrupt(&'static str),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The caller of a streamed commit stopped it (nothing was written).
+    #[error("the commit was abandoned by its writer")]
+    Abandoned,
 }
 
 /// Why a store operation could not run, for a precise answer to the client.

@@ -69,6 +69,16 @@ pub trait Store: Send + Sync {
         batch: &[NewVersion],
         ledger: &LedgerAppend,
     ) -> Result<()>;
+    /// `commit`, with the versions handed over one at a time by `next` while the
+    /// transaction is open, so a caller can still be preparing later versions while
+    /// earlier ones are written. `None` ends the batch; an `Err` from `next` rolls
+    /// everything back and is returned as the result.
+    fn commit_streamed(
+        &self,
+        keys: &[DataKeyRecord],
+        next: &mut dyn FnMut() -> Option<Result<NewVersion>>,
+        ledger: &LedgerAppend,
+    ) -> Result<()>;
     /// The current version of a resource (including a deletion marker).
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;
     /// One specific version.

@@ -148,6 +148,147 @@ impl SqliteStore {
         Ok(LogView { batches })
     }
 
+    /// `Store::commit` with the versions from an iterator: a slice, or a writer still
+    /// preparing later versions while earlier ones are written. An `Err` from the iterator
+    /// rolls everything back and is returned.
+    fn commit_from<V: std::borrow::Borrow<NewVersion>>(
+        &self,
+        keys: &[DataKeyRecord],
+        versions: impl Iterator<Item = Result<V>>,
+        ledger: &LedgerAppend,
+    ) -> Result<()> {
+        let mut conn = self.writer();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if !ledger.is_empty() {
+            append_ledger(&tx, ledger)?;
+        }
+        {
+            let mut add_key = tx.prepare_cached(
+                "INSERT OR IGNORE INTO data_key (owner, kek_version, wrapped) VALUES (?, ?, ?)",
+            )?;
+            let mut get_key = tx.prepare_cached("SELECT wrapped FROM data_key WHERE owner = ?")?;
+            for key in keys {
+                add_key.execute(params![key.owner, key.kek_version, key.wrapped])?;
+                let stored: Vec<u8> = get_key.query_row(params![key.owner], |r| r.get(0))?;
+                if stored != key.wrapped {
+                    return Err(StoreError::Conflict);
+                }
+            }
+        }
+        {
+            let mut current = tx.prepare_cached(
+                "SELECT seq, version, tokens FROM resource_version WHERE rtype = ? AND id = ? ORDER BY version DESC LIMIT 1",
+            )?;
+            let mut retire =
+                tx.prepare_cached("UPDATE resource_version SET is_current = 0 WHERE seq = ?")?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, blob_ref, tokens)
+                 VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
+            )?;
+            let mut postings = PostingStatements {
+                find: tx.prepare_cached(
+                    "SELECT first_seq, rest FROM search_posting WHERE token = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
+                )?,
+                drop: tx
+                    .prepare_cached("DELETE FROM search_posting WHERE token = ? AND first_seq = ?")?,
+                put: tx.prepare_cached(
+                    "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
+                )?,
+                log_find: tx.prepare_cached(
+                    "SELECT batch FROM posting_log WHERE batch <= ? ORDER BY batch DESC LIMIT 1",
+                )?,
+                log_read: tx.prepare_cached("SELECT data FROM posting_log WHERE batch = ?")?,
+                log_rows: HashMap::new(),
+                log_drop: tx.prepare_cached("DELETE FROM posting_log WHERE batch = ?")?,
+                log_put: tx.prepare_cached(
+                    "UPDATE posting_log SET rev = rev + 1, data = ? WHERE batch = ?",
+                )?,
+            };
+            let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
+            for entry in versions {
+                let entry = entry?;
+                let entry: &NewVersion = entry.borrow();
+                let r = &entry.record;
+                // A create needs no lookup: version 1 of an existing resource violates the
+                // UNIQUE (rtype, id, version) constraint, which is reported as Conflict.
+                let found: Option<(i64, i64, Option<Vec<u8>>)> = match entry.expected_current {
+                    None if r.version == 1 => None,
+                    _ => current
+                        .query_row(params![r.rtype, r.id], |row| {
+                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                        })
+                        .optional()?,
+                };
+                if found.as_ref().map(|f| f.1) != entry.expected_current {
+                    return Err(StoreError::Conflict);
+                }
+                if let Some((old_seq, _, old_tokens)) = found {
+                    retire.execute(params![old_seq])?;
+                    // A version written earlier in this same batch has its tokens still
+                    // queued; they must not be posted for a version that is no longer current.
+                    new_tokens.retain(|&(_, s)| s != old_seq);
+                    postings.retire(&old_tokens.unwrap_or_default(), old_seq)?;
+                }
+                let (body, blob_ref) = match &r.body {
+                    Some(Body::Inline(b)) => (Some(b.as_slice()), None),
+                    Some(Body::Blob(name)) => (None, Some(name.as_str())),
+                    None => (None, None),
+                };
+                let tokens: Option<Vec<u8>> = r
+                    .body
+                    .is_some()
+                    .then(|| entry.tokens.iter().flatten().copied().collect());
+                let inserted = insert.execute(params![
+                    r.rtype,
+                    r.id,
+                    r.version,
+                    r.body.is_none(),
+                    r.updated_ms,
+                    r.owner,
+                    body,
+                    blob_ref,
+                    tokens
+                ]);
+                match inserted {
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+                    {
+                        return Err(StoreError::Conflict)
+                    }
+                    other => other?,
+                };
+                let seq = tx.last_insert_rowid();
+                if r.body.is_some() {
+                    new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
+                }
+            }
+            // One log row for the whole commit: a sequential append, where posting each
+            // token to the blind index would dirty pages all over it.
+            new_tokens.sort_unstable();
+            new_tokens.dedup();
+            let mut batch = LogBatch::new();
+            for &(token, seq) in &new_tokens {
+                batch.entry(token).or_default().push(seq);
+            }
+            postings.flush_log()?;
+            if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
+                tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
+                    .execute(params![first, posting::encode_batch(&batch)])?;
+            }
+            let (rows, bytes): (i64, i64) = tx
+                .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            // Merged early if a few huge Bundles fill it: every search reads the whole log.
+            if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
+                merge_posting_log(&tx, &mut postings)?;
+            }
+        }
+        // With synchronous=FULL the commit is on disk when this returns.
+        tx.commit()?;
+        Ok(())
+    }
+
     fn writer(&self) -> MutexGuard<'_, Connection> {
         // A poisoned lock only means another thread panicked mid-call; SQLite rolled back
         // its open transaction, so the connection is still consistent.
@@ -924,134 +1065,16 @@ impl Store for SqliteStore {
         batch: &[NewVersion],
         ledger: &LedgerAppend,
     ) -> Result<()> {
-        let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !ledger.is_empty() {
-            append_ledger(&tx, ledger)?;
-        }
-        {
-            let mut add_key = tx.prepare_cached(
-                "INSERT OR IGNORE INTO data_key (owner, kek_version, wrapped) VALUES (?, ?, ?)",
-            )?;
-            let mut get_key = tx.prepare_cached("SELECT wrapped FROM data_key WHERE owner = ?")?;
-            for key in keys {
-                add_key.execute(params![key.owner, key.kek_version, key.wrapped])?;
-                let stored: Vec<u8> = get_key.query_row(params![key.owner], |r| r.get(0))?;
-                if stored != key.wrapped {
-                    return Err(StoreError::Conflict);
-                }
-            }
-        }
-        {
-            let mut current = tx.prepare_cached(
-                "SELECT seq, version, tokens FROM resource_version WHERE rtype = ? AND id = ? ORDER BY version DESC LIMIT 1",
-            )?;
-            let mut retire =
-                tx.prepare_cached("UPDATE resource_version SET is_current = 0 WHERE seq = ?")?;
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, blob_ref, tokens)
-                 VALUES (?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-            )?;
-            let mut postings = PostingStatements {
-                find: tx.prepare_cached(
-                    "SELECT first_seq, rest FROM search_posting WHERE token = ? AND first_seq <= ? ORDER BY first_seq DESC LIMIT 1",
-                )?,
-                drop: tx
-                    .prepare_cached("DELETE FROM search_posting WHERE token = ? AND first_seq = ?")?,
-                put: tx.prepare_cached(
-                    "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
-                )?,
-                log_find: tx.prepare_cached(
-                    "SELECT batch FROM posting_log WHERE batch <= ? ORDER BY batch DESC LIMIT 1",
-                )?,
-                log_read: tx.prepare_cached("SELECT data FROM posting_log WHERE batch = ?")?,
-                log_rows: HashMap::new(),
-                log_drop: tx.prepare_cached("DELETE FROM posting_log WHERE batch = ?")?,
-                log_put: tx.prepare_cached(
-                    "UPDATE posting_log SET rev = rev + 1, data = ? WHERE batch = ?",
-                )?,
-            };
-            let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
-            for entry in batch {
-                let r = &entry.record;
-                // A create needs no lookup: version 1 of an existing resource violates the
-                // UNIQUE (rtype, id, version) constraint, which is reported as Conflict.
-                let found: Option<(i64, i64, Option<Vec<u8>>)> = match entry.expected_current {
-                    None if r.version == 1 => None,
-                    _ => current
-                        .query_row(params![r.rtype, r.id], |row| {
-                            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                        })
-                        .optional()?,
-                };
-                if found.as_ref().map(|f| f.1) != entry.expected_current {
-                    return Err(StoreError::Conflict);
-                }
-                if let Some((old_seq, _, old_tokens)) = found {
-                    retire.execute(params![old_seq])?;
-                    // A version written earlier in this same batch has its tokens still
-                    // queued; they must not be posted for a version that is no longer current.
-                    new_tokens.retain(|&(_, s)| s != old_seq);
-                    postings.retire(&old_tokens.unwrap_or_default(), old_seq)?;
-                }
-                let (body, blob_ref) = match &r.body {
-                    Some(Body::Inline(b)) => (Some(b.as_slice()), None),
-                    Some(Body::Blob(name)) => (None, Some(name.as_str())),
-                    None => (None, None),
-                };
-                let tokens: Option<Vec<u8>> = r
-                    .body
-                    .is_some()
-                    .then(|| entry.tokens.iter().flatten().copied().collect());
-                let inserted = insert.execute(params![
-                    r.rtype,
-                    r.id,
-                    r.version,
-                    r.body.is_none(),
-                    r.updated_ms,
-                    r.owner,
-                    body,
-                    blob_ref,
-                    tokens
-                ]);
-                match inserted {
-                    Err(rusqlite::Error::SqliteFailure(e, _))
-                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-                    {
-                        return Err(StoreError::Conflict)
-                    }
-                    other => other?,
-                };
-                let seq = tx.last_insert_rowid();
-                if r.body.is_some() {
-                    new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
-                }
-            }
-            // One log row for the whole commit: a sequential append, where posting each
-            // token to the blind index would dirty pages all over it.
-            new_tokens.sort_unstable();
-            new_tokens.dedup();
-            let mut batch = LogBatch::new();
-            for &(token, seq) in &new_tokens {
-                batch.entry(token).or_default().push(seq);
-            }
-            postings.flush_log()?;
-            if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
-                tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
-                    .execute(params![first, posting::encode_batch(&batch)])?;
-            }
-            let (rows, bytes): (i64, i64) = tx
-                .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-            // Merged early if a few huge Bundles fill it: every search reads the whole log.
-            if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
-                merge_posting_log(&tx, &mut postings)?;
-            }
-        }
-        // With synchronous=FULL the commit is on disk when this returns.
-        tx.commit()?;
-        Ok(())
+        self.commit_from(keys, batch.iter().map(Ok), ledger)
+    }
+
+    fn commit_streamed(
+        &self,
+        keys: &[DataKeyRecord],
+        next: &mut dyn FnMut() -> Option<Result<NewVersion>>,
+        ledger: &LedgerAppend,
+    ) -> Result<()> {
+        self.commit_from(keys, std::iter::from_fn(next), ledger)
     }
 
     fn ledger_size(&self) -> Result<u64> {

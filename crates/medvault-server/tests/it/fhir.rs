@@ -360,6 +360,59 @@ async fn transaction_with_one_bad_entry_stores_nothing() {
     );
 }
 
+/// A large create-only transaction is written while later entries are still being
+/// prepared; one invalid entry in the middle must still leave nothing behind (no
+/// resource, no audit-ledger entry) and be the entry the error names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_create_only_transaction_with_one_bad_entry_stores_nothing() {
+    let h = Harness::unsealed();
+    let ledger_before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
+    let mut entries = vec![json!({
+        "fullUrl": "urn:uuid:6b0c4a8e-4b35-4c5e-9a3e-0a1c2b3d4e5f",
+        "resource": patient("Many", "Entries", "1970-01-01"),
+        "request": {"method": "POST", "url": "Patient"}
+    })];
+    for i in 1..40 {
+        let date = if i == 25 { "2024-13-01" } else { "2024-01-02" };
+        let mut obs = observation("x", "8867-4", date, 60 + i);
+        obs["subject"]["reference"] = json!("urn:uuid:6b0c4a8e-4b35-4c5e-9a3e-0a1c2b3d4e5f");
+        entries.push(json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}));
+    }
+    let r = h.call("POST", "/fhir", Some(tx(entries.clone()))).await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["expression"][0],
+        "Bundle.entry[25].resource.Observation.effectiveDateTime"
+    );
+    // Only the request's own summary entry (its outcome an error), no entry per write.
+    assert_eq!(
+        medvault_store::Store::ledger_size(&*h.data.store).unwrap(),
+        ledger_before + 1
+    );
+    for rtype in ["Patient", "Observation"] {
+        assert_eq!(
+            h.call("GET", &format!("/fhir/{rtype}/_history"), None)
+                .await
+                .json["total"],
+            0
+        );
+    }
+    // The same transaction without the bad entry commits whole: an entry per write, and
+    // the summary.
+    entries[25]["resource"]["effectiveDateTime"] = json!("2024-01-02");
+    let before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
+    let r = h.call("POST", "/fhir", Some(tx(entries))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        medvault_store::Store::ledger_size(&*h.data.store).unwrap(),
+        before + 41
+    );
+    assert_eq!(
+        h.call("GET", "/fhir/Observation?_count=1", None).await.json["total"],
+        39
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batch_reports_each_entry() {
     let h = Harness::unsealed();
@@ -1162,9 +1215,17 @@ fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
 
 /// The same race for transactions that only create: they are prepared without the write
 /// lock, and a transaction whose commit loses the race for a new owner's first data key is
-/// prepared again under the lock. Every transaction commits whole and reads back.
+/// prepared again under the lock. Every transaction commits whole and reads back. Small
+/// transactions are prepared before their commit; large ones (20 entries here) while it is
+/// written, so both ways lose the race and retry.
 #[test]
 fn concurrent_create_only_transactions_racing_for_a_new_owners_key_all_succeed() {
+    for size in [2, 20] {
+        create_only_transactions_race(size);
+    }
+}
+
+fn create_only_transactions_race(size: usize) {
     use std::sync::{Arc, Barrier};
     let h = Harness::unsealed();
     let audit = medvault_server::ledger::Audit::system("test");
@@ -1180,11 +1241,8 @@ fn concurrent_create_only_transactions_racing_for_a_new_owners_key_all_succeed()
                         "request": { "method": "POST", "url": "Observation" }
                     })
                 };
-                let bundle = json!({
-                    "resourceType": "Bundle",
-                    "type": "transaction",
-                    "entry": [entry("8867-4"), entry("8480-6")]
-                });
+                let codes = ["8867-4", "8480-6"];
+                let bundle = tx((0..size).map(|i| entry(codes[i % 2])).collect());
                 std::thread::spawn(move || {
                     barrier.wait();
                     repo.bundle(&audit, bundle, &medvault_server::access::Caller::Anonymous)
@@ -1197,7 +1255,7 @@ fn concurrent_create_only_transactions_racing_for_a_new_owners_key_all_succeed()
                 .unwrap()
                 .expect("a racing transaction must succeed");
             let entries = answer["entry"].as_array().unwrap();
-            assert_eq!(entries.len(), 2);
+            assert_eq!(entries.len(), size);
             for e in entries {
                 assert_eq!(e["response"]["status"], "201 Created");
                 let id = e["fullUrl"]

@@ -407,3 +407,65 @@ fn versions_replaced_within_one_batch_leave_no_token_rows() {
     assert_eq!(token_rows(&path, "Patient", "p2"), 0);
     assert_eq!(crate::common::token_pairs(&path).len(), 1);
 }
+
+#[test]
+fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() {
+    use medvault_store::{LedgerAppend, StoreError};
+    let (_dir, store) = open_store();
+    // Handed over one at a time: all three are written, in one commit.
+    let mut versions = vec![
+        create("Patient", "a", 1, &[tok(1)]),
+        create("Patient", "b", 2, &[tok(1)]),
+        create("Patient", "c", 3, &[tok(2)]),
+    ]
+    .into_iter();
+    store
+        .commit_streamed(
+            &[],
+            &mut || versions.next().map(Ok),
+            &LedgerAppend::default(),
+        )
+        .unwrap();
+    assert_eq!(
+        ids(&store
+            .search(&by_token("Patient", 1), 0, 10)
+            .unwrap()
+            .records),
+        ["a", "b"]
+    );
+    // The writer stops after handing over one version: its error is the result and the
+    // version it did hand over is not stored.
+    let mut handed = 0;
+    let r = store.commit_streamed(
+        &[],
+        &mut || {
+            handed += 1;
+            Some(match handed {
+                1 => Ok(create("Patient", "d", 4, &[tok(1)])),
+                _ => Err(StoreError::Abandoned),
+            })
+        },
+        &LedgerAppend::default(),
+    );
+    assert!(matches!(r, Err(StoreError::Abandoned)), "{r:?}");
+    assert_eq!(store.current("Patient", "d").unwrap(), None);
+    assert_eq!(
+        ids(&store
+            .search(&by_token("Patient", 1), 0, 10)
+            .unwrap()
+            .records),
+        ["a", "b"]
+    );
+    // A streamed version is checked like any other: a second version 1 is a Conflict.
+    let mut again = vec![
+        create("Patient", "e", 5, &[]),
+        create("Patient", "a", 6, &[]),
+    ]
+    .into_iter();
+    assert_conflict(store.commit_streamed(
+        &[],
+        &mut || again.next().map(Ok),
+        &LedgerAppend::default(),
+    ));
+    assert_eq!(store.current("Patient", "e").unwrap(), None);
+}
