@@ -682,7 +682,7 @@ fn all(args: AllArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.scratch)?;
     let scratch = args.scratch.clone();
-    let (generated_ingest, care_ingest, aead, data, ledger) = blocking(move || {
+    let (generated_ingest, care_ingest, care_two, aead, data, ledger) = blocking(move || {
         println!("== 1/5 ingest, generated Bundles");
         let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5, 1)?;
         println!();
@@ -694,6 +694,15 @@ fn all(args: AllArgs) -> Result<()> {
                 None
             }
         };
+        // The same with two clients at once on both sides, as a server sees an importer
+        // that keeps two Bundles in flight.
+        let care_two = match &carebundle {
+            Some(data) => {
+                println!();
+                Some(ingest(&scratch.join("care2"), data, 5, 2)?)
+            }
+            None => None,
+        };
         println!();
         println!("== 3/5 AEAD");
         let aead = aead::run(256)?;
@@ -704,7 +713,7 @@ fn all(args: AllArgs) -> Result<()> {
         println!();
         println!("== 5/5 ledger");
         let ledger = ledger_bench(&scratch.join("ledger"), args.entries, 1000)?;
-        Ok((generated_ingest, care_ingest, aead, data, ledger))
+        Ok((generated_ingest, care_ingest, care_two, aead, data, ledger))
     })?;
     let _ = std::fs::remove_dir_all(&args.scratch);
     if let Some(path) = &args.plot {
@@ -745,6 +754,18 @@ fn all(args: AllArgs) -> Result<()> {
             println!(
                 "| ingest vs peer, carebundle, median rounds | {:.0}/s | {:.0}/s {} (no validation, no crypto, no disk; {} resources) | {ratio:.2} | >= 1.5x | {} |",
                 c.median_full, p.resources_per_s_median, p.peer, p.resources, met(ratio >= 1.5)
+            );
+        }
+    }
+    if let Some(c) = &care_two {
+        println!(
+            "| ingest, carebundle, 2 clients at once on both sides | {:.0}/s | {:.0}/s plain SQLite | {:.2} (median) | (not a target) | |",
+            c.best_full, c.best_plain, c.median_ratio
+        );
+        if let Some(p) = &peer {
+            println!(
+                "| ingest vs peer, carebundle, medvault with 2 clients (the peer is one single-threaded process) | {:.0}/s | {:.0}/s {} | {:.2} | (not a target) | |",
+                c.median_full, p.resources_per_s_median, p.peer, c.median_full / p.resources_per_s_median
             );
         }
     }
