@@ -19,7 +19,7 @@
 # carebundle comes from the pinned, hashed tests/clients/python/requirements.txt, in the
 # virtualenv that tests/clients/run.sh uses: CACHE_DIR/venv-pyX.Y, with CACHE_DIR
 # $MEDVAULT_CLIENTS_CACHE or else target/clients-cache at the repository root (see
-# tests/clients/python/venv.sh). Nothing is written inside the source tree except there.
+# scripts/venv.sh). Nothing is written inside the source tree except there.
 #
 # Needs python3 (3.10 or later, with venv; MEDVAULT_CLIENTS_PYTHON names another), flock and
 # sha256sum on PATH, and PyPI on first use.
@@ -38,7 +38,8 @@ if [[ -e "$out" ]] && [[ -n "$(ls -A "$out")" ]]; then
     exit 2
 fi
 
-venv="$("$root/tests/clients/python/venv.sh" "$cache")"
+venv="$(MEDVAULT_PYTHON="${MEDVAULT_CLIENTS_PYTHON:-python3}" \
+    "$root/scripts/venv.sh" "$cache" "$root/tests/clients/python/requirements.txt")"
 
 echo "== carebundle generate --profile mixed --count $count --sex mixed --age-range 30-85 --seed $seed" >&2
 mkdir -p "$out"

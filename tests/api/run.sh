@@ -15,24 +15,11 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 base="${1:?usage: run.sh BASE_URL [CACHE_DIR]}"
 cache="${2:-$here/../../target/api-cache}"
-python="${MEDVAULT_API_PYTHON:-python3}"
-command -v "$python" >/dev/null || { echo "run.sh: $python is not on PATH" >&2; exit 1; }
+# The virtualenv (scripts/venv.sh; MEDVAULT_API_PYTHON names another python3).
+venv="$(MEDVAULT_PYTHON="${MEDVAULT_API_PYTHON:-python3}" \
+    "$here/../../scripts/venv.sh" "$cache" "$here/requirements.txt")"
 mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
-exec 9>"$cache/.lock"
-flock 9
-pyver="$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-venv="$cache/venv-py$pyver"
-want="$(sha256sum "$here/requirements.txt" | cut -c1-16)"
-if [[ ! -x "$venv/bin/st" || "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]]; then
-    echo "== installing schemathesis into $venv"
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        -r "$here/requirements.txt"
-    echo "$want" >"$venv/.installed"
-fi
-flock -u 9
 
 seed="${SCHEMATHESIS_SEED:-$RANDOM$RANDOM}"
 echo "== schemathesis against $base/openapi.json (SCHEMATHESIS_SEED=$seed)"

@@ -28,8 +28,8 @@ mkdir -p "$cache"
 cache="$(cd "$cache" && pwd)"
 
 # -- Python: a virtualenv keyed by the interpreter's version, installed from hashed pins
-# (python/venv.sh, which scripts/bench-data.sh shares; it takes the cache's lock itself).
-venv="$("$here/python/venv.sh" "$cache")"
+# (scripts/venv.sh, which scripts/bench-data.sh shares; it takes the cache's lock itself).
+venv="$(MEDVAULT_PYTHON="$python" "$here/../../scripts/venv.sh" "$cache" "$here/python/requirements.txt")"
 
 # One installer at a time per cache (two test runs may share a target directory).
 exec 9>"$cache/.lock"

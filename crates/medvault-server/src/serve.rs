@@ -64,6 +64,24 @@ pub struct ServeOptions {
     pub header_read_timeout: std::time::Duration,
 }
 
+impl ServeOptions {
+    /// Options with the secure defaults: listen on `listen`, no TLS (so only a loopback
+    /// address is accepted), every `danger_` switch off, no alert webhook, the default read
+    /// limits and header timeout. Change the fields that differ.
+    pub fn new(listen: SocketAddr) -> ServeOptions {
+        ServeOptions {
+            listen,
+            public_url: None,
+            tls: None,
+            danger_allow_plain_http: false,
+            danger_no_auth: false,
+            alert_webhook: None,
+            read_limits: crate::limits::ReadLimits::default(),
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        }
+    }
+}
+
 /// HTTP/1.1: a request's header must arrive within the timeout. HTTP/2: keep-alive pings
 /// drop peers that stop answering (an HTTP/2 connection that stays idle but answers pings is
 /// not cut off; request bodies of both are bounded by the body deadline middleware). A macro

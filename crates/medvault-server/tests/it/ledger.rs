@@ -525,14 +525,8 @@ async fn a_running_server_finds_a_tampered_ledger_and_calls_the_webhook() {
     });
 
     let opts = ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        tls: None,
-        danger_allow_plain_http: false,
-        danger_no_auth: false,
         alert_webhook: Some(hook_url),
-        read_limits: Default::default(),
-        header_read_timeout: medvault_server::HEADER_READ_TIMEOUT,
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap())
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move { serve(repo, opts, |_, _| {}).await });

@@ -29,17 +29,11 @@ async fn serves_https_on_loopback() {
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let opts = ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
         tls: Some(TlsFiles {
             cert: cert_path.clone(),
             key: key_path,
         }),
-        danger_allow_plain_http: false,
-        danger_no_auth: false,
-        alert_webhook: None,
-        read_limits: Default::default(),
-        header_read_timeout: medvault_server::HEADER_READ_TIMEOUT,
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap())
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move {
@@ -94,14 +88,8 @@ async fn clients_too_slow_to_send_a_header_are_disconnected() {
     let h = Harness::unsealed();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let opts = ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        public_url: None,
-        tls: None,
-        danger_allow_plain_http: false,
-        danger_no_auth: false,
-        alert_webhook: None,
-        read_limits: Default::default(),
         header_read_timeout: Duration::from_millis(500),
+        ..ServeOptions::new("127.0.0.1:0".parse().unwrap())
     };
     let repo = h.repo.clone();
     let server = tokio::spawn(async move {
