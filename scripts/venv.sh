@@ -5,7 +5,8 @@
 #   scripts/venv.sh CACHE_DIR REQUIREMENTS
 #
 # The virtualenv is CACHE_DIR/venv-pyX.Y, keyed by the interpreter's version, and is
-# reinstalled when REQUIREMENTS changes. A requirements file with hashes is installed with
+# reinstalled when REQUIREMENTS changes: one CACHE_DIR holds the venv of one requirements
+# file (callers use their own). A requirements file with hashes is installed with
 # --require-hashes. CACHE_DIR/.lock serializes installers sharing the cache (hold no flock on
 # that file while calling this). Progress goes to stderr.
 #
@@ -37,7 +38,7 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$venv/.installed" 2>/dev/null)" != "$wa
     rm -rf "$venv"
     "$python" -m venv "$venv" >&2
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "${hashes[@]}" -r "$requirements" >&2
+        ${hashes[@]+"${hashes[@]}"} -r "$requirements" >&2
     echo "$want" >"$venv/.installed"
 fi
 flock -u 9

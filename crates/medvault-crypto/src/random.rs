@@ -14,11 +14,11 @@ pub trait Random: Send + Sync {
 
 /// Operating-system randomness (wraps [`ring::rand::SystemRandom`]).
 ///
-/// Requests up to [`SMALL`] bytes (nonces, salts, ids: several per stored resource) are
-/// served from a pool filled from the OS [`POOL`] bytes at a time, so they cost a copy rather
-/// than a `getrandom` system call each. Every pooled byte is handed out once and zeroed as
-/// it is, so what the pool still holds is only output nobody has seen yet; larger requests
-/// (keys, shares) go to the OS directly.
+/// Requests up to [`SMALL`] bytes (nonces, salts, ids, 32-byte keys: several per stored
+/// resource) are served from a pool filled from the OS [`POOL`] bytes at a time, so they cost
+/// a copy rather than a `getrandom` system call each. Every pooled byte is handed out once
+/// and zeroed as it is, so what the pool holds is only OS output nobody has been given yet
+/// (on the heap, zeroed when dropped). Larger requests go to the OS directly.
 pub struct SystemRandom {
     os: ring::rand::SystemRandom,
     pool: Mutex<Pool>,
@@ -30,7 +30,8 @@ pub const SMALL: usize = 64;
 pub const POOL: usize = 4096;
 
 struct Pool {
-    bytes: zeroize::Zeroizing<[u8; POOL]>,
+    /// Boxed, so moving a `SystemRandom` leaves no copy of unused bytes behind.
+    bytes: zeroize::Zeroizing<Box<[u8]>>,
     /// Bytes before `used` have been handed out (and zeroed).
     used: usize,
 }
@@ -42,7 +43,7 @@ impl SystemRandom {
             os: ring::rand::SystemRandom::new(),
             // Starts empty: the first small request fills it.
             pool: Mutex::new(Pool {
-                bytes: zeroize::Zeroizing::new([0u8; POOL]),
+                bytes: zeroize::Zeroizing::new(vec![0u8; POOL].into_boxed_slice()),
                 used: POOL,
             }),
         }
@@ -66,9 +67,10 @@ impl Random for SystemRandom {
         if dest.len() > SMALL {
             return self.os.fill(dest).map_err(|_| CryptoError::Random);
         }
-        // A poisoned lock: another thread panicked while copying out of the pool. `used`
-        // only moves forward after the bytes are zeroed, so the worst case is a zeroed
-        // stretch marked unused, which the check below cannot hand out: refill instead.
+        // A poisoned lock: another thread panicked while holding it, though nothing between
+        // the copy and `used` moving on can panic. Bytes are handed out only below from
+        // `used` on, and `used` is reset only after a successful refill, so no stretch can
+        // be handed out twice either way.
         let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if POOL - pool.used < dest.len() {
             self.os

@@ -491,8 +491,11 @@ fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// From this many writes a create-only transaction is prepared while it is written.
+/// From this many writes up to `PIPELINE_MAX`, a create-only transaction is prepared while
+/// it is written. Above it, preparing would hold the ledger and the store's writer for too
+/// long (every recorded request, reads included, waits for the ledger).
 const PIPELINE_MIN: usize = 16;
+const PIPELINE_MAX: usize = 1_000;
 
 /// Below this many writes a transaction is prepared on the calling thread. Measured with
 /// `medvault bench ingest` on 2 cores: Bundles of about 45 entries were slower prepared
@@ -571,7 +574,7 @@ fn prepare_all(
     now: i64,
     pending: &PendingKeys,
 ) -> Result<Vec<(usize, PreparedWrite, bool)>> {
-    let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
+    let prepare_one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
         match w {
             Work::Ready(index, p) => Ok((index, *p, false)),
             Work::Job(j) => {
@@ -583,6 +586,11 @@ fn prepare_all(
                 Ok((j.index, p, j.created))
             }
         }
+    };
+    let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
+        // A panic while preparing is this entry's internal error, on whichever thread.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_one(w)))
+            .unwrap_or(Err(RepoError::Internal("preparation panicked")))
     };
     if cores() < 2 || work.len() < PARALLEL_MIN {
         return work.into_iter().map(one).collect();
@@ -631,14 +639,18 @@ fn run_transaction(
     gate: Gate<'_>,
 ) -> Result<Value> {
     let keys = repo.keys()?;
-    // A transaction that only creates (and reads) depends on nothing another writer could
-    // change between its planning and its commit: its ids are new. It is planned and
-    // prepared without the write lock, beside other writers' commits; see
-    // `Repository::commit_all` for the one race it can lose. Updates, deletes and
-    // conditional creates read what they replace or match, so they hold the lock throughout.
-    let locked = entries
-        .iter()
-        .any(|e| matches!(e.method, Method::Put | Method::Delete) || e.if_none_exist.is_some());
+    // A transaction that only creates depends on nothing another writer could change
+    // between its planning and its commit: its ids are new. It is planned and prepared
+    // without the write lock, beside other writers' commits; see `Repository::commit_all`
+    // for the one race it can lose. Updates, deletes and conditional creates read what they
+    // replace or match, so they hold the lock throughout; so do a signed-in caller's reads,
+    // which are decided at planning and answered after the commit (without the lock another
+    // writer could move the resource to a patient the decision never saw).
+    let locked = entries.iter().any(|e| {
+        matches!(e.method, Method::Put | Method::Delete)
+            || e.if_none_exist.is_some()
+            || (e.method == Method::Get && gate.is_some())
+    });
     let _guard = locked.then(|| repo.lock_writes());
     let now = repo.clock().now_ms();
 
@@ -805,19 +817,16 @@ fn run_transaction(
     }
     // A large create-only transaction is prepared while it is written (its writes are all
     // creates, so every item of `work` is a Job).
-    if !locked && first_err.is_none() && work.len() >= PIPELINE_MIN {
+    if !locked && first_err.is_none() && (PIPELINE_MIN..=PIPELINE_MAX).contains(&work.len()) {
         let jobs: Vec<Job> = work
             .into_iter()
-            .filter_map(|w| match w {
-                Work::Job(j) => Some(j),
-                Work::Ready(..) => None,
+            .map(|w| match w {
+                Work::Job(j) => Ok(j),
+                Work::Ready(..) => Err(RepoError::Internal(
+                    "a create-only transaction with a delete",
+                )),
             })
-            .collect();
-        if jobs.len() != patients.len() {
-            return Err(RepoError::Internal(
-                "a create-only transaction with a delete",
-            ));
-        }
+            .collect::<Result<_>>()?;
         let events = jobs
             .iter()
             .zip(&patients)

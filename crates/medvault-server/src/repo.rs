@@ -1221,16 +1221,84 @@ impl Repository {
 /// A write ready to commit (opaque outside this module).
 pub(crate) struct PreparedWrite(Prepared);
 
+/// The writes of a pipelined commit, shared by the writing thread and one helper: each job
+/// is prepared once, by whichever thread claims it first (claims go in entry order), and its
+/// result waits in its slot until the writer takes it. A writer that finds its next result
+/// not ready prepares the next unclaimed job itself instead of sleeping, so neither thread
+/// waits for the other except on the one job the other is finishing.
+struct Pipeline<J> {
+    jobs: Vec<Mutex<Option<J>>>,
+    results: Vec<Mutex<Option<Result<PreparedWrite>>>>,
+    /// The next job no thread has claimed.
+    next: std::sync::atomic::AtomicUsize,
+    /// Set when a job fails or the commit ends early: nothing more is claimed.
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl<J> Pipeline<J> {
+    fn new(jobs: Vec<J>) -> Pipeline<J> {
+        Pipeline {
+            results: jobs.iter().map(|_| Mutex::new(None)).collect(),
+            jobs: jobs.into_iter().map(|j| Mutex::new(Some(j))).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Claim and prepare the next job; false when none is left to claim. A job that fails
+    /// stops further claims: every job before it is already claimed, so the first failing
+    /// entry is still found. A panic while preparing becomes that job's error (a slot left
+    /// empty would keep the writer waiting for it).
+    fn help(&self, prepare: &(impl Fn(J) -> Result<PreparedWrite> + Sync)) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(job) = self.jobs.get(i).and_then(|j| lock(j).take()) else {
+            return false;
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(job)))
+            .unwrap_or(Err(RepoError::Internal("preparation panicked")));
+        if result.is_err() {
+            self.stop.store(true, Ordering::Relaxed);
+        }
+        *lock(&self.results[i]) = Some(result);
+        true
+    }
+
+    /// Job `k`'s result, preparing unclaimed jobs while it is not ready. Only asked in order,
+    /// and never past a failed job, so job `k` has been claimed or is claimable.
+    fn take(
+        &self,
+        k: usize,
+        prepare: &(impl Fn(J) -> Result<PreparedWrite> + Sync),
+    ) -> Result<PreparedWrite> {
+        loop {
+            if let Some(result) = lock(&self.results[k]).take() {
+                return result;
+            }
+            if !self.help(prepare) {
+                // The other thread is finishing job `k`.
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// A mutex whose poisoning is ignored: a panic is recorded as a job's error above, and the
+/// slots hold plain values.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Repository {
     /// Commit a transaction of creates prepared without the write lock, preparing it
-    /// while it is written: `prepare` runs over `jobs` on another thread and each version
-    /// goes into the open store transaction as soon as it is ready, so the two cores
-    /// validate and encrypt on one side and write SQLite pages on the other, where the
-    /// plain path does one after the other. `events` (one "create" per job, in order,
-    /// naming the patient `ensure_dek` returned) go into the ledger in the same commit.
-    ///
-    /// Called from request threads, never from a rayon worker: the caller blocks while a
-    /// pool thread prepares (the pool's own threads never wait on each other this way).
+    /// while it is written: the calling thread feeds each version into the open store
+    /// transaction as soon as it is ready, while a pool thread prepares (validates and
+    /// encrypts) the following ones, so the two cores validate and encrypt on one side and
+    /// write SQLite pages on the other, where the plain path does one after the other.
+    /// `events` (one "create" per job, in order, naming the patient `ensure_dek` returned)
+    /// go into the ledger in the same commit.
     ///
     /// The first job that fails to prepare stops the commit (nothing is written) and is
     /// the error. If the commit loses a race (a new owner's data key, or the ledger moved
@@ -1249,43 +1317,29 @@ impl Repository {
             return Err(RepoError::Internal("one ledger event per write"));
         }
         let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
+        let pipeline = Pipeline::new(jobs);
         let mut stored: Vec<Stored> = Vec::with_capacity(count);
         // Why a streamed commit stopped, when the reason is the repository's own.
         let mut stopped: Option<RepoError> = None;
-        let (send, receive) = std::sync::mpsc::channel::<Result<PreparedWrite>>();
         let committed = rayon::in_place_scope(|scope| {
-            // Owned here, so it can be dropped before the scope waits for the sender.
-            let receive = receive;
-            let prepare = &prepare;
-            scope.spawn(move |_| {
-                for job in jobs {
-                    let result = prepare(job);
-                    let failed = result.is_err();
-                    // The receiver is gone once the commit has ended early.
-                    if send.send(result).is_err() || failed {
-                        break;
-                    }
-                }
-            });
+            let (pipeline, prepare) = (&pipeline, &prepare);
+            scope.spawn(move |_| while pipeline.help(prepare) {});
             let committed = self.ledger.commit_with(keys, audit, &events, |append| {
                 let mut next = || -> Option<medvault_store::Result<NewVersion>> {
-                    if stored.len() == count {
+                    let k = stored.len();
+                    if k == count {
                         return None;
                     }
                     let abandon = |why: RepoError, stopped: &mut Option<RepoError>| {
                         *stopped = Some(why);
                         Some(Err(StoreError::Abandoned))
                     };
-                    let mut p = match receive.recv() {
-                        Ok(Ok(PreparedWrite(p))) => p,
-                        Ok(Err(e)) => return abandon(e, &mut stopped),
-                        // The preparing thread ended without an answer (it panicked).
-                        Err(_) => {
-                            return abandon(RepoError::Internal("worker panicked"), &mut stopped)
-                        }
+                    let mut p = match pipeline.take(k, prepare) {
+                        Ok(PreparedWrite(p)) => p,
+                        Err(e) => return abandon(e, &mut stopped),
                     };
                     // The ledger entry was written from the plan; the version must agree.
-                    let event = &events[stored.len()];
+                    let event = &events[k];
                     if event.patient != p.patient
                         || event.resource_id != p.stored.id
                         || event.resource_type != p.stored.rtype
@@ -1311,21 +1365,21 @@ impl Repository {
                         e => RepoError::Store(e),
                     })
             });
-            let result = match committed {
+            match committed {
                 Err(RepoError::Conflict | RepoError::Ledger(LedgerError::Conflict)) => {
-                    // Collect the rest for the retry (the sender ends after the last job,
-                    // or after the first that fails, which is then the error).
-                    receive.iter().try_for_each(|result| {
-                        result.map(|PreparedWrite(p)| stored.push(p.stored))
-                    })?;
+                    // The rest, for the retry (a job that fails now is the error).
+                    for k in stored.len()..count {
+                        let PreparedWrite(p) = pipeline.take(k, prepare)?;
+                        stored.push(p.stored);
+                    }
                     Err(RepoError::Conflict)
                 }
-                other => other,
-            };
-            // A sender still preparing stops at its next send instead of finishing the job
-            // list for nobody.
-            drop(receive);
-            result
+                other => {
+                    // Ended: the helper claims nothing more (the scope waits for its job).
+                    pipeline.stop.store(true, Ordering::Relaxed);
+                    other
+                }
+            }
         });
         match committed {
             Ok(()) => {

@@ -361,10 +361,10 @@ async fn transaction_with_one_bad_entry_stores_nothing() {
 }
 
 /// A large create-only transaction is written while later entries are still being
-/// prepared; one invalid entry in the middle must still leave nothing behind (no
-/// resource, no audit-ledger entry) and be the entry the error names.
+/// prepared; invalid entries in the middle must still leave nothing behind (no
+/// resource, no audit-ledger entry), and the first of them is the entry the error names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_create_only_transaction_with_one_bad_entry_stores_nothing() {
+async fn large_create_only_transaction_with_bad_entries_stores_nothing() {
     let h = Harness::unsealed();
     let ledger_before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
     let mut entries = vec![json!({
@@ -372,8 +372,13 @@ async fn large_create_only_transaction_with_one_bad_entry_stores_nothing() {
         "resource": patient("Many", "Entries", "1970-01-01"),
         "request": {"method": "POST", "url": "Patient"}
     })];
+    // Two bad entries: the first one (by index) is the error, whichever thread met which.
     for i in 1..40 {
-        let date = if i == 25 { "2024-13-01" } else { "2024-01-02" };
+        let date = if i == 25 || i == 33 {
+            "2024-13-01"
+        } else {
+            "2024-01-02"
+        };
         let mut obs = observation("x", "8867-4", date, 60 + i);
         obs["subject"]["reference"] = json!("urn:uuid:6b0c4a8e-4b35-4c5e-9a3e-0a1c2b3d4e5f");
         entries.push(json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}));
@@ -400,6 +405,7 @@ async fn large_create_only_transaction_with_one_bad_entry_stores_nothing() {
     // The same transaction without the bad entry commits whole: an entry per write, and
     // the summary.
     entries[25]["resource"]["effectiveDateTime"] = json!("2024-01-02");
+    entries[33]["resource"]["effectiveDateTime"] = json!("2024-01-02");
     let before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
     let r = h.call("POST", "/fhir", Some(tx(entries))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);

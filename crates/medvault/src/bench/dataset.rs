@@ -273,9 +273,6 @@ fn record_full(answer: &Value, want: &[(usize, usize)], picked: &mut [Sample]) -
     Ok(())
 }
 
-/// The baseline: the same JSON in one SQLite table, same durability settings as medvault
-/// (WAL, `synchronous=FULL`), one transaction per Bundle, no validation, crypto or search
-/// index. Used by `bench ingest` too.
 /// One baseline row: type, id and resource JSON.
 pub(super) struct PlainRow {
     rtype: String,
@@ -283,6 +280,9 @@ pub(super) struct PlainRow {
     json: Vec<u8>,
 }
 
+/// The baseline: the same JSON in one SQLite table, same durability settings as medvault
+/// (WAL, `synchronous=FULL`), one transaction per Bundle, no validation, crypto or search
+/// index. Used by `bench ingest` too.
 pub(super) struct Plain {
     conn: rusqlite::Connection,
     rng: SystemRandom,

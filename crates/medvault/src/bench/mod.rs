@@ -466,8 +466,11 @@ fn full_path(dir: &std::path::Path, data: &[Value], clients: usize) -> Result<f6
         .iter()
         .map(|b| std::sync::Mutex::new(Some(b.clone())))
         .collect();
+    // The clients' threads enter the runtime the blob store needs (large resources).
+    let runtime = tokio::runtime::Handle::current();
     let start = Instant::now();
     each_concurrently(&bundles, clients, |slot| {
+        let _runtime = runtime.enter();
         let bundle = slot
             .lock()
             .ok()
