@@ -1224,8 +1224,9 @@ pub(crate) struct PreparedWrite(Prepared);
 /// The writes of a pipelined commit, shared by the writing thread and one helper: each job
 /// is prepared once, by whichever thread claims it first (claims go in entry order), and its
 /// result waits in its slot until the writer takes it. A writer that finds its next result
-/// not ready prepares the next unclaimed job itself instead of sleeping, so neither thread
-/// waits for the other except on the one job the other is finishing.
+/// not ready prepares the next unclaimed job itself instead of sleeping, so it only ever
+/// waits for the one job the other thread is finishing (asleep, not spinning: with several
+/// transactions at once there are more threads than cores).
 struct Pipeline<J> {
     jobs: Vec<Mutex<Option<J>>>,
     results: Vec<Mutex<Option<Result<PreparedWrite>>>>,
@@ -1233,6 +1234,9 @@ struct Pipeline<J> {
     next: std::sync::atomic::AtomicUsize,
     /// Set when a job fails or the commit ends early: nothing more is claimed.
     stop: std::sync::atomic::AtomicBool,
+    /// A writer waiting for a result: how many, and where they sleep.
+    waiting: std::sync::atomic::AtomicUsize,
+    ready: (Mutex<()>, std::sync::Condvar),
 }
 
 impl<J> Pipeline<J> {
@@ -1242,6 +1246,8 @@ impl<J> Pipeline<J> {
             jobs: jobs.into_iter().map(|j| Mutex::new(Some(j))).collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
             stop: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            ready: (Mutex::new(()), std::sync::Condvar::new()),
         }
     }
 
@@ -1263,6 +1269,12 @@ impl<J> Pipeline<J> {
             self.stop.store(true, Ordering::Relaxed);
         }
         *lock(&self.results[i]) = Some(result);
+        // The slot is filled before `waiting` is read, and a writer counts itself before it
+        // looks at the slot: either it sees the result or it is woken here.
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            let _guard = lock(&self.ready.0);
+            self.ready.1.notify_all();
+        }
         true
     }
 
@@ -1277,10 +1289,23 @@ impl<J> Pipeline<J> {
             if let Some(result) = lock(&self.results[k]).take() {
                 return result;
             }
-            if !self.help(prepare) {
-                // The other thread is finishing job `k`.
-                std::thread::yield_now();
+            if self.help(prepare) {
+                continue;
             }
+            // The other thread is finishing job `k`: sleep until a result is stored.
+            let guard = lock(&self.ready.0);
+            self.waiting.fetch_add(1, Ordering::SeqCst);
+            if let Some(result) = lock(&self.results[k]).take() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                return result;
+            }
+            // A timeout only as a backstop; every stored result wakes the writer.
+            let _woken = self
+                .ready
+                .1
+                .wait_timeout(guard, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
