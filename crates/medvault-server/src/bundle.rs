@@ -16,7 +16,7 @@ use crate::ledger::{Audit, Event};
 use crate::outcome;
 use crate::repo::{
     check_if_match, new_uuid, parse_query_string, patient_of_resource, patient_of_stored,
-    PendingKeys, PreparedWrite, RepoError, Repository, Result, Stored,
+    unless_panic, PendingKeys, PreparedWrite, RepoError, Repository, Result, Stored,
 };
 use crate::vault::Keys;
 
@@ -566,6 +566,20 @@ fn plan_write(
     Ok(())
 }
 
+/// Validate, encrypt and index one planned write; its errors name its entry.
+fn prepare_job(
+    repo: &Repository,
+    keys: &Keys,
+    j: Job,
+    now: i64,
+    pending: &PendingKeys,
+) -> Result<PreparedWrite> {
+    repo.prepare_version(
+        keys, &j.rtype, &j.id, j.version, j.expected, j.resource, now, pending,
+    )
+    .map_err(|err| in_entry(j.index, err))
+}
+
 /// Prepare every write, in entry order; the first failing entry (by index) is the error.
 fn prepare_all(
     repo: &Repository,
@@ -574,23 +588,16 @@ fn prepare_all(
     now: i64,
     pending: &PendingKeys,
 ) -> Result<Vec<(usize, PreparedWrite, bool)>> {
-    let prepare_one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
+    let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
         match w {
             Work::Ready(index, p) => Ok((index, *p, false)),
             Work::Job(j) => {
-                let p = repo
-                    .prepare_version(
-                        keys, &j.rtype, &j.id, j.version, j.expected, j.resource, now, pending,
-                    )
-                    .map_err(|err| in_entry(j.index, err))?;
-                Ok((j.index, p, j.created))
+                let (index, created) = (j.index, j.created);
+                // A panic while preparing is this entry's internal error, on whichever thread.
+                let p = unless_panic(|| prepare_job(repo, keys, j, now, pending))?;
+                Ok((index, p, created))
             }
         }
-    };
-    let one = |w: Work| -> Result<(usize, PreparedWrite, bool)> {
-        // A panic while preparing is this entry's internal error, on whichever thread.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare_one(w)))
-            .unwrap_or(Err(RepoError::Internal("preparation panicked")))
     };
     if cores() < 2 || work.len() < PARALLEL_MIN {
         return work.into_iter().map(one).collect();
@@ -836,10 +843,7 @@ fn run_transaction(
             .collect();
         let slots: Vec<(usize, bool)> = jobs.iter().map(|j| (j.index, j.created)).collect();
         let stored = repo.commit_pipelined(&keys, audit, jobs, events, &pending, |j: Job| {
-            repo.prepare_version(
-                &keys, &j.rtype, &j.id, j.version, j.expected, j.resource, now, &pending,
-            )
-            .map_err(|err| in_entry(j.index, err))
+            prepare_job(repo, &keys, j, now, &pending)
         })?;
         let mut write_slot = vec![None; entries.len()];
         for (slot, (index, created)) in slots.into_iter().enumerate() {

@@ -1263,8 +1263,7 @@ impl<J> Pipeline<J> {
         let Some(job) = self.jobs.get(i).and_then(|j| lock(j).take()) else {
             return false;
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(job)))
-            .unwrap_or(Err(RepoError::Internal("preparation panicked")));
+        let result = unless_panic(|| prepare(job));
         if result.is_err() {
             self.stop.store(true, Ordering::Relaxed);
         }
@@ -1308,6 +1307,13 @@ impl<J> Pipeline<J> {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
+}
+
+/// `f()`, with a panic turned into an internal error: for preparation on pool threads, whose
+/// panics would otherwise surface on the request's thread or leave a pipeline slot empty.
+pub(crate) fn unless_panic<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or(Err(RepoError::Internal("preparation panicked")))
 }
 
 /// A mutex whose poisoning is ignored: a panic is recorded as a job's error above, and the
