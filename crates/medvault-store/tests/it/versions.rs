@@ -412,6 +412,10 @@ fn versions_replaced_within_one_batch_leave_no_token_rows() {
 fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() {
     use medvault_store::{LedgerAppend, StoreError};
     let (_dir, store) = open_store();
+    let with_token_1 = |store: &medvault_store::SqliteStore| -> Vec<String> {
+        let page = store.search(&by_token("Patient", 1), 0, 10).unwrap();
+        ids(&page.records).into_iter().map(String::from).collect()
+    };
     // Handed over one at a time: all three are written, in one commit.
     let mut versions = vec![
         create("Patient", "a", 1, &[tok(1)]),
@@ -426,13 +430,7 @@ fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() 
             &LedgerAppend::default(),
         )
         .unwrap();
-    assert_eq!(
-        ids(&store
-            .search(&by_token("Patient", 1), 0, 10)
-            .unwrap()
-            .records),
-        ["a", "b"]
-    );
+    assert_eq!(with_token_1(&store), ["a", "b"]);
     // The writer stops after handing over one version: its error is the result and the
     // version it did hand over is not stored.
     let mut handed = 0;
@@ -449,13 +447,7 @@ fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() 
     );
     assert!(matches!(r, Err(StoreError::Abandoned)), "{r:?}");
     assert_eq!(store.current("Patient", "d").unwrap(), None);
-    assert_eq!(
-        ids(&store
-            .search(&by_token("Patient", 1), 0, 10)
-            .unwrap()
-            .records),
-        ["a", "b"]
-    );
+    assert_eq!(with_token_1(&store), ["a", "b"]);
     // A streamed version is checked like any other: a second version 1 is a Conflict.
     let mut again = vec![
         create("Patient", "e", 5, &[]),
