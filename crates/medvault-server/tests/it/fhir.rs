@@ -1189,27 +1189,14 @@ async fn search_parameters_on_a_create_are_refused_not_ignored() {
 /// with the stored key. Every create succeeds and reads back.
 #[test]
 fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
-    use std::sync::{Arc, Barrier};
     let h = Harness::unsealed();
-    let audit = medvault_server::ledger::Audit::system("test");
     for round in 0..5 {
-        let barrier = Arc::new(Barrier::new(8));
-        let writers: Vec<_> = (0..8)
-            .map(|_| {
-                let (repo, barrier, audit) = (h.repo.clone(), barrier.clone(), audit.clone());
-                let resource =
-                    observation(&format!("new-owner-{round}"), "8867-4", "2024-01-02", 70);
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    repo.create(&audit, "Observation", resource, None)
-                })
-            })
-            .collect();
-        for writer in writers {
-            let written = writer
-                .join()
-                .unwrap()
-                .expect("a racing create must succeed");
+        let written = all_at_once(&h, |_, repo, audit| {
+            let resource = observation(&format!("new-owner-{round}"), "8867-4", "2024-01-02", 70);
+            move || repo.create(&audit, "Observation", resource, None)
+        });
+        for written in written {
+            let written = written.expect("a racing create must succeed");
             let read = h.repo.read("Observation", &written.stored.id).unwrap();
             assert_eq!(
                 read.resource.unwrap()["subject"]["reference"],
@@ -1217,6 +1204,36 @@ fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
             );
         }
     }
+}
+
+/// Eight writers on the repository, released at once by a barrier; their results in order.
+/// `make(w, repo, audit)` builds writer `w`'s work before the start.
+fn all_at_once<T, F>(
+    h: &Harness,
+    make: impl Fn(
+        u32,
+        std::sync::Arc<medvault_server::repo::Repository>,
+        medvault_server::ledger::Audit,
+    ) -> F,
+) -> Vec<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    use std::sync::{Arc, Barrier};
+    let barrier = Arc::new(Barrier::new(8));
+    let audit = medvault_server::ledger::Audit::system("test");
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let work = make(w, h.repo.clone(), audit.clone());
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                work()
+            })
+        })
+        .collect();
+    writers.into_iter().map(|w| w.join().unwrap()).collect()
 }
 
 /// The same race for transactions that only create: they are prepared without the write
@@ -1232,34 +1249,22 @@ fn concurrent_create_only_transactions_racing_for_a_new_owners_key_all_succeed()
 }
 
 fn create_only_transactions_race(size: usize) {
-    use std::sync::{Arc, Barrier};
     let h = Harness::unsealed();
-    let audit = medvault_server::ledger::Audit::system("test");
     for round in 0..5 {
-        let barrier = Arc::new(Barrier::new(8));
-        let writers: Vec<_> = (0..8)
-            .map(|w| {
-                let (repo, barrier, audit) = (h.repo.clone(), barrier.clone(), audit.clone());
-                let owner = format!("tx-owner-{round}");
-                let entry = |code: &str| {
-                    json!({
-                        "resource": observation(&owner, code, "2024-01-02", w),
-                        "request": { "method": "POST", "url": "Observation" }
-                    })
-                };
-                let codes = ["8867-4", "8480-6"];
-                let bundle = tx((0..size).map(|i| entry(codes[i % 2])).collect());
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    repo.bundle(&audit, bundle, &medvault_server::access::Caller::Anonymous)
+        let answers = all_at_once(&h, |w, repo, audit| {
+            let owner = format!("tx-owner-{round}");
+            let entry = |code: &str| {
+                json!({
+                    "resource": observation(&owner, code, "2024-01-02", w),
+                    "request": { "method": "POST", "url": "Observation" }
                 })
-            })
-            .collect();
-        for writer in writers {
-            let (answer, _) = writer
-                .join()
-                .unwrap()
-                .expect("a racing transaction must succeed");
+            };
+            let codes = ["8867-4", "8480-6"];
+            let bundle = tx((0..size).map(|i| entry(codes[i % 2])).collect());
+            move || repo.bundle(&audit, bundle, &medvault_server::access::Caller::Anonymous)
+        });
+        for answer in answers {
+            let (answer, _) = answer.expect("a racing transaction must succeed");
             let entries = answer["entry"].as_array().unwrap();
             assert_eq!(entries.len(), size);
             for e in entries {
