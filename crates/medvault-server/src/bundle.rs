@@ -849,7 +849,9 @@ fn run_transaction(
         for (slot, (index, created)) in slots.into_iter().enumerate() {
             write_slot[index] = Some((slot, created));
         }
-        return answer(repo, &entries, plans, &write_slot, &stored);
+        let answered = answer(repo, &entries, plans, &write_slot, &stored);
+        free_later((stored, entries));
+        return answered;
     }
     let prepared = prepare_all(repo, &keys, work, now, &pending)?;
     if let Some(err) = first_err {
@@ -864,7 +866,16 @@ fn run_transaction(
 
     // 4. One atomic commit for all writes.
     let stored = repo.commit_all(&keys, audit, writes, pending, locked)?;
-    answer(repo, &entries, plans, &write_slot, &stored)
+    let answered = answer(repo, &entries, plans, &write_slot, &stored);
+    free_later((stored, entries));
+    answered
+}
+
+/// Free a transaction's parsed resources on the pool: the caller waits for the answer, not
+/// for the memory (dropping every entry's JSON tree was 7% of the calling thread's profile on
+/// carebundle transactions).
+fn free_later<T: Send + 'static>(leftovers: T) {
+    rayon::spawn(move || drop(leftovers));
 }
 
 /// Step 5 of a transaction: the answer, entry by entry, after the commit. `write_slot`

@@ -754,18 +754,13 @@ impl Verifier {
             return Ok(());
         }
         // The subtree hashes and checkpoints these entries complete, read in one range query
-        // per level (a point query per node costs a lock round trip per entry).
+        // (a point query per node costs a lock round trip per entry).
         let end = start + chunk.len() as u64;
-        let mut stored_nodes = HashMap::new();
-        for level in 1..64u32 {
-            let (lo, hi) = ((start >> level), (end >> level));
-            if hi == 0 {
-                break;
-            }
-            for n in store.ledger_nodes(level, lo, hi)? {
-                stored_nodes.insert((n.level, n.index), n.hash);
-            }
-        }
+        let stored_nodes: HashMap<(u32, u64), [u8; 32]> = store
+            .ledger_nodes_ending(start, end)?
+            .into_iter()
+            .map(|n| ((n.level, n.index), n.hash))
+            .collect();
         let mut checkpoints = Vec::new();
         let mut from = start + 1;
         loop {

@@ -104,8 +104,9 @@ pub trait Store: Send + Sync {
     fn ledger_entries(&self, from: u64, limit: usize) -> Result<Vec<LedgerRecord>>;
     /// The hash of the perfect subtree at (`level`, `index`); level 0 is an entry's leaf.
     fn ledger_node(&self, level: u32, index: u64) -> Result<Option<[u8; 32]>>;
-    /// The stored subtree hashes of one level (>= 1) with index in `from..to`, by index.
-    fn ledger_nodes(&self, level: u32, from: u64, to: u64) -> Result<Vec<LedgerNode>>;
+    /// The stored subtree hashes (level >= 1) whose last leaf is in `from..to`: those that
+    /// appending entries `from..to` completed, in the order they were completed.
+    fn ledger_nodes_ending(&self, from: u64, to: u64) -> Result<Vec<LedgerNode>>;
     /// Up to `limit` stored checkpoints with size >= `from_size`, by size.
     fn ledger_checkpoints(&self, from_size: u64, limit: usize) -> Result<Vec<CheckpointRecord>>;
     /// The checkpoint with the greatest size, if any.

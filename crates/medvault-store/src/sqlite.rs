@@ -29,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0005_grants_sessions.sql"),
     include_str!("../sql/sqlite/0006_clients.sql"),
     include_str!("../sql/sqlite/0007_posting_log.sql"),
+    include_str!("../sql/sqlite/0008_ledger_subtree.sql"),
 ];
 /// Reader connections beside the one writer.
 pub const READERS: usize = 4;
@@ -411,20 +412,15 @@ fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
         .map_err(ledger_conflict)?;
         next += 1;
     }
-    let mut add_node =
-        tx.prepare_cached("INSERT INTO ledger_node (level, idx, hash) VALUES (?, ?, ?)")?;
+    let mut add_node = tx.prepare_cached("INSERT INTO ledger_subtree (pos, hash) VALUES (?, ?)")?;
     for n in &ledger.nodes {
         // A node may only cover leaves that exist; level 0 lives in ledger_entry.
-        let end = n
-            .index
-            .checked_add(1)
-            .and_then(|i| i.checked_shl(n.level))
-            .filter(|_| n.level >= 1 && n.level < 64);
-        if end.is_none_or(|end| end > next) {
+        let pos = subtree_pos(n.level, n.index).filter(|&(last, _)| last < next);
+        let Some((_, pos)) = pos else {
             return Err(StoreError::LedgerConflict);
-        }
+        };
         // A stored hash already there was left by entries deleted from the end.
-        unique_is_conflict(add_node.execute(params![n.level, to_i64(n.index)?, n.hash.as_slice()]))
+        unique_is_conflict(add_node.execute(params![pos, n.hash.as_slice()]))
             .map_err(ledger_conflict)?;
     }
     if let Some(c) = &ledger.checkpoint {
@@ -438,6 +434,17 @@ fn append_ledger(tx: &Transaction<'_>, ledger: &LedgerAppend) -> Result<()> {
         .map_err(ledger_conflict)?;
     }
     Ok(())
+}
+
+/// Where the subtree hash at (`level` >= 1, `index`) is stored: its last leaf and its
+/// `ledger_subtree.pos` (last leaf * 64 + level). None for a subtree that no ledger smaller
+/// than 2^56 entries can have.
+fn subtree_pos(level: u32, index: u64) -> Option<(u64, i64)> {
+    if !(1..=56).contains(&level) || index >= 1 << (56 - level) {
+        return None;
+    }
+    let last = ((index + 1) << level) - 1;
+    Some((last, i64::try_from((last << 6) | u64::from(level)).ok()?))
 }
 
 const ACCOUNT_COLUMNS: &str =
@@ -1459,27 +1466,39 @@ impl Store for SqliteStore {
                 .query_row(params![to_i64(index)?], |r| r.get(0))
                 .optional()?
         } else {
-            conn.prepare_cached("SELECT hash FROM ledger_node WHERE level = ? AND idx = ?")?
-                .query_row(params![level, to_i64(index)?], |r| r.get(0))
+            let Some((_, pos)) = subtree_pos(level, index) else {
+                return Ok(None);
+            };
+            conn.prepare_cached("SELECT hash FROM ledger_subtree WHERE pos = ?")?
+                .query_row(params![pos], |r| r.get(0))
                 .optional()?
         };
         hash.map(|h| array(h, "ledger node")).transpose()
     }
 
-    fn ledger_nodes(&self, level: u32, from: u64, to: u64) -> Result<Vec<LedgerNode>> {
+    fn ledger_nodes_ending(&self, from: u64, to: u64) -> Result<Vec<LedgerNode>> {
         let conn = self.reader();
         let mut stmt = conn.prepare_cached(
-            "SELECT idx, hash FROM ledger_node WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            "SELECT pos, hash FROM ledger_subtree WHERE pos >= ? AND pos < ? ORDER BY pos",
         )?;
-        let rows = stmt.query_map(params![level, to_i64(from)?, to_i64(to)?], |r| {
+        // Positions of leaves from..to: [from * 64, to * 64), clamped to what an i64 holds.
+        let bound = |leaf: u64| i64::try_from(leaf.saturating_mul(64)).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![bound(from), bound(to)], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (index, hash) = row?;
+            let (pos, hash) = row?;
+            let pos = u64::try_from(pos).map_err(|_| StoreError::Corrupt("ledger position"))?;
+            // The low six bits are the level; the rest is the last leaf covered.
+            let level = (pos & 63) as u32;
+            let last = pos >> 6;
+            if level == 0 {
+                return Err(StoreError::Corrupt("ledger position"));
+            }
             out.push(LedgerNode {
                 level,
-                index: u64::try_from(index).map_err(|_| StoreError::Corrupt("ledger index"))?,
+                index: ((last + 1) >> level).saturating_sub(1),
                 hash: array(hash, "ledger node")?,
             });
         }

@@ -295,7 +295,7 @@ async fn if_the_ledger_cannot_be_written_the_action_fails() {
     assert_eq!(patients, 1, "the write must not have landed");
 
     // With the ledger table gone, a read is carried out but its answer is withheld.
-    raw.execute_batch("DROP TABLE ledger_node; DROP TABLE ledger_entry;")
+    raw.execute_batch("DROP TABLE ledger_subtree; DROP TABLE ledger_entry;")
         .unwrap();
     h.repo.ledger().forget();
     let r = h.call("GET", &format!("/fhir/Patient/{pid}"), None).await;
@@ -390,7 +390,7 @@ async fn verify_names_the_start_of_a_truncation() {
     // The last three entries and their subtree hashes go; the checkpoint at 20 remembers them.
     sql(
         &h,
-        "DELETE FROM ledger_entry WHERE idx >= 17; DELETE FROM ledger_node WHERE ((idx + 1) << level) > 17;",
+        "DELETE FROM ledger_entry WHERE idx >= 17; DELETE FROM ledger_subtree WHERE (pos >> 6) >= 17;",
     );
     assert_eq!(first_bad(&h), Some(17));
 }
@@ -434,7 +434,7 @@ async fn a_reloaded_ledger_that_no_longer_extends_its_checkpoint_is_reported() {
     // server rebuild its tree as after a restart.
     sql(
         &h,
-        "UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 3 AND idx = 0",
+        "UPDATE ledger_subtree SET hash = zeroblob(32) WHERE pos = (7 << 6) | 3",
     );
     h.repo.ledger().forget();
     let keys = h.repo.vault().keys().unwrap();
@@ -467,7 +467,7 @@ async fn verify_names_a_rewritten_subtree_hash_by_its_first_entry() {
     // The subtree over entries 4..8 (level 2, index 1): proofs through it would fail.
     sql(
         &h,
-        "UPDATE ledger_node SET hash = zeroblob(32) WHERE level = 2 AND idx = 1",
+        "UPDATE ledger_subtree SET hash = zeroblob(32) WHERE pos = (7 << 6) | 2",
     );
     assert_eq!(first_bad(&h), Some(4));
 }
@@ -593,7 +593,7 @@ async fn a_damaged_resource_can_still_be_deleted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealing_works_even_when_the_ledger_cannot_be_written() {
     let h = Harness::unsealed();
-    sql(&h, "DROP TABLE ledger_node; DROP TABLE ledger_entry;");
+    sql(&h, "DROP TABLE ledger_subtree; DROP TABLE ledger_entry;");
     h.repo.ledger().forget();
     let r = h
         .call("POST", "/sys/seal", Some(json!({"share": h.shares[0]})))

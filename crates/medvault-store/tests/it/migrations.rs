@@ -18,7 +18,7 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 7);
+    assert_eq!(user_version(&conn), 8);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -38,7 +38,7 @@ fn open_creates_schema_at_the_latest_user_version() {
         "resource_version",
         "ledger_checkpoint",
         "ledger_entry",
-        "ledger_node",
+        "ledger_subtree",
         "posting_log",
         "refresh_token",
         "registration_token",
@@ -95,7 +95,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 7);
+    assert_eq!(user_version(&raw(&path)), 8);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -131,12 +131,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 8).unwrap();
+    raw(&path).pragma_update(None, "user_version", 9).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 8);
-            assert_eq!(supported, 7);
+            assert_eq!(found, 9);
+            assert_eq!(supported, 8);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -144,7 +144,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 8);
+    assert_eq!(user_version(&conn), 9);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -155,13 +155,13 @@ fn schema_newer_than_supported_is_refused() {
 fn empty_file_with_future_user_version_is_refused_without_migrating() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    raw(&path).pragma_update(None, "user_version", 9).unwrap();
+    raw(&path).pragma_update(None, "user_version", 10).unwrap();
 
     assert!(matches!(
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 9,
-            supported: 7
+            found: 10,
+            supported: 8
         })
     ));
     let tables: i64 = raw(&path)
@@ -206,7 +206,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 7);
+    assert_eq!(user_version(&raw(&path)), 8);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,
@@ -228,4 +228,82 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         )
         .unwrap();
     assert_eq!(tables, 0, "the old token table is dropped");
+}
+
+#[test]
+fn version_7_ledger_subtrees_are_rekeyed_by_their_last_leaf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    {
+        // A database as schema version 7 left it: subtree hashes keyed by (level, idx).
+        let conn = raw(&path);
+        for sql in [
+            include_str!("../../sql/sqlite/0001_init.sql"),
+            include_str!("../../sql/sqlite/0002_search_posting.sql"),
+            include_str!("../../sql/sqlite/0003_ledger.sql"),
+            include_str!("../../sql/sqlite/0004_identity.sql"),
+            include_str!("../../sql/sqlite/0005_grants_sessions.sql"),
+            include_str!("../../sql/sqlite/0006_clients.sql"),
+            include_str!("../../sql/sqlite/0007_posting_log.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        for i in 0..6u8 {
+            conn.execute(
+                "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (?, ?, X'00')",
+                rusqlite::params![i, vec![i; 32]],
+            )
+            .unwrap();
+        }
+        // Six leaves: (1,0), (1,1), (1,2) and (2,0); the last row could describe no ledger.
+        conn.execute_batch(
+            "INSERT INTO ledger_node (level, idx, hash) VALUES
+               (1, 0, zeroblob(32)), (1, 1, randomblob(32)), (1, 2, randomblob(32)),
+               (2, 0, randomblob(32)), (60, 1, randomblob(32));",
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let old: Vec<(u32, u64, Vec<u8>)> = {
+        let conn = raw(&path);
+        let mut stmt = conn
+            .prepare(
+                "SELECT level, idx, hash FROM ledger_node WHERE level < 60 ORDER BY level, idx",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&raw(&path)), 8);
+    for (level, index, hash) in &old {
+        assert_eq!(
+            store
+                .ledger_node(*level, *index)
+                .unwrap()
+                .map(|h| h.to_vec()),
+            Some(hash.clone()),
+            "node ({level}, {index})"
+        );
+    }
+    assert_eq!(store.ledger_node(60, 1).unwrap(), None);
+    assert_eq!(store.ledger_node(2, 1).unwrap(), None);
+    // Entries 2..4 complete (1, 1) and (2, 0) (both end at leaf 3); entry 5 completes (1, 2).
+    let ending = |from, to| -> Vec<(u32, u64)> {
+        store
+            .ledger_nodes_ending(from, to)
+            .unwrap()
+            .into_iter()
+            .map(|n| (n.level, n.index))
+            .collect()
+    };
+    assert_eq!(ending(2, 4), [(1, 1), (2, 0)]);
+    assert_eq!(ending(0, 6), [(1, 0), (1, 1), (2, 0), (1, 2)]);
+    assert_eq!(ending(4, 5), []);
+    let rows: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM ledger_subtree", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 4, "the row no ledger can have is dropped");
 }
