@@ -147,6 +147,8 @@ pub struct Repository {
     /// concurrent writers on several nodes safe as well.
     write_lock: Mutex<()>,
     integrity_errors: AtomicU64,
+    /// Transactions whose commit took the pipelined path (`commit_pipelined`), since start.
+    pipelined: AtomicU64,
     ledger: Ledger,
     access: crate::access::AccessConfig,
 }
@@ -293,6 +295,7 @@ impl Repository {
             rng,
             write_lock: Mutex::new(()),
             integrity_errors: AtomicU64::new(0),
+            pipelined: AtomicU64::new(0),
             ledger: Ledger::new(
                 store_for_ledger,
                 clock_for_ledger,
@@ -349,6 +352,12 @@ impl Repository {
     /// Reads refused because stored data failed authentication, since start.
     pub fn integrity_errors(&self) -> u64 {
         self.integrity_errors.load(Ordering::Relaxed)
+    }
+
+    /// Transactions committed (or abandoned) by preparing their writes while writing them,
+    /// since start: large create-only transactions (see `bundle.rs`, `PIPELINE_MIN`).
+    pub fn pipelined_commits(&self) -> u64 {
+        self.pipelined.load(Ordering::Relaxed)
     }
 
     pub(crate) fn keys(&self) -> Result<Arc<Keys>> {
@@ -1344,6 +1353,7 @@ impl Repository {
         if events.len() != count {
             return Err(RepoError::Internal("one ledger event per write"));
         }
+        self.pipelined.fetch_add(1, Ordering::Relaxed);
         let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
         let pipeline = Pipeline::new(jobs);
         let mut stored: Vec<Stored> = Vec::with_capacity(count);

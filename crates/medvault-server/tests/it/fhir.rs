@@ -366,7 +366,6 @@ async fn transaction_with_one_bad_entry_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_create_only_transaction_with_bad_entries_stores_nothing() {
     let h = Harness::unsealed();
-    let ledger_before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
     let mut entries = vec![json!({
         "fullUrl": "urn:uuid:6b0c4a8e-4b35-4c5e-9a3e-0a1c2b3d4e5f",
         "resource": patient("Many", "Entries", "1970-01-01"),
@@ -383,23 +382,30 @@ async fn large_create_only_transaction_with_bad_entries_stores_nothing() {
         obs["subject"]["reference"] = json!("urn:uuid:6b0c4a8e-4b35-4c5e-9a3e-0a1c2b3d4e5f");
         entries.push(json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}));
     }
+    // A small create-only transaction is prepared whole, then written.
+    let small = tx(entries[..3].to_vec());
+    let r = h.call("POST", "/fhir", Some(small)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(h.repo.pipelined_commits(), 0);
+    let ledger_before = medvault_store::Store::ledger_size(&*h.data.store).unwrap();
     let r = h.call("POST", "/fhir", Some(tx(entries.clone()))).await;
     r.assert_outcome(StatusCode::BAD_REQUEST);
     assert_eq!(
         r.json["issue"][0]["expression"][0],
         "Bundle.entry[25].resource.Observation.effectiveDateTime"
     );
+    assert_eq!(h.repo.pipelined_commits(), 1, "the large one is pipelined");
     // Only the request's own summary entry (its outcome an error), no entry per write.
     assert_eq!(
         medvault_store::Store::ledger_size(&*h.data.store).unwrap(),
         ledger_before + 1
     );
-    for rtype in ["Patient", "Observation"] {
+    for (rtype, small) in [("Patient", 1), ("Observation", 2)] {
         assert_eq!(
             h.call("GET", &format!("/fhir/{rtype}/_history"), None)
                 .await
                 .json["total"],
-            0
+            small
         );
     }
     // The same transaction without the bad entry commits whole: an entry per write, and
@@ -413,9 +419,10 @@ async fn large_create_only_transaction_with_bad_entries_stores_nothing() {
         medvault_store::Store::ledger_size(&*h.data.store).unwrap(),
         before + 41
     );
+    assert_eq!(h.repo.pipelined_commits(), 2);
     assert_eq!(
         h.call("GET", "/fhir/Observation?_count=1", None).await.json["total"],
-        39
+        41
     );
 }
 
