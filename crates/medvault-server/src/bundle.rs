@@ -653,11 +653,7 @@ fn run_transaction(
     // replace or match, so they hold the lock throughout; so do a signed-in caller's reads,
     // which are decided at planning and answered after the commit (without the lock another
     // writer could move the resource to a patient the decision never saw).
-    let locked = entries.iter().any(|e| {
-        matches!(e.method, Method::Put | Method::Delete)
-            || e.if_none_exist.is_some()
-            || (e.method == Method::Get && gate.is_some())
-    });
+    let locked = needs_write_lock(&entries, gate.is_some());
     let _guard = locked.then(|| repo.lock_writes());
     let now = repo.clock().now_ms();
 
@@ -878,6 +874,16 @@ fn free_later<T: Send + 'static>(leftovers: T) {
     rayon::spawn(move || drop(leftovers));
 }
 
+/// Whether a transaction must hold the write lock from planning to its answer (see
+/// `run_transaction`): anything but creates without conditions, and reads a gate decides.
+fn needs_write_lock(entries: &[Entry], gated: bool) -> bool {
+    entries.iter().any(|e| {
+        matches!(e.method, Method::Put | Method::Delete)
+            || e.if_none_exist.is_some()
+            || (e.method == Method::Get && gated)
+    })
+}
+
 /// Step 5 of a transaction: the answer, entry by entry, after the commit. `write_slot`
 /// gives each writing entry's place in `stored` and whether it created the resource.
 fn answer(
@@ -921,4 +927,67 @@ fn answer(
         out.push(v);
     }
     Ok(response_bundle("transaction-response", out))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+mod tests {
+    use super::*;
+
+    fn entries(requests: &[serde_json::Value]) -> Vec<Entry> {
+        let bundle = json!({
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": requests.iter().map(|r| {
+                let method = r["method"].as_str().unwrap_or_default();
+                if method == "GET" || method == "DELETE" {
+                    json!({ "request": r })
+                } else {
+                    json!({ "request": r, "resource": { "resourceType": "Patient" } })
+                }
+            }).collect::<Vec<_>>(),
+        });
+        parse_entries(bundle).unwrap().1
+    }
+
+    #[test]
+    fn only_unconditional_creates_and_ungated_reads_go_without_the_write_lock() {
+        let create = json!({"method": "POST", "url": "Patient"});
+        let read = json!({"method": "GET", "url": "Patient/p1"});
+        let cases = [
+            (vec![create.clone(), create.clone()], false, false),
+            (vec![create.clone(), read.clone()], false, false),
+            // A signed-in caller's read is decided before the commit and answered after it.
+            (vec![create.clone(), read.clone()], true, true),
+            (vec![create.clone()], true, false),
+            (
+                vec![
+                    create.clone(),
+                    json!({"method": "PUT", "url": "Patient/p1"}),
+                ],
+                false,
+                true,
+            ),
+            (
+                vec![
+                    create.clone(),
+                    json!({"method": "DELETE", "url": "Patient/p1"}),
+                ],
+                false,
+                true,
+            ),
+            (
+                vec![json!({"method": "POST", "url": "Patient", "ifNoneExist": "identifier=x|1"})],
+                false,
+                true,
+            ),
+        ];
+        for (requests, gated, locked) in cases {
+            assert_eq!(
+                needs_write_lock(&entries(&requests), gated),
+                locked,
+                "{requests:?}, gated: {gated}"
+            );
+        }
+    }
 }
