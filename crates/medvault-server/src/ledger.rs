@@ -201,6 +201,10 @@ pub struct Ledger {
     /// `None` until loaded (after unseal) or after a failed commit, which may mean the stored
     /// ledger moved; it is then rebuilt from the store.
     state: Mutex<Option<TreeState>>,
+    /// `record` calls waiting for the tree lock. Whoever holds it next records every
+    /// queued request in one durable commit (group commit): concurrent requests share one
+    /// WAL sync instead of taking turns at one each.
+    queue: Mutex<Vec<Arc<Queued>>>,
     compromised: Mutex<Option<String>>,
     /// Called once, when the ledger is first found compromised (e.g. a webhook).
     alert: Mutex<Option<AlertHook>>,
@@ -208,6 +212,33 @@ pub struct Ledger {
 
 /// Receives the reason when the ledger is first found compromised.
 pub type AlertHook = Arc<dyn Fn(String) + Send + Sync>;
+
+/// One `record` call waiting in the group-commit queue.
+struct Queued {
+    audit: Audit,
+    events: Vec<Event>,
+    /// Set, under the tree lock, by the caller that committed this request's group.
+    done: Mutex<Option<GroupOutcome>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GroupOutcome {
+    /// Recorded durably with its group.
+    Recorded,
+    /// Its group's commit failed: the request records itself alone (and so gets its own,
+    /// precise error).
+    Alone,
+}
+
+impl Queued {
+    fn outcome(&self) -> Option<GroupOutcome> {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn finish(&self, outcome: GroupOutcome) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+    }
+}
 
 struct StoreNodes<'a>(&'a dyn Store);
 
@@ -266,6 +297,7 @@ impl Ledger {
             rng,
             config,
             state: Mutex::new(None),
+            queue: Mutex::new(Vec::new()),
             compromised: Mutex::new(None),
             alert: Mutex::new(None),
         }
@@ -468,8 +500,23 @@ impl Ledger {
         E: From<LedgerError>,
     {
         let mut guard = self.lock();
+        let items: Vec<(&Audit, &Event)> = events.iter().map(|ev| (audit, ev)).collect();
+        self.commit_locked(&mut guard, keys, &items, commit)
+    }
+
+    /// `commit_with` for entries of possibly several requests, under the tree lock.
+    fn commit_locked<T, E>(
+        &self,
+        guard: &mut MutexGuard<'_, Option<TreeState>>,
+        keys: &Keys,
+        items: &[(&Audit, &Event)],
+        commit: impl FnOnce(&LedgerAppend) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<LedgerError>,
+    {
         if guard.is_none() {
-            *guard = Some(self.load(keys)?);
+            **guard = Some(self.load(keys)?);
         }
         let Some(state) = guard.as_mut() else {
             return Err(LedgerError::MissingNode.into());
@@ -477,7 +524,7 @@ impl Ledger {
         let now = self.clock.now_ms();
         let mut frontier = state.frontier.clone();
         let mut append = LedgerAppend::default();
-        for ev in events {
+        for &(audit, ev) in items {
             let index = frontier.size();
             let bytes = self.entry(audit, ev, now).encode();
             let mut salt = [0u8; 32];
@@ -535,15 +582,84 @@ impl Ledger {
                 Ok(t)
             }
             Err(e) => {
-                *guard = None;
+                **guard = None;
                 Err(e)
             }
         }
     }
 
+    /// Record `events` durably before returning. Concurrent calls are committed together:
+    /// each queues its request, and whichever holds the tree lock next commits everything
+    /// queued in one transaction; the others find theirs done when they get the lock. If a
+    /// group's commit fails, each of its requests is recorded again alone.
+    pub fn record(&self, keys: &Keys, audit: &Audit, events: &[Event]) -> Result<(), LedgerError> {
+        let me = Arc::new(Queued {
+            audit: audit.clone(),
+            events: events.to_vec(),
+            done: Mutex::new(None),
+        });
+        self.queue_lock().push(me.clone());
+        let mut guard = self.lock();
+        match me.outcome() {
+            Some(GroupOutcome::Recorded) => return Ok(()),
+            Some(GroupOutcome::Alone) => {
+                drop(guard);
+                return self.record_alone(keys, audit, events);
+            }
+            None => {}
+        }
+        // Lead: this request and every one queued behind it, in one commit. Outcomes are
+        // set before the lock is released, so a waiter that gets the lock next finds its
+        // own (a waiter finding none leads the next group, which holds it).
+        let mut group = std::mem::take(&mut *self.queue_lock());
+        // Always among them: had a group taken this request and failed to finish (a panic
+        // while committing), it would otherwise go unrecorded.
+        if !group.iter().any(|q| Arc::ptr_eq(q, &me)) {
+            group.push(me.clone());
+        }
+        let items: Vec<(&Audit, &Event)> = group
+            .iter()
+            .flat_map(|q| q.events.iter().map(move |ev| (&q.audit, ev)))
+            .collect();
+        let result = self.commit_locked(&mut guard, keys, &items, |append| {
+            self.store
+                .commit(&[], &[], append)
+                .map_err(LedgerError::from)
+        });
+        let outcome = match result {
+            Ok(()) => GroupOutcome::Recorded,
+            Err(_) => GroupOutcome::Alone,
+        };
+        for q in &group {
+            q.finish(outcome);
+        }
+        drop(guard);
+        match result {
+            Ok(()) => Ok(()),
+            Err(_) if group.len() > 1 => self.record_alone(keys, audit, events),
+            Err(LedgerError::Conflict) => self.record_alone(keys, audit, events),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `record` calls waiting to be committed right now.
+    pub fn queued(&self) -> usize {
+        self.queue_lock().len()
+    }
+
+    fn queue_lock(&self) -> MutexGuard<'_, Vec<Arc<Queued>>> {
+        // The queue is only ever pushed to or taken whole: a panic leaves it consistent.
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Record `events` in their own durable commit (retried once if another writer moved
     /// the ledger on meanwhile).
-    pub fn record(&self, keys: &Keys, audit: &Audit, events: &[Event]) -> Result<(), LedgerError> {
+    fn record_alone(
+        &self,
+        keys: &Keys,
+        audit: &Audit,
+        events: &[Event],
+    ) -> Result<(), LedgerError> {
         let once = || {
             self.commit_with(keys, audit, events, |append| {
                 self.store

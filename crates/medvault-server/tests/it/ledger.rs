@@ -7,7 +7,9 @@ use medvault_ledger::VerifierKey;
 use medvault_ledger::{
     open, verify_consistency, verify_inclusion, Checkpoint, Entry, Hash, Outcome,
 };
-use medvault_server::ledger::{open_entry, verify, Audit, Event, LedgerConfig, Verifier};
+use medvault_server::ledger::{
+    open_entry, verify, Audit, Event, LedgerConfig, LedgerError, Verifier,
+};
 use medvault_server::{serve, ServeOptions};
 use medvault_store::Store;
 use serde_json::json;
@@ -613,4 +615,74 @@ async fn deleting_the_newest_entries_is_found_when_the_tree_is_rebuilt() {
     h.repo.ledger().tick(&keys).unwrap();
     let why = h.repo.ledger().compromised().unwrap();
     assert!(why.contains("deleted"), "{why}");
+}
+
+/// Record `n` read events from as many threads, all queued behind a commit that holds the
+/// tree lock until every one of them waits; what each `record` call returned.
+fn records_queued_behind_a_commit(h: &Harness, n: usize) -> Vec<Result<(), LedgerError>> {
+    let keys = h.repo.vault().keys().unwrap();
+    let ledger = h.repo.ledger();
+    std::thread::scope(|s| {
+        let mut calls = Vec::new();
+        ledger
+            .commit_with(&keys, &Audit::system("test"), &[], |_| {
+                for i in 0..n {
+                    let keys = &keys;
+                    calls.push(s.spawn(move || {
+                        let ev = Event::new("read", "Patient", &format!("g{i}"), Outcome::Allow);
+                        ledger.record(keys, &Audit::system("test"), &[ev])
+                    }));
+                }
+                while ledger.queued() < n {
+                    std::thread::yield_now();
+                }
+                Ok::<(), LedgerError>(())
+            })
+            .unwrap();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_records_share_one_durable_commit() {
+    // A checkpoint in every commit: checkpoints count the commits.
+    let h = Harness::unsealed_with(LedgerConfig {
+        checkpoint_every: 1,
+        checkpoint_interval_ms: 3_600_000,
+    });
+    let size = h.data.store.ledger_size().unwrap();
+    let checkpoints = h.data.store.ledger_checkpoints(0, 10_000).unwrap().len();
+    for result in records_queued_behind_a_commit(&h, 8) {
+        result.unwrap();
+    }
+    assert_eq!(h.data.store.ledger_size().unwrap(), size + 8);
+    assert_eq!(
+        h.data.store.ledger_checkpoints(0, 10_000).unwrap().len(),
+        checkpoints + 1,
+        "the eight queued requests were committed together"
+    );
+    let mut recorded: Vec<String> = entries(&h)
+        .iter()
+        .filter(|e| e.resource_id.as_str().starts_with('g'))
+        .map(|e| e.resource_id.as_str().to_string())
+        .collect();
+    recorded.sort();
+    assert_eq!(
+        recorded,
+        (0..8).map(|i| format!("g{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(first_bad(&h), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_group_commit_fails_every_request_in_it() {
+    let h = ledger_of(1);
+    let size = h.data.store.ledger_size().unwrap();
+    // Four entries complete at least one subtree hash, which can no longer be stored (the
+    // tree itself is still loaded, so the commit holding the lock goes through).
+    sql(&h, "DROP TABLE ledger_subtree;");
+    let results = records_queued_behind_a_commit(&h, 4);
+    assert_eq!(results.len(), 4);
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert_eq!(h.data.store.ledger_size().unwrap(), size);
 }
