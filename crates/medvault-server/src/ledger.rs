@@ -621,11 +621,7 @@ impl Ledger {
             .iter()
             .flat_map(|q| q.events.iter().map(move |ev| (&q.audit, ev)))
             .collect();
-        let result = self.commit_locked(&mut guard, keys, &items, |append| {
-            self.store
-                .commit(&[], &[], append)
-                .map_err(LedgerError::from)
-        });
+        let result = self.commit_locked(&mut guard, keys, &items, |a| self.store_entries(a));
         let outcome = match result {
             Ok(()) => GroupOutcome::Recorded,
             Err(_) => GroupOutcome::Alone,
@@ -640,6 +636,11 @@ impl Ledger {
             Err(LedgerError::Conflict) => self.record_alone(keys, audit, events),
             Err(e) => Err(e),
         }
+    }
+
+    /// A commit of ledger rows alone (for entries that record no other write).
+    fn store_entries(&self, append: &LedgerAppend) -> Result<(), LedgerError> {
+        Ok(self.store.commit(&[], &[], append)?)
     }
 
     /// `record` calls waiting to be committed right now.
@@ -660,13 +661,7 @@ impl Ledger {
         audit: &Audit,
         events: &[Event],
     ) -> Result<(), LedgerError> {
-        let once = || {
-            self.commit_with(keys, audit, events, |append| {
-                self.store
-                    .commit(&[], &[], append)
-                    .map_err(LedgerError::from)
-            })
-        };
+        let once = || self.commit_with(keys, audit, events, |a| self.store_entries(a));
         match once() {
             Err(LedgerError::Conflict) => once(),
             other => other,
@@ -679,7 +674,7 @@ impl Ledger {
             if append.is_empty() {
                 return Ok(());
             }
-            Ok(self.store.commit(&[], &[], append)?)
+            self.store_entries(append)
         })
     }
 
