@@ -69,10 +69,41 @@ pub struct Authenticated {
     pub claims: AccessClaims,
 }
 
+/// Proof and assertion ids seen, each until it expires. Expired ids are dropped every
+/// `PRUNE_EVERY_SECS`, so the cache's size follows the request rate over a proof's lifetime
+/// rather than growing to its cap, and at most once a second while it is half full (each
+/// scan is of the whole cache, under its lock: once per request would make a flood
+/// quadratic).
+#[derive(Default)]
+struct ReplayCache {
+    until: HashMap<String, u64>,
+    last_prune: u64,
+}
+
+/// How often expired ids leave the replay cache, at the latest.
+const PRUNE_EVERY_SECS: u64 = 10;
+
+impl ReplayCache {
+    /// Remember `key` until `until`; `false` if it is remembered already (a replay) or the
+    /// cache is full.
+    fn first_use(&mut self, key: String, until: u64, now: u64) -> bool {
+        let due = now >= self.last_prune.saturating_add(PRUNE_EVERY_SECS);
+        if due || (self.until.len() >= MAX_REMEMBERED / 2 && now > self.last_prune) {
+            self.until.retain(|_, u| *u > now);
+            self.last_prune = now;
+        }
+        if self.until.len() >= MAX_REMEMBERED || self.until.contains_key(&key) {
+            return false;
+        }
+        self.until.insert(key, until);
+        true
+    }
+}
+
 /// The replay cache of DPoP proofs.
 #[derive(Default)]
 pub struct Sessions {
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<ReplayCache>,
     /// Access tokens ended by logout before their expiry: jti → exp.
     ended: Mutex<HashMap<String, u64>>,
     /// Access tokens issued by a password login (not a refresh): jti → issued at.
@@ -147,19 +178,11 @@ impl Sessions {
 
     /// Remember a proof; `false` if it was seen before (or the cache is full).
     fn first_use(&self, jkt: &JwkThumbprint, jti: &str, iat: u64, now: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_REMEMBERED / 2 {
-            seen.retain(|_, until| *until > now);
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            return false;
-        }
         let key = format!("{}|{jti}", jkt.as_str());
-        if seen.contains_key(&key) {
-            return false;
-        }
-        seen.insert(key, iat.saturating_add(PROOF_MAX_AGE_SECS + 5));
-        true
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_use(key, iat.saturating_add(PROOF_MAX_AGE_SECS + 5), now)
     }
 
     /// Check the DPoP proof a login finish sends (no token yet) and return the key it
@@ -503,19 +526,11 @@ impl Sessions {
 
     /// Remember a client assertion's `jti` until it expires; `false` if seen before.
     pub fn first_assertion(&self, client_id: &str, jti: &str, exp: u64, now: u64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= MAX_REMEMBERED / 2 {
-            seen.retain(|_, until| *until > now);
-        }
-        if seen.len() >= MAX_REMEMBERED {
-            return false;
-        }
         let key = format!("assertion|{client_id}|{jti}");
-        if seen.contains_key(&key) {
-            return false;
-        }
-        seen.insert(key, exp.saturating_add(PROOF_MAX_AGE_SECS));
-        true
+        self.seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_use(key, exp.saturating_add(PROOF_MAX_AGE_SECS), now)
     }
 
     /// Check a DPoP proof sent to the token endpoint (no access token yet); returns the key.
@@ -559,5 +574,39 @@ impl Authenticated {
     /// The machine client the token was issued to, if not a password login.
     pub fn client(&self) -> Option<&str> {
         (self.claims.client_id() != PASSWORD_CLIENT).then(|| self.claims.client_id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_cache_forgets_expired_ids_long_before_it_fills() {
+        let mut cache = ReplayCache::default();
+        for i in 0..1_000 {
+            assert!(cache.first_use(format!("a{i}"), 65, 0));
+        }
+        // A replay is refused while the id is remembered.
+        assert!(!cache.first_use("a7".into(), 65, 30));
+        assert_eq!(cache.until.len(), 1_000);
+        // Past their expiry (and a pruning interval later), the thousand are gone although
+        // the cache is far below its cap; the new id is remembered.
+        assert!(cache.first_use("b".into(), 130, 70));
+        assert_eq!(cache.until.len(), 1);
+        assert!(!cache.first_use("b".into(), 130, 71));
+    }
+
+    #[test]
+    fn a_full_replay_cache_refuses_new_ids_until_some_expire() {
+        let mut cache = ReplayCache::default();
+        for i in 0..MAX_REMEMBERED {
+            assert!(cache.first_use(format!("k{i}"), 1_000 + i as u64 % 2, 1));
+        }
+        assert!(!cache.first_use("one more".into(), 2_000, 2));
+        assert_eq!(cache.until.len(), MAX_REMEMBERED);
+        // Half of them expire at 1,000.
+        assert!(cache.first_use("one more".into(), 2_000, 1_000));
+        assert_eq!(cache.until.len(), MAX_REMEMBERED / 2 + 1);
     }
 }
