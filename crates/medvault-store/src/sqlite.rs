@@ -447,6 +447,16 @@ fn subtree_pos(level: u32, index: u64) -> Option<(u64, i64)> {
     Some((last, i64::try_from((last << 6) | u64::from(level)).ok()?))
 }
 
+/// The inverse of [`subtree_pos`]: the (level, index) of the subtree stored at `pos` (the
+/// low six bits are the level, the rest the last leaf covered). None for a position no
+/// subtree has.
+fn subtree_at(pos: i64) -> Option<(u32, u64)> {
+    let pos = u64::try_from(pos).ok()?;
+    let level = (pos & 63) as u32;
+    let last = pos >> 6;
+    (level >= 1).then(|| (level, ((last + 1) >> level).saturating_sub(1)))
+}
+
 const ACCOUNT_COLUMNS: &str =
     "id, login, national_id, role, link, disabled, generation, password_file, key_bundle, mac";
 
@@ -1489,16 +1499,10 @@ impl Store for SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (pos, hash) = row?;
-            let pos = u64::try_from(pos).map_err(|_| StoreError::Corrupt("ledger position"))?;
-            // The low six bits are the level; the rest is the last leaf covered.
-            let level = (pos & 63) as u32;
-            let last = pos >> 6;
-            if level == 0 {
-                return Err(StoreError::Corrupt("ledger position"));
-            }
+            let (level, index) = subtree_at(pos).ok_or(StoreError::Corrupt("ledger position"))?;
             out.push(LedgerNode {
                 level,
-                index: ((last + 1) >> level).saturating_sub(1),
+                index,
                 hash: array(hash, "ledger node")?,
             });
         }
