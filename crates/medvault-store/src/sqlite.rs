@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../sql/sqlite/0006_clients.sql"),
     include_str!("../sql/sqlite/0007_posting_log.sql"),
     include_str!("../sql/sqlite/0008_ledger_subtree.sql"),
+    include_str!("../sql/sqlite/0009_type_posting.sql"),
 ];
 /// Reader connections beside the one writer.
 pub const READERS: usize = 4;
@@ -94,7 +95,8 @@ impl SqliteStore {
 
     /// The posting log as far as `query` needs it (nothing without token clauses).
     fn log_for(&self, conn: &Connection, query: &StoreQuery) -> Result<LogView> {
-        if query.all_of.is_empty() {
+        // Only a search by ids alone reads no postings (see `token_candidates`).
+        if query.all_of.is_empty() && query.ids.is_some() {
             return Ok(LogView {
                 batches: Vec::new(),
             });
@@ -228,7 +230,12 @@ impl SqliteStore {
                     // A version written earlier in this same batch has its tokens still
                     // queued; they must not be posted for a version that is no longer current.
                     new_tokens.retain(|&(_, s)| s != old_seq);
-                    postings.retire(&old_tokens.unwrap_or_default(), old_seq)?;
+                    // A version with a body (its token list is not NULL) is also posted
+                    // under its type.
+                    if let Some(mut old_tokens) = old_tokens {
+                        old_tokens.extend_from_slice(&posting::type_token(&r.rtype));
+                        postings.retire(&old_tokens, old_seq)?;
+                    }
                 }
                 let (body, blob_ref) = match &r.body {
                     Some(Body::Inline(b)) => (Some(b.as_slice()), None),
@@ -261,6 +268,7 @@ impl SqliteStore {
                 let seq = tx.last_insert_rowid();
                 if r.body.is_some() {
                     new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
+                    new_tokens.push((posting::type_token(&r.rtype), seq));
                 }
             }
             // One log row for the whole commit: a sequential append, where posting each
@@ -282,7 +290,7 @@ impl SqliteStore {
             let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
             // Merged early if a few huge Bundles fill it: every search reads the whole log.
             if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
-                merge_posting_log(&tx, &mut postings)?;
+                merge_posting_log(&tx)?;
             }
         }
         // With synchronous=FULL the commit is on disk when this returns.
@@ -340,9 +348,44 @@ fn migrate(conn: &Connection) -> Result<()> {
     let current = usize::try_from(current).map_err(|_| StoreError::Corrupt("schema version"))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         tx.execute_batch(sql)?;
+        // Steps SQL cannot express.
+        if i + 1 == 9 {
+            post_type_postings(&tx)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Postings longer than this are split (a retired version rewrites its whole posting).
+const TYPE_POSTING_CHUNK: usize = 1024;
+
+/// Migration 0009: post every current, non-deleted version under its type's token. The log
+/// is merged first, so the new postings keep the rule that logged `seq`s are newer than
+/// everything in the blind index.
+fn post_type_postings(tx: &Transaction<'_>) -> Result<()> {
+    merge_posting_log(tx)?;
+    let types: Vec<String> = tx
+        .prepare("SELECT DISTINCT rtype FROM resource_version")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut seqs_of = tx.prepare(
+        "SELECT seq FROM resource_version WHERE rtype = ? AND is_current = 1 AND deleted = 0 ORDER BY seq",
+    )?;
+    let mut put =
+        tx.prepare("INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)")?;
+    for rtype in types {
+        let token = posting::type_token(&rtype);
+        let seqs: Vec<i64> = seqs_of
+            .query_map(params![rtype], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for chunk in seqs.chunks(TYPE_POSTING_CHUNK) {
+            if let Some((first, rest)) = posting::encode(chunk) {
+                put.execute(params![token.as_slice(), first, rest])?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -610,7 +653,7 @@ struct PostingStatements<'c> {
 /// logged commits together, inserted in token order, so the index's pages are dirtied once
 /// per merge instead of once per commit. The merged postings cover `seq` ranges newer than
 /// any already in the index, which keeps each token's postings disjoint.
-fn merge_posting_log(tx: &Transaction<'_>, postings: &mut PostingStatements<'_>) -> Result<()> {
+fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
     let mut all = LogBatch::new();
     {
         let mut rows = tx.prepare_cached("SELECT data FROM posting_log ORDER BY batch")?;
@@ -626,11 +669,11 @@ fn merge_posting_log(tx: &Transaction<'_>, postings: &mut PostingStatements<'_>)
             }
         }
     }
+    let mut put =
+        tx.prepare_cached("INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)")?;
     for (token, seqs) in &all {
         if let Some((first, rest)) = posting::encode(seqs) {
-            postings
-                .put
-                .execute(params![token.as_slice(), first, rest])?;
+            put.execute(params![token.as_slice(), first, rest])?;
         }
     }
     tx.execute("DELETE FROM posting_log", [])?;
@@ -761,7 +804,8 @@ impl LogView {
 const PROBE_COST: i64 = 8;
 
 /// Candidate rows for the token clauses (AND over clauses, OR within one), or `None` when
-/// the query has no token clause. Postings live in the blind index (`search_posting`) and,
+/// the query has ids but no token clause. A query with neither lists its whole type: the
+/// clause is then the type's own posting token ([`posting::type_token`]). Postings live in the blind index (`search_posting`) and,
 /// for the newest commits, in the posting log (`log`); a clause's rows are the union of both.
 ///
 /// Clauses are taken in order of size (the rows their postings name, estimated). The first
@@ -781,8 +825,16 @@ fn token_candidates(
     let mut count = conn.prepare_cached(
         "SELECT count(*), coalesce(sum(length(rest)), 0) FROM search_posting WHERE token = ?",
     )?;
-    let mut clauses = Vec::with_capacity(query.all_of.len());
-    for any in &query.all_of {
+    // Without a token clause or ids, the whole type is listed: its type posting.
+    let whole_type;
+    let all_of = if query.all_of.is_empty() && query.ids.is_none() {
+        whole_type = [vec![posting::type_token(&query.rtype)]];
+        &whole_type[..]
+    } else {
+        &query.all_of[..]
+    };
+    let mut clauses = Vec::with_capacity(all_of.len());
+    for any in all_of {
         let (mut postings, mut rows) = (0i64, 0i64);
         for token in any {
             let (n, bytes): (i64, i64) =
@@ -1564,12 +1616,22 @@ impl Store for SqliteStore {
             params_from_iter(args.iter()),
             |r| r.get(0),
         )?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {VERSION_COLUMNS} FROM resource_version WHERE {filter} ORDER BY seq DESC LIMIT {} OFFSET {}",
-            limit as i64, offset as i64
+        // The page's `seq`s first, from the UNIQUE (rtype, id, version) index alone (it holds
+        // the `seq`): sorting them costs little, where sorting whole rows would read every
+        // body of the type. Then those rows.
+        let seqs: Vec<i64> = conn
+            .prepare(&format!(
+                "SELECT seq FROM resource_version WHERE {filter} ORDER BY seq DESC LIMIT {} OFFSET {}",
+                limit as i64, offset as i64
+            ))?
+            .query_map(params_from_iter(args.iter()), |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut row = conn.prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version WHERE seq = ?"
         ))?;
-        let records = stmt
-            .query_map(params_from_iter(args.iter()), version_row)?
+        let records = seqs
+            .iter()
+            .map(|seq| row.query_row(params![seq], version_row))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(HistoryPage {
             records,

@@ -110,9 +110,50 @@ pub fn ids(records: &[VersionRecord]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-/// Every (token, seq) pair in the blind index and the posting log, decoded (read directly
-/// from the file).
+/// Every (token, seq) pair of a search parameter's token in the blind index and the posting
+/// log, decoded (read directly from the file). The store's own per-type postings are left
+/// out: see [`type_postings`].
 pub fn token_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
+    let types: Vec<[u8; 16]> = {
+        let conn = raw(path);
+        let mut stmt = conn
+            .prepare("SELECT DISTINCT rtype FROM resource_version")
+            .unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        rows.map(|t| medvault_store::posting::type_token(&t.unwrap()))
+            .collect()
+    };
+    all_pairs(path)
+        .into_iter()
+        .filter(|(token, _)| !types.contains(token))
+        .collect()
+}
+
+/// The `seq`s posted under `rtype`'s type token, sorted (read directly from the file).
+pub fn type_postings(path: &Path, rtype: &str) -> Vec<i64> {
+    let token = medvault_store::posting::type_token(rtype);
+    let mut seqs: Vec<i64> = all_pairs(path)
+        .into_iter()
+        .filter(|(t, _)| *t == token)
+        .map(|(_, seq)| seq)
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// The `seq`s of the current, non-deleted versions of `rtype`, sorted (what its type
+/// postings must hold).
+pub fn live_seqs(path: &Path, rtype: &str) -> Vec<i64> {
+    let conn = raw(path);
+    let mut stmt = conn
+        .prepare("SELECT seq FROM resource_version WHERE rtype = ? AND is_current = 1 AND deleted = 0 ORDER BY seq")
+        .unwrap();
+    let rows = stmt.query_map([rtype], |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
+
+/// Every (token, seq) pair in the blind index and the posting log.
+fn all_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
     let conn = raw(path);
     let mut stmt = conn
         .prepare("SELECT token, first_seq, rest FROM search_posting")

@@ -14,11 +14,30 @@ fn journal_mode(conn: &rusqlite::Connection) -> String {
         .unwrap()
 }
 
+/// The schema as migration `version` left it (a database from an older medvault).
+fn schema_at(conn: &rusqlite::Connection, version: usize) {
+    let all = [
+        include_str!("../../sql/sqlite/0001_init.sql"),
+        include_str!("../../sql/sqlite/0002_search_posting.sql"),
+        include_str!("../../sql/sqlite/0003_ledger.sql"),
+        include_str!("../../sql/sqlite/0004_identity.sql"),
+        include_str!("../../sql/sqlite/0005_grants_sessions.sql"),
+        include_str!("../../sql/sqlite/0006_clients.sql"),
+        include_str!("../../sql/sqlite/0007_posting_log.sql"),
+        include_str!("../../sql/sqlite/0008_ledger_subtree.sql"),
+    ];
+    for sql in &all[..version] {
+        conn.execute_batch(sql).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+}
+
 #[test]
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 8);
+    assert_eq!(user_version(&conn), 9);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -95,7 +114,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 8);
+    assert_eq!(user_version(&raw(&path)), 9);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -131,12 +150,12 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 9).unwrap();
+    raw(&path).pragma_update(None, "user_version", 10).unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 9);
-            assert_eq!(supported, 8);
+            assert_eq!(found, 10);
+            assert_eq!(supported, 9);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -144,7 +163,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 9);
+    assert_eq!(user_version(&conn), 10);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -155,13 +174,13 @@ fn schema_newer_than_supported_is_refused() {
 fn empty_file_with_future_user_version_is_refused_without_migrating() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    raw(&path).pragma_update(None, "user_version", 10).unwrap();
+    raw(&path).pragma_update(None, "user_version", 11).unwrap();
 
     assert!(matches!(
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew {
-            found: 10,
-            supported: 8
+            found: 11,
+            supported: 9
         })
     ));
     let tables: i64 = raw(&path)
@@ -206,7 +225,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 8);
+    assert_eq!(user_version(&raw(&path)), 9);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,
@@ -237,17 +256,7 @@ fn version_7_ledger_subtrees_are_rekeyed_by_their_last_leaf() {
     {
         // A database as schema version 7 left it: subtree hashes keyed by (level, idx).
         let conn = raw(&path);
-        for sql in [
-            include_str!("../../sql/sqlite/0001_init.sql"),
-            include_str!("../../sql/sqlite/0002_search_posting.sql"),
-            include_str!("../../sql/sqlite/0003_ledger.sql"),
-            include_str!("../../sql/sqlite/0004_identity.sql"),
-            include_str!("../../sql/sqlite/0005_grants_sessions.sql"),
-            include_str!("../../sql/sqlite/0006_clients.sql"),
-            include_str!("../../sql/sqlite/0007_posting_log.sql"),
-        ] {
-            conn.execute_batch(sql).unwrap();
-        }
+        schema_at(&conn, 7);
         for i in 0..6u8 {
             conn.execute(
                 "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (?, ?, X'00')",
@@ -277,7 +286,7 @@ fn version_7_ledger_subtrees_are_rekeyed_by_their_last_leaf() {
             .unwrap()
     };
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 8);
+    assert_eq!(user_version(&raw(&path)), 9);
     for (level, index, hash) in &old {
         assert_eq!(
             store
@@ -306,4 +315,157 @@ fn version_7_ledger_subtrees_are_rekeyed_by_their_last_leaf() {
         .query_row("SELECT count(*) FROM ledger_subtree", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows, 4, "the row no ledger can have is dropped");
+}
+
+#[test]
+fn version_8_current_versions_are_posted_under_their_type() {
+    use medvault_store::posting::{encode, encode_batch, LogBatch};
+
+    use crate::common::{ids, live_seqs, type_postings, update};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let patients = 1030; // more than one posting's worth
+    {
+        let conn = raw(&path);
+        schema_at(&conn, 8);
+        let mut insert = conn
+            .prepare(
+                "INSERT INTO resource_version (rtype, id, version, is_current, deleted, updated_ms, owner, body, tokens)
+                 VALUES (?, ?, ?, ?, ?, 10, X'00', ?, ?)",
+            )
+            .unwrap();
+        for n in 0..patients {
+            let body: Option<Vec<u8>> = Some(vec![1]);
+            let tokens: Option<Vec<u8>> = Some(Vec::new());
+            insert
+                .execute(rusqlite::params![
+                    "Patient",
+                    format!("p{n}"),
+                    1,
+                    1,
+                    0,
+                    body,
+                    tokens
+                ])
+                .unwrap();
+        }
+        // o1 has a retired version 1, o2 is deleted, o3 is current.
+        let rows: [(&str, i64, bool, bool); 5] = [
+            ("o1", 1, false, false),
+            ("o1", 2, true, false),
+            ("o2", 1, false, false),
+            ("o2", 2, true, true),
+            ("o3", 1, true, false),
+        ];
+        for (id, version, current, deleted) in rows {
+            let body: Option<Vec<u8>> = (!deleted).then(|| vec![2]);
+            let tokens: Option<Vec<u8>> = (!deleted).then(|| [0x33u8; 16].to_vec());
+            insert
+                .execute(rusqlite::params![
+                    "Observation",
+                    id,
+                    version,
+                    current,
+                    deleted,
+                    body,
+                    tokens
+                ])
+                .unwrap();
+        }
+        // A search token of o1 v2 and o3, half merged and half still in the posting log.
+        let seq = |id: &str| -> i64 {
+            conn.query_row(
+                "SELECT seq FROM resource_version WHERE id = ? AND is_current = 1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        let (first, rest) = encode(&[seq("o1")]).unwrap();
+        conn.execute(
+            "INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)",
+            rusqlite::params![[0x33u8; 16].to_vec(), first, rest],
+        )
+        .unwrap();
+        let mut batch = LogBatch::new();
+        batch.insert([0x33; 16], vec![seq("o3")]);
+        conn.execute(
+            "INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)",
+            rusqlite::params![seq("o3"), encode_batch(&batch)],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&raw(&path)), 9);
+    let index: i64 = raw(&path)
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'resource_type_current'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(index, 0, "the type index is dropped");
+    for rtype in ["Patient", "Observation"] {
+        assert_eq!(
+            type_postings(&path, rtype),
+            live_seqs(&path, rtype),
+            "{rtype}"
+        );
+    }
+    let postings: i64 = raw(&path)
+        .query_row(
+            "SELECT count(*) FROM search_posting WHERE token = ?",
+            [medvault_store::posting::type_token("Patient").to_vec()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        postings, 2,
+        "1,030 versions make two postings of at most 1,024"
+    );
+    let logged: i64 = raw(&path)
+        .query_row("SELECT count(*) FROM posting_log", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(logged, 0, "the log is merged first");
+
+    // Whole-type listings and searches read the new postings.
+    let whole = |rtype: &str| StoreQuery {
+        rtype: rtype.into(),
+        all_of: Vec::new(),
+        ids: None,
+        updated_from_ms: None,
+        updated_until_ms: None,
+    };
+    assert_eq!(
+        ids(&store.search_all(&whole("Observation")).unwrap()),
+        ["o1", "o3"]
+    );
+    assert_eq!(
+        store.search(&whole("Patient"), 0, 5).unwrap().total,
+        patients
+    );
+    let mut by_token = whole("Observation");
+    by_token.all_of = vec![vec![[0x33; 16]]];
+    assert_eq!(ids(&store.search_all(&by_token).unwrap()), ["o1", "o3"]);
+
+    // A version written before the migration is retired from its type posting when replaced.
+    store
+        .write(&[update("Observation", "o1", 3, 20, &[])])
+        .unwrap();
+    store
+        .write(&[crate::common::delete("Patient", "p0", 2, 21)])
+        .unwrap();
+    for rtype in ["Patient", "Observation"] {
+        assert_eq!(
+            type_postings(&path, rtype),
+            live_seqs(&path, rtype),
+            "{rtype}"
+        );
+    }
+    assert_eq!(ids(&store.search_all(&by_token).unwrap()), ["o3"]);
+    assert_eq!(
+        store.search(&whole("Patient"), 0, 5).unwrap().total,
+        patients - 1
+    );
 }

@@ -443,6 +443,15 @@ fn searches_agree_with_a_model_however_postings_are_split_between_log_and_index(
         }
         order.retain(|id| !touched.contains(id));
         order.extend(touched.iter().filter(|&&id| model[id].is_some()));
+        // The whole type, listed from its type posting.
+        let everyone: Vec<String> = order.iter().map(|id| format!("p{id}")).collect();
+        for (_, store) in &stores {
+            assert_eq!(
+                found(store, &patients()),
+                everyone,
+                "step {step}, whole type"
+            );
+        }
         for a in 1..=5u8 {
             for b in 0..=5u8 {
                 let groups: Vec<&[u8]> = if b == 0 {
@@ -471,9 +480,11 @@ fn searches_agree_with_a_model_however_postings_are_split_between_log_and_index(
     // Nothing stale is left anywhere: the stores hold exactly the model's current postings.
     let live: usize = model.iter().flatten().map(|(_, tokens)| tokens.len()).sum();
     for (dir, _) in &stores {
+        let path = crate::common::db_path(dir);
+        assert_eq!(crate::common::token_pairs(&path).len(), live);
         assert_eq!(
-            crate::common::token_pairs(&crate::common::db_path(dir)).len(),
-            live
+            crate::common::type_postings(&path, "Patient"),
+            crate::common::live_seqs(&path, "Patient")
         );
     }
 }
