@@ -81,23 +81,18 @@ pub(crate) fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
 }
 
 /// The posting token under which the store lists the current, non-deleted versions of
-/// resource type `rtype` (it replaced the `resource_type_current` index: migration 0009).
+/// resource type `rtype` (it replaced the `resource_type_current` index: migration 0009):
+/// SHA-256 of a domain separator and the type name, cut to 16 bytes.
 ///
-/// Not keyed: the type is stored in plaintext beside every version anyway. It starts with
-/// four bytes no search parameter's name gives it, then a 64-bit FNV-1a hash and the length
-/// of the type name; two types sharing a token would only cost time, because every search
-/// also filters on the type column.
+/// Not keyed: the type is stored in plaintext beside every version anyway. Collision
+/// resistant, so a type's posting holds exactly that type's versions and its length is the
+/// type's total.
 pub fn type_token(rtype: &str) -> crate::Token {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in rtype.as_bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let len = u32::try_from(rtype.len()).unwrap_or(u32::MAX);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"medvault-store-type-posting\0");
+    ctx.update(rtype.as_bytes());
     let mut token = [0u8; 16];
-    token[..4].copy_from_slice(b"\xfftyp");
-    token[4..12].copy_from_slice(&hash.to_be_bytes());
-    token[12..].copy_from_slice(&len.to_be_bytes());
+    token.copy_from_slice(&ctx.finish().as_ref()[..16]);
     token
 }
 

@@ -509,3 +509,52 @@ fn a_commit_updating_a_whole_earlier_commit_leaves_only_the_new_postings() {
     assert_eq!(pairs.len(), 50);
     assert!(pairs.iter().all(|(t, _)| *t == tok(B)));
 }
+
+/// A whole-type listing takes its total and page from the type's posting, and checks each
+/// row it reads: a posting edited to name a retired version, or another type's, is an error,
+/// not a wrong answer.
+#[test]
+fn a_type_posting_naming_the_wrong_rows_is_refused() {
+    use medvault_store::{posting, StoreError};
+
+    for stale in ["Patient", "Observation"] {
+        let (dir, store) = open_store();
+        store
+            .write(&[
+                create("Patient", "p1", 1, &[]),
+                create("Patient", "p2", 2, &[]),
+                create("Observation", "o1", 3, &[]),
+            ])
+            .unwrap();
+        store.write(&[delete("Patient", "p2", 2, 4)]).unwrap();
+        assert_eq!(
+            ids(&store.search(&patients(), 0, 10).unwrap().records),
+            ["p1"]
+        );
+        // Post p2's retired version (or the Observation) under Patient, in a new log row.
+        let path = crate::common::db_path(&dir);
+        let conn = crate::common::raw(&path);
+        let seq: i64 = conn
+            .query_row(
+                "SELECT seq FROM resource_version WHERE rtype = ? ORDER BY seq LIMIT 1 OFFSET ?",
+                rusqlite::params![stale, if stale == "Patient" { 1 } else { 0 }],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let mut batch = posting::LogBatch::new();
+        batch.insert(posting::type_token("Patient"), vec![seq]);
+        conn.execute(
+            "INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)",
+            rusqlite::params![1_000_000, posting::encode_batch(&batch)],
+        )
+        .unwrap();
+        drop(conn);
+        assert!(
+            matches!(
+                store.search(&patients(), 0, 10),
+                Err(StoreError::Corrupt("type posting"))
+            ),
+            "{stale}"
+        );
+    }
+}

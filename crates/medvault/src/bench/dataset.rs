@@ -71,7 +71,13 @@ pub struct DatasetFigures {
     pub full_read: Latency,
     pub plain_search: Latency,
     pub full_search: Latency,
+    /// The first page of a whole type with its total (`Observation?_count=20`).
+    pub plain_list: Latency,
+    pub full_list: Latency,
 }
+
+/// Whole-type first pages measured per side (each counts every current resource of the type).
+const LIST_SAMPLES: usize = 10;
 
 /// A sampled Observation: where it sits in the generated data, and, once stored, its id and
 /// its patient's id on each side plus the code to search for.
@@ -224,6 +230,30 @@ pub fn run(
             );
         }
     }
+    // The first page of the whole type and its total, as `GET /fhir/Observation?_count=20`
+    // answers it: medvault lists the type from its type posting, plain SQLite counts through
+    // its (type, id, version) index.
+    let mut plain_list = Vec::with_capacity(LIST_SAMPLES);
+    let mut full_list = Vec::with_capacity(LIST_SAMPLES);
+    let count = [("_count".to_string(), "20".to_string())];
+    for _ in 0..LIST_SAMPLES {
+        let start = Instant::now();
+        let plain_total = plain.first_page("Observation", 20)?;
+        plain_list.push(ms(start));
+        let start = Instant::now();
+        let page = repo
+            .search("Observation", &count)
+            .map_err(|e| anyhow!("search failed: {e}"))?;
+        full_list.push(ms(start));
+        if page.total as usize != plain_total
+            || page.total as usize != resources / PER_PATIENT * OBSERVATIONS
+        {
+            bail!(
+                "whole-type total mismatch: medvault {}, plain SQLite {plain_total}",
+                page.total
+            );
+        }
+    }
     let figures = DatasetFigures {
         resources,
         by_size,
@@ -231,6 +261,8 @@ pub fn run(
         full_read: Latency::of(full_read),
         plain_search: Latency::of(plain_search),
         full_search: Latency::of(full_search),
+        plain_list: Latency::of(plain_list),
+        full_list: Latency::of(full_list),
     };
     println!("single read of an Observation by id, {samples} random ones:");
     println!(
@@ -249,6 +281,15 @@ pub fn run(
     println!(
         "  medvault  Repository::search (blind index, decrypt):  {}   (target p99 < 20 ms)",
         figures.full_search
+    );
+    println!("Observation?_count=20, the first page of the whole type and its total ({LIST_SAMPLES} times):");
+    println!(
+        "  baseline  plain SQLite count + first 20 rows + parse: {}",
+        figures.plain_list
+    );
+    println!(
+        "  medvault  Repository::search (type posting, decrypt): {}   (not a target)",
+        figures.full_list
     );
     Ok(figures)
 }
@@ -406,6 +447,24 @@ impl Plain {
         )?;
         let json: Vec<u8> = stmt.query_row([id], |r| r.get(0))?;
         Ok(serde_json::from_slice(&json)?)
+    }
+
+    /// The total of `rtype` and its first `limit` rows by insertion order, parsed.
+    fn first_page(&self, rtype: &str, limit: usize) -> Result<usize> {
+        let total: i64 = self.conn.query_row(
+            "SELECT count(*) FROM resource WHERE rtype = ?",
+            [rtype],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT json FROM resource WHERE rtype = ? ORDER BY seq LIMIT ?")?;
+        let mut rows = stmt.query(rusqlite::params![rtype, limit as i64])?;
+        while let Some(row) = rows.next()? {
+            let v: Value = serde_json::from_slice(row.get_ref(0)?.as_blob()?)?;
+            std::hint::black_box(v);
+        }
+        Ok(total as usize)
     }
 
     fn search(&self, patient: &str, code: &str) -> Result<usize> {

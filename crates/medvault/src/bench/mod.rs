@@ -853,6 +853,13 @@ fn all(args: AllArgs) -> Result<()> {
         );
     }
     println!(
+        "| Observation?_count=20 (first page and total of the whole type) p99 at {} resources | {:.2} ms | {:.2} ms plain SQLite | {:.1}x | (not a target) | |",
+        data.resources,
+        data.full_list.p99,
+        data.plain_list.p99,
+        data.full_list.p99 / data.plain_list.p99
+    );
+    println!(
         "| ledger append, batched ({} entries) | {:.0}/s | {:.0}/s plain SQLite | {:.2} | >= 50,000/s | {} |",
         ledger.entries,
         ledger.append,
