@@ -14,8 +14,16 @@ use crate::hash::{decode_hex32, encode_hex, leaf_hash, sha256, Hash};
 /// Maximum byte length of any text field.
 pub const MAX_TEXT_LEN: usize = 4096;
 
-/// First byte of every encoded entry; bump when the layout changes.
+/// First byte of an encoded entry that names one resource; its layout never changes, so
+/// entries written before [`ENCODING_VERSION_LIST`] existed keep their leaves.
 pub const ENCODING_VERSION: u8 = 1;
+
+/// First byte of an encoded entry that names further resources ([`Entry::more`]): the
+/// version-1 fields, then the count and the further resources.
+pub const ENCODING_VERSION_LIST: u8 = 2;
+
+/// Most further resources one entry can name (a request acting on more writes more entries).
+pub const MAX_MORE: usize = 1023;
 
 /// Domain separator for commitments, so they cannot collide with other SHA-256 uses.
 const COMMITMENT_DOMAIN: &[u8] = b"medvault-ledger-entry-v1\0";
@@ -81,6 +89,41 @@ impl fmt::Display for EntryText {
 impl fmt::Debug for EntryText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+/// Further resources one entry covers, beyond its first (`resource_type`/`resource_id`), as
+/// "Type/id" references: at most [`MAX_MORE`], so encoding can never fail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MoreResources(Vec<EntryText>);
+
+impl MoreResources {
+    /// Accepts at most [`MAX_MORE`] references.
+    pub fn new(refs: Vec<EntryText>) -> Result<Self, EntryError> {
+        if refs.len() > MAX_MORE {
+            return Err(EntryError::TooManyResources { count: refs.len() });
+        }
+        Ok(Self(refs))
+    }
+
+    /// None: the entry names one resource.
+    pub const fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The references, in the order they were recorded.
+    pub fn as_slice(&self) -> &[EntryText] {
+        &self.0
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the entry names only its first resource.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -156,12 +199,17 @@ pub struct Entry {
     pub address: EntryText,
     /// Client user agent.
     pub user_agent: EntryText,
+    /// Further resources the same decision covered, for the same patient and in the same
+    /// request (a transaction's creates for one patient are one entry).
+    pub more: MoreResources,
 }
 
 impl Entry {
     /// Canonical encoding: version byte, then fields in declaration order;
     /// `time` as 8 bytes big-endian, text as u32 big-endian length + UTF-8,
-    /// `outcome` and `break_glass` as one byte each.
+    /// `outcome` and `break_glass` as one byte each. An entry with no further resources is
+    /// version 1 and ends after `user_agent`; otherwise version 2 adds their count (u32
+    /// big-endian, at least 1) and the references as text.
     pub fn encode(&self) -> Vec<u8> {
         let texts = [
             &self.actor,
@@ -176,9 +224,18 @@ impl Entry {
             &self.address,
             &self.user_agent,
         ];
-        let text_bytes: usize = texts.iter().map(|t| 4 + t.0.len()).sum();
-        let mut out = Vec::with_capacity(1 + 8 + 2 + text_bytes);
-        out.push(ENCODING_VERSION);
+        let text_bytes: usize = texts
+            .iter()
+            .copied()
+            .chain(self.more.as_slice())
+            .map(|t| 4 + t.0.len())
+            .sum();
+        let mut out = Vec::with_capacity(1 + 8 + 2 + 4 + text_bytes);
+        out.push(if self.more.is_empty() {
+            ENCODING_VERSION
+        } else {
+            ENCODING_VERSION_LIST
+        });
         out.extend_from_slice(&self.time.to_be_bytes());
         put_text(&mut out, &self.actor);
         put_text(&mut out, &self.role);
@@ -193,6 +250,14 @@ impl Entry {
         out.push(u8::from(self.break_glass));
         put_text(&mut out, &self.address);
         put_text(&mut out, &self.user_agent);
+        if !self.more.is_empty() {
+            // At most MAX_MORE, which always fits u32.
+            let count = u32::try_from(self.more.len()).unwrap_or(u32::MAX);
+            out.extend_from_slice(&count.to_be_bytes());
+            for r in self.more.as_slice() {
+                put_text(&mut out, r);
+            }
+        }
         out
     }
 
@@ -200,10 +265,10 @@ impl Entry {
     pub fn decode(bytes: &[u8]) -> Result<Self, EntryError> {
         let mut r = Reader { rest: bytes };
         let version = r.byte()?;
-        if version != ENCODING_VERSION {
+        if version != ENCODING_VERSION && version != ENCODING_VERSION_LIST {
             return Err(EntryError::UnknownVersion(version));
         }
-        let entry = Self {
+        let mut entry = Self {
             time: i64::from_be_bytes(r.array()?),
             actor: r.text("actor")?,
             role: r.text("role")?,
@@ -222,7 +287,22 @@ impl Entry {
             },
             address: r.text("address")?,
             user_agent: r.text("user_agent")?,
+            more: MoreResources::none(),
         };
+        if version == ENCODING_VERSION_LIST {
+            let count = u32::from_be_bytes(r.array()?);
+            // Version 2 with none would be a second encoding of a version-1 entry. Checked
+            // before reading, so a huge count cannot cause work.
+            let n = usize::try_from(count)
+                .ok()
+                .filter(|n| (1..=MAX_MORE).contains(n))
+                .ok_or(EntryError::ResourceCount(count))?;
+            let mut more = Vec::with_capacity(n);
+            for _ in 0..n {
+                more.push(r.text("more")?);
+            }
+            entry.more = MoreResources(more);
+        }
         if !r.rest.is_empty() {
             return Err(EntryError::TrailingBytes);
         }

@@ -108,6 +108,18 @@ pub enum EntryError {
         /// Length of the rejected value in bytes.
         len: usize,
     },
+    /// More further resources than one entry may name.
+    #[error(
+        "an entry names at most {} further resources, not {count}",
+        crate::entry::MAX_MORE
+    )]
+    TooManyResources {
+        /// How many were given.
+        count: usize,
+    },
+    /// A version-2 encoding declares no further resources, or more than allowed.
+    #[error("entry encoding declares {count} further resources, allowed 1 to {max}", count = .0, max = crate::entry::MAX_MORE)]
+    ResourceCount(u32),
     /// The encoding starts with an unknown version byte.
     #[error("unknown entry encoding version {0}")]
     UnknownVersion(u8),

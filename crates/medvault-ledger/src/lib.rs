@@ -27,7 +27,7 @@ pub mod proof;
 pub mod tree;
 
 pub use checkpoint::{open, Checkpoint, SignedNote, SigningKey, VerifierKey};
-pub use entry::{commitment, entry_leaf, Entry, EntryText, Outcome, Salt};
+pub use entry::{commitment, entry_leaf, Entry, EntryText, MoreResources, Outcome, Salt};
 pub use error::{
     CheckpointError, EntryError, FrontierError, HashError, MissingNode, ProofError, VerifyError,
 };

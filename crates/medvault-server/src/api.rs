@@ -1480,6 +1480,7 @@ fn entry_json(
         "action": e.action.as_str(),
         "resource_type": e.resource_type.as_str(),
         "resource_id": e.resource_id.as_str(),
+        "more_resources": e.more.as_slice().iter().map(|r| r.as_str()).collect::<Vec<_>>(),
         "patient": e.patient.as_str(),
         "outcome": e.outcome.as_str(),
         "reason": e.reason.as_str(),
@@ -1634,6 +1635,15 @@ async fn own_audit_events(
                     ext.push(json!({"url": "proofHash", "valueBase64Binary": b64_std(h.as_bytes())}));
                 }
             }
+            // The resource, the patient, then the further resources the entry covers.
+            let entity: Vec<Value> = [
+                format!("{}/{}", e.resource_type.as_str(), e.resource_id.as_str()),
+                format!("Patient/{}", e.patient.as_str()),
+            ]
+            .into_iter()
+            .chain(e.more.as_slice().iter().map(|r| r.as_str().to_owned()))
+            .map(|reference| json!({"what": {"reference": reference}}))
+            .collect();
             json!({
                 "fullUrl": format!("{}/AuditEvent/ledger-{index}", state.fhir_base),
                 "resource": {
@@ -1654,10 +1664,7 @@ async fn own_audit_events(
                         "network": {"address": e.address.as_str(), "type": "2"},
                     }],
                     "source": {"observer": {"display": "medvault"}},
-                    "entity": [
-                        {"what": {"reference": format!("{}/{}", e.resource_type.as_str(), e.resource_id.as_str())}},
-                        {"what": {"reference": format!("Patient/{}", e.patient.as_str())}},
-                    ],
+                    "entity": entity,
                 },
                 "search": {"mode": "match"},
             })

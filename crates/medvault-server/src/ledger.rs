@@ -10,9 +10,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use medvault_crypto::Random;
+use medvault_ledger::entry::MAX_MORE;
 use medvault_ledger::{
     consistency_proof, entry_leaf, inclusion_proof, open, Checkpoint, Entry, EntryText, Frontier,
-    Hash, NodeSource, Outcome, ProofError, Salt, SigningKey,
+    Hash, MoreResources, NodeSource, Outcome, ProofError, Salt, SigningKey,
 };
 use medvault_store::{CheckpointRecord, LedgerAppend, LedgerNode, LedgerRecord, Store, StoreError};
 use zeroize::Zeroizing;
@@ -252,6 +253,52 @@ impl NodeSource for StoreNodes<'_> {
     }
 }
 
+/// The entries that record `items`: the events of one request (one `Audit`) that record the
+/// same decision (action, outcome, reason, break-glass) on resources of the same patient
+/// become one entry naming them all, in order, up to `MAX_MORE` further ones each; IHE's
+/// Basic Audit Log Patterns likewise record one AuditEvent per patient per transaction. A
+/// transaction creating 45 resources for one patient writes one entry, not 45 (each entry is
+/// salted, hashed, sealed and stored on its own). Events naming no resource stay alone.
+fn group_events<'a>(
+    items: &[(&'a Audit, &'a Event)],
+) -> Vec<(&'a Audit, &'a Event, MoreResources)> {
+    let same = |a: &(&Audit, &Event), b: &(&Audit, &Event)| {
+        !a.1.resource_type.is_empty()
+            && !b.1.resource_type.is_empty()
+            && a.1.action == b.1.action
+            && a.1.patient == b.1.patient
+            && a.1.outcome == b.1.outcome
+            && a.1.reason == b.1.reason
+            && a.1.break_glass == b.1.break_glass
+    };
+    let mut groups: Vec<((&Audit, &Event), Vec<EntryText>)> = Vec::new();
+    for item in items {
+        // Only this request's groups (a group commit records several requests, which never
+        // share an entry; each request's events are contiguous). They are few (one per
+        // patient and decision), so a scan is cheap.
+        let open = groups
+            .iter_mut()
+            .rev()
+            .take_while(|(head, _)| std::ptr::eq(head.0, item.0))
+            .find(|(head, more)| same(head, item) && more.len() < MAX_MORE);
+        match open {
+            Some((_, more)) => more.push(text(&format!(
+                "{}/{}",
+                item.1.resource_type, item.1.resource_id
+            ))),
+            None => groups.push((*item, Vec::new())),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((audit, ev), more)| {
+            // At most MAX_MORE by construction.
+            let more = MoreResources::new(more).unwrap_or_default();
+            (audit, ev, more)
+        })
+        .collect()
+}
+
 fn text(s: &str) -> EntryText {
     // Entry fields are bounded; a longer value (a huge user agent) is cut at a char boundary.
     let mut end = s.len().min(4096);
@@ -467,7 +514,7 @@ impl Ledger {
         Ok(None)
     }
 
-    fn entry(&self, audit: &Audit, ev: &Event, now_ms: i64) -> Entry {
+    fn entry(&self, audit: &Audit, ev: &Event, more: MoreResources, now_ms: i64) -> Entry {
         Entry {
             time: now_ms.div_euclid(1000),
             actor: text(&audit.actor),
@@ -483,6 +530,7 @@ impl Ledger {
             break_glass: ev.break_glass,
             address: text(&audit.address),
             user_agent: text(&audit.user_agent),
+            more,
         }
     }
 
@@ -524,9 +572,9 @@ impl Ledger {
         let now = self.clock.now_ms();
         let mut frontier = state.frontier.clone();
         let mut append = LedgerAppend::default();
-        for &(audit, ev) in items {
+        for (audit, ev, more) in group_events(items) {
             let index = frontier.size();
-            let bytes = self.entry(audit, ev, now).encode();
+            let bytes = self.entry(audit, ev, more, now).encode();
             let mut salt = [0u8; 32];
             self.rng.fill(&mut salt).map_err(LedgerError::from)?;
             let salt = Salt::from_bytes(salt);

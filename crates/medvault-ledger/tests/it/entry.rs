@@ -3,7 +3,7 @@
 use expect_test::expect;
 use medvault_ledger::entry::MAX_TEXT_LEN;
 use medvault_ledger::{
-    commitment, entry_leaf, leaf_hash, Entry, EntryError, EntryText, Outcome, Salt,
+    commitment, entry_leaf, leaf_hash, Entry, EntryError, EntryText, MoreResources, Outcome, Salt,
 };
 use proptest::prelude::*;
 
@@ -29,6 +29,16 @@ fn sample() -> Entry {
         break_glass: false,
         address: t("10.0.0.5"),
         user_agent: t("curl/8"),
+        more: MoreResources::none(),
+    }
+}
+
+/// The sample covering two more resources (version 2 of the encoding).
+fn sample_with_more() -> Entry {
+    Entry {
+        action: t("create"),
+        more: MoreResources::new(vec![t("Observation/obs-43"), t("Encounter/enc-1")]).unwrap(),
+        ..sample()
     }
 }
 
@@ -46,6 +56,55 @@ fn encoding_snapshot() {
         .assert_eq(&commitment(&salt(), &bytes).to_string());
     expect!["3c36ae3b3b2fd381e7f8021710c4c303ff76b2f5aa603cfd35373fd5bd34f381"]
         .assert_eq(&entry_leaf(&salt(), &bytes).to_string());
+}
+
+/// Version 2: the version-1 fields, then the count and the references (after user_agent:
+/// 00000002, then 00000012 "Observation/obs-43" and 0000000f "Encounter/enc-1"). The leaf
+/// is cross-checked with Python hashlib as above.
+#[test]
+fn encoding_snapshot_with_more_resources() {
+    let bytes = sample_with_more().encode();
+    expect!["02000000006553f1000000000864722e616c69636500000009636c696e696369616e000000076568722d776562000000066372656174650000000b4f62736572766174696f6e000000066f62732d3432000000057061742d370000000009636172652d7465616d000000055452454154000000000831302e302e302e35000000066375726c2f3800000002000000124f62736572766174696f6e2f6f62732d34330000000f456e636f756e7465722f656e632d31"].assert_eq(&hex(&bytes));
+    expect!["d36d0025a50f733aad54c1f807f4d3ed6e42731fafbfb30f04747e8c99e65dae"]
+        .assert_eq(&entry_leaf(&salt(), &bytes).to_string());
+    assert_eq!(Entry::decode(&bytes), Ok(sample_with_more()));
+}
+
+#[test]
+fn version_2_must_name_between_1_and_1023_more_resources() {
+    let v1 = sample().encode();
+    let mut none = v1.clone();
+    none[0] = 2;
+    none.extend_from_slice(&0u32.to_be_bytes());
+    assert_eq!(Entry::decode(&none), Err(EntryError::ResourceCount(0)));
+    let mut huge = v1.clone();
+    huge[0] = 2;
+    huge.extend_from_slice(&1024u32.to_be_bytes());
+    assert_eq!(Entry::decode(&huge), Err(EntryError::ResourceCount(1024)));
+    let mut max = v1;
+    max[0] = 2;
+    max.extend_from_slice(&1023u32.to_be_bytes());
+    for _ in 0..1023 {
+        max.extend_from_slice(&[0, 0, 0, 1, b'x']);
+    }
+    assert_eq!(Entry::decode(&max).map(|e| e.more.len()), Ok(1023));
+    assert_eq!(
+        MoreResources::new(vec![t("x"); 1024]),
+        Err(EntryError::TooManyResources { count: 1024 })
+    );
+    assert!(MoreResources::new(vec![t("x"); 1023]).is_ok());
+}
+
+#[test]
+fn version_2_rejects_every_truncation() {
+    let bytes = sample_with_more().encode();
+    for len in 0..bytes.len() {
+        assert_eq!(
+            Entry::decode(&bytes[..len]),
+            Err(EntryError::Truncated),
+            "prefix of {len} bytes"
+        );
+    }
 }
 
 #[test]
@@ -83,6 +142,12 @@ fn commitment_depends_on_salt_and_every_field() {
     e.actor = t("dr.alicec");
     e.role = t("linician");
     variants.push(e);
+    let mut e = base.clone();
+    e.more = MoreResources::new(vec![t("Observation/obs-43")]).unwrap();
+    variants.push(e);
+    let mut e = sample_with_more();
+    e.more = MoreResources::new(vec![t("Encounter/enc-1"), t("Observation/obs-43")]).unwrap();
+    variants.push(e);
     for v in variants {
         assert_ne!(v.commitment(&salt()), c, "{v:?}");
     }
@@ -110,8 +175,8 @@ fn decode_rejects_trailing_bytes() {
 #[test]
 fn decode_rejects_unknown_version() {
     let mut bytes = sample().encode();
-    bytes[0] = 2;
-    assert_eq!(Entry::decode(&bytes), Err(EntryError::UnknownVersion(2)));
+    bytes[0] = 3;
+    assert_eq!(Entry::decode(&bytes), Err(EntryError::UnknownVersion(3)));
     assert_eq!(Entry::decode(&[0]), Err(EntryError::UnknownVersion(0)));
 }
 
@@ -234,6 +299,7 @@ fn entry() -> impl Strategy<Value = Entry> {
         [text(), text()],
         any::<bool>(),
         [text(), text()],
+        prop::collection::vec(text(), 0..4),
     )
         .prop_map(
             |(
@@ -243,6 +309,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                 [reason, purpose],
                 break_glass,
                 [address, user_agent],
+                more,
             )| Entry {
                 time,
                 actor,
@@ -258,6 +325,7 @@ fn entry() -> impl Strategy<Value = Entry> {
                 break_glass,
                 address,
                 user_agent,
+                more: MoreResources::new(more).unwrap(),
             },
         )
 }

@@ -113,33 +113,134 @@ async fn every_request_is_recorded_with_its_outcome_and_patient() {
     assert!(all.iter().all(|e| !e.resource_id.as_str().contains('=')));
 }
 
+/// A transaction's writes are recorded in their own commit, one entry per patient (and one
+/// for resources of no patient) naming every resource it wrote for them, then the request's
+/// summary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_records_each_write_in_its_own_commit_and_a_summary() {
+async fn a_transaction_records_one_entry_per_patient_and_a_summary() {
     let h = Harness::unsealed();
-    let bundle = json!({
-        "resourceType": "Bundle", "type": "transaction",
-        "entry": [
-            {"fullUrl": "urn:uuid:p", "resource": patient("Tx", "Tia", "1990-01-01"),
-             "request": {"method": "POST", "url": "Patient"}},
-            {"resource": observation("urn:uuid:p", "8867-4", "2024-01-01", 70),
-             "request": {"method": "POST", "url": "Observation"}},
-        ],
-    });
-    let mut bundle = bundle;
-    bundle["entry"][1]["resource"]["subject"]["reference"] = json!("urn:uuid:p");
+    let mut items = Vec::new();
+    for (n, name) in ["Tia", "Uma"].iter().enumerate() {
+        items.push(json!({"fullUrl": format!("urn:uuid:p{n}"),
+            "resource": patient("Tx", name, "1990-01-01"),
+            "request": {"method": "POST", "url": "Patient"}}));
+        if n == 0 {
+            items.push(
+                json!({"resource": {"resourceType": "Practitioner", "name": [{"family": "Who"}]},
+                "request": {"method": "POST", "url": "Practitioner"}}),
+            );
+        }
+        for value in [70 + n as u32, 80 + n as u32] {
+            let mut obs = observation("x", "8867-4", "2024-01-01", value);
+            obs["subject"]["reference"] = json!(format!("urn:uuid:p{n}"));
+            items.push(
+                json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}),
+            );
+        }
+    }
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": items});
     let r = h.call("POST", "/fhir", Some(bundle)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
-    let got: Vec<_> = entries(&h).iter().map(summary).collect();
-    let pid = got[0].2.clone();
-    assert!(!pid.is_empty());
+    let written: Vec<String> = r.json["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["location"].as_str().unwrap().to_string())
+        .map(|l| l.split("/_history").next().unwrap().to_string())
+        .collect();
+    let all = entries(&h);
+    let got: Vec<_> = all.iter().map(summary).collect();
+    let (p0, p1) = (all[0].patient.as_str(), all[2].patient.as_str());
+    assert!(!p0.is_empty() && !p1.is_empty() && p0 != p1);
     assert_eq!(
         got,
         vec![
-            row("create", "Patient", &pid, Outcome::Allow, ""),
-            row("create", "Observation", &pid, Outcome::Allow, ""),
+            row("create", "Patient", p0, Outcome::Allow, ""),
+            row("create", "Practitioner", "", Outcome::Allow, ""),
+            row("create", "Patient", p1, Outcome::Allow, ""),
             row("bundle", "", "", Outcome::Allow, ""),
         ]
     );
+    // Each entry names its first resource, then the others in the order they were written.
+    let named = |e: &Entry| -> Vec<String> {
+        std::iter::once(format!(
+            "{}/{}",
+            e.resource_type.as_str(),
+            e.resource_id.as_str()
+        ))
+        .chain(e.more.as_slice().iter().map(|r| r.as_str().to_string()))
+        .collect()
+    };
+    let picks = |at: &[usize]| -> Vec<String> { at.iter().map(|&i| written[i].clone()).collect() };
+    assert_eq!(named(&all[0]), picks(&[0, 2, 3]));
+    assert_eq!(named(&all[1]), picks(&[1]));
+    assert_eq!(named(&all[2]), picks(&[4, 5, 6]));
+    assert!(all[3].more.is_empty());
+}
+
+/// One request's events of the same decision on one patient's resources share an entry; a
+/// different decision, patient, or an event naming no resource does not. (Separate requests
+/// never share one, even with equal audits: `concurrent_records_share_one_durable_commit`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_requests_events_of_the_same_decision_share_an_entry() {
+    let h = Harness::unsealed();
+    let keys = h.repo.vault().keys().unwrap();
+    let before = entries(&h).len();
+    let read = |id: &str, patient: &str| {
+        Event::new("read", "Observation", id, Outcome::Allow).patient(patient)
+    };
+    let events = [
+        read("a", "p1"),
+        read("b", "p2"),
+        read("c", "p1"),
+        Event::new("read", "Observation", "d", Outcome::Deny).patient("p1"),
+        read("e", "p1").reason("break-glass"),
+        Event::new("read", "", "", Outcome::Allow).patient("p1"),
+        Event::new("read", "", "", Outcome::Allow).patient("p1"),
+        read("f", "p1"),
+    ];
+    h.repo
+        .ledger()
+        .record(&keys, &Audit::anonymous("127.0.0.1", "agent"), &events)
+        .unwrap();
+    let got: Vec<(String, Vec<String>)> = entries(&h)[before..]
+        .iter()
+        .map(|e| {
+            (
+                e.resource_id.as_str().to_string(),
+                e.more
+                    .as_slice()
+                    .iter()
+                    .map(|r| r.as_str().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    let row =
+        |id: &str, more: &[&str]| (id.to_string(), more.iter().map(|m| m.to_string()).collect());
+    assert_eq!(
+        got,
+        vec![
+            row("a", &["Observation/c", "Observation/f"]),
+            row("b", &[]),
+            row("d", &[]),
+            row("e", &[]),
+            row("", &[]),
+            row("", &[]),
+        ]
+    );
+    // An entry names at most 1 + 1,023 resources; the rest start another.
+    let many: Vec<Event> = (0..1030).map(|i| read(&format!("m{i}"), "p3")).collect();
+    h.repo
+        .ledger()
+        .record(&keys, &Audit::anonymous("127.0.0.1", "agent"), &many)
+        .unwrap();
+    let all = entries(&h);
+    let last: Vec<(&str, usize)> = all[before + 6..]
+        .iter()
+        .map(|e| (e.resource_id.as_str(), e.more.len()))
+        .collect();
+    assert_eq!(last, [("m0", 1023), ("m1024", 5)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -655,6 +756,8 @@ async fn concurrent_records_share_one_durable_commit() {
     for result in records_queued_behind_a_commit(&h, 8) {
         result.unwrap();
     }
+    // Eight entries: the requests' audits and decisions are equal, but separate requests
+    // never share an entry.
     assert_eq!(h.data.store.ledger_size().unwrap(), size + 8);
     assert_eq!(
         h.data.store.ledger_checkpoints(0, 10_000).unwrap().len(),
