@@ -348,7 +348,8 @@ enum Command {
         /// The window of --phi-read-limit, in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
         phi_read_window_seconds: u64,
-        /// SQLite page cache per database connection, in MiB (there are five connections).
+        /// SQLite page cache per reading database connection, in MiB (there are four; the
+        /// one writing connection uses at most 16).
         #[arg(long, default_value_t = medvault_store::DEFAULT_CACHE_MIB, value_parser = clap::value_parser!(u32).range(1..=65_536))]
         sqlite_cache_mib: u32,
     },
