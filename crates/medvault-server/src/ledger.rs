@@ -262,36 +262,42 @@ impl NodeSource for StoreNodes<'_> {
 fn group_events<'a>(
     items: &[(&'a Audit, &'a Event)],
 ) -> Vec<(&'a Audit, &'a Event, MoreResources)> {
-    let same = |a: &(&Audit, &Event), b: &(&Audit, &Event)| {
-        !a.1.resource_type.is_empty()
-            && !b.1.resource_type.is_empty()
-            && a.1.action == b.1.action
-            && a.1.patient == b.1.patient
-            && a.1.outcome == b.1.outcome
-            && a.1.reason == b.1.reason
-            && a.1.break_glass == b.1.break_glass
-    };
-    let mut groups: Vec<((&Audit, &Event), Vec<EntryText>)> = Vec::new();
-    for item in items {
-        // Only this request's groups (a group commit records several requests, which never
-        // share an entry; each request's events are contiguous). They are few (one per
-        // patient and decision), so a scan is cheap.
-        let open = groups
-            .iter_mut()
-            .rev()
-            .take_while(|(head, _)| std::ptr::eq(head.0, item.0))
-            .find(|(head, more)| same(head, item) && more.len() < MAX_MORE);
-        match open {
-            Some((_, more)) => more.push(text(&format!(
-                "{}/{}",
-                item.1.resource_type, item.1.resource_id
-            ))),
-            None => groups.push((*item, Vec::new())),
+    /// What events must share to share an entry (besides the request).
+    type Decision<'e> = (&'e str, &'e str, Outcome, &'e str, bool);
+    let mut groups: Vec<(&Audit, &Event, Vec<EntryText>)> = Vec::with_capacity(items.len());
+    // The open group of each decision of the current request (a group commit records
+    // several requests, which never share an entry; each request's events are contiguous).
+    let mut open: HashMap<Decision<'a>, usize> = HashMap::new();
+    let mut request: Option<&Audit> = None;
+    for &(audit, ev) in items {
+        if !request.is_some_and(|r| std::ptr::eq(r, audit)) {
+            open.clear();
+            request = Some(audit);
+        }
+        if ev.resource_type.is_empty() {
+            groups.push((audit, ev, Vec::new()));
+            continue;
+        }
+        let decision = (
+            ev.action.as_str(),
+            ev.patient.as_str(),
+            ev.outcome,
+            ev.reason.as_str(),
+            ev.break_glass,
+        );
+        match open.get(&decision) {
+            Some(&g) if groups[g].2.len() < MAX_MORE => groups[g]
+                .2
+                .push(text(&format!("{}/{}", ev.resource_type, ev.resource_id))),
+            _ => {
+                open.insert(decision, groups.len());
+                groups.push((audit, ev, Vec::new()));
+            }
         }
     }
     groups
         .into_iter()
-        .map(|((audit, ev), more)| {
+        .map(|(audit, ev, more)| {
             // At most MAX_MORE by construction.
             let more = MoreResources::new(more).unwrap_or_default();
             (audit, ev, more)
