@@ -334,7 +334,9 @@ pub fn run(
     if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
         let max = rss.iter().map(|r| r.1).max().unwrap_or(0);
         println!(
-            "server RSS (SQLite page caches up to 5 x {cache_mib} MiB): {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
+            "server RSS (SQLite page caches up to {} x {cache_mib} + {} MiB): {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
+            medvault_store::READERS,
+            cache_mib.min(medvault_store::WRITER_CACHE_MIB),
             first.1 / 1024,
             first.0,
             last.1 / 1024,
