@@ -356,8 +356,8 @@ fn migrate(conn: &Connection) -> Result<()> {
     let current = usize::try_from(current).map_err(|_| StoreError::Corrupt("schema version"))?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         tx.execute_batch(sql)?;
-        // Steps SQL cannot express.
-        if i + 1 == 9 {
+        // Steps SQL cannot express, right after their migration's SQL.
+        if i + 1 == TYPE_POSTING_MIGRATION {
             post_type_postings(&tx)?;
         }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -365,6 +365,9 @@ fn migrate(conn: &Connection) -> Result<()> {
     tx.commit()?;
     Ok(())
 }
+
+/// The migration (0009) after which `post_type_postings` runs.
+const TYPE_POSTING_MIGRATION: usize = 9;
 
 /// Postings longer than this are split (a retired version rewrites its whole posting).
 const TYPE_POSTING_CHUNK: usize = 1024;
@@ -813,8 +816,9 @@ const PROBE_COST: i64 = 8;
 
 /// Candidate rows for the token clauses (AND over clauses, OR within one), or `None` when
 /// the query has ids but no token clause. A query with neither lists its whole type: the
-/// clause is then the type's own posting token ([`posting::type_token`]). Postings live in the blind index (`search_posting`) and,
-/// for the newest commits, in the posting log (`log`); a clause's rows are the union of both.
+/// clause is then the type's own posting token ([`posting::type_token`]). Postings live in
+/// the blind index (`search_posting`) and, for the newest commits, in the posting log
+/// (`log`); a clause's rows are the union of both.
 ///
 /// Clauses are taken in order of size (the rows their postings name, estimated). The first
 /// is decoded whole; a later one is decoded whole and intersected only while the candidates
@@ -946,7 +950,6 @@ fn probe_clause(
         .collect())
 }
 
-/// SQL text and parameters for the WHERE clause of a search, given the token candidates.
 /// The rows of `seqs`, each checked to be a current, non-deleted version of `rtype` (a row
 /// that is not means the type posting is damaged).
 fn current_rows(conn: &Connection, rtype: &str, seqs: &[i64]) -> Result<Vec<VersionRecord>> {
@@ -965,6 +968,7 @@ fn current_rows(conn: &Connection, rtype: &str, seqs: &[i64]) -> Result<Vec<Vers
     Ok(records)
 }
 
+/// SQL text and parameters for the WHERE clause of a search, given the token candidates.
 fn search_filter(
     query: &StoreQuery,
     candidates: Option<Vec<i64>>,
