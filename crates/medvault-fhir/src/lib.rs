@@ -9,7 +9,7 @@ pub mod search;
 pub mod validate;
 
 pub use error::FhirError;
-pub use refs::{patient_of, references, rewrite_references};
+pub use refs::{any_reference, patient_of, references, rewrite_references};
 pub use search::{
     index_entries, matches, parse_search, search_param, search_params, Clause, DateBound,
     DatePrefix, Day, ExactFilter, IndexEntry, ParamKind, SearchParamDef, SearchQuery,

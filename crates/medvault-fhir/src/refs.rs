@@ -106,6 +106,19 @@ pub fn references(resource: &Value) -> Vec<String> {
     out
 }
 
+/// Whether any `reference` string anywhere in the resource (as [`references`] finds them)
+/// satisfies `pred`, without collecting them.
+pub fn any_reference(resource: &Value, pred: &dyn Fn(&str) -> bool) -> bool {
+    match resource {
+        Value::Object(map) => map.iter().any(|(k, child)| match (k.as_str(), child) {
+            ("reference", Value::String(s)) => pred(s),
+            _ => any_reference(child, pred),
+        }),
+        Value::Array(items) => items.iter().any(|i| any_reference(i, pred)),
+        _ => false,
+    }
+}
+
 /// Rewrites every `reference` string equal to a key of `map` (e.g. a transaction's
 /// `urn:uuid:...` fullUrl) to the mapped value (e.g. `Patient/123`). Returns the number
 /// of strings rewritten.
@@ -132,6 +145,30 @@ pub fn rewrite_references(resource: &mut Value, map: &HashMap<String, String>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_reference_sees_what_references_lists() {
+        let r = serde_json::json!({
+            "resourceType": "Observation",
+            "subject": {"reference": "Patient/1"},
+            "contained": [{"resourceType": "Device", "owner": {"reference": "urn:uuid:x"}}],
+            "extension": [{"valueReference": {"reference": {"odd": {"reference": "#c1"}}}}],
+            "note": [{"text": "reference"}],
+        });
+        assert_eq!(references(&r), ["Patient/1", "urn:uuid:x", "#c1"]);
+        for probe in ["Patient/1", "urn:uuid:x", "#c1", "reference", "Patient/2"] {
+            assert_eq!(
+                any_reference(&r, &|s| s == probe),
+                references(&r).iter().any(|s| s == probe),
+                "{probe}"
+            );
+        }
+        assert!(any_reference(&r, &|s| s.starts_with("urn:")));
+        assert!(!any_reference(
+            &serde_json::json!({"a": [1, "urn:x"]}),
+            &|_| true
+        ));
+    }
 
     #[test]
     fn normalize() {

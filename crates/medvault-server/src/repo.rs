@@ -482,10 +482,7 @@ impl Repository {
         medvault_fhir::validate(&resource).map_err(RepoError::Invalid)?;
         // A urn: reference left after transaction rewriting points nowhere; storing it would
         // also hide which patient the resource belongs to (and so which key encrypts it).
-        if medvault_fhir::references(&resource)
-            .iter()
-            .any(|r| r.starts_with("urn:"))
-        {
+        if medvault_fhir::any_reference(&resource, &|r| r.starts_with("urn:")) {
             return Err(RepoError::BadRequest(
                 "the resource has a urn: reference that no entry of this transaction resolves"
                     .into(),
