@@ -216,6 +216,16 @@ impl SqliteStore {
                 )?,
             };
             let mut new_tokens: Vec<(crate::Token, i64)> = Vec::new();
+            // Each type's posting token, hashed once per commit (a Bundle has a few types).
+            let mut type_tokens: HashMap<String, crate::Token> = HashMap::new();
+            let mut type_token = |rtype: &str| -> crate::Token {
+                if let Some(token) = type_tokens.get(rtype) {
+                    return *token;
+                }
+                let token = posting::type_token(rtype);
+                type_tokens.insert(rtype.to_owned(), token);
+                token
+            };
             for entry in versions {
                 let entry = entry?;
                 let entry: &NewVersion = entry.borrow();
@@ -241,7 +251,7 @@ impl SqliteStore {
                     // A version with a body (its token list is not NULL) is also posted
                     // under its type.
                     if let Some(mut old_tokens) = old_tokens {
-                        old_tokens.extend_from_slice(&posting::type_token(&r.rtype));
+                        old_tokens.extend_from_slice(&type_token(&r.rtype));
                         postings.retire(&old_tokens, old_seq)?;
                     }
                 }
@@ -276,7 +286,7 @@ impl SqliteStore {
                 let seq = tx.last_insert_rowid();
                 if r.body.is_some() {
                     new_tokens.extend(entry.tokens.iter().map(|t| (*t, seq)));
-                    new_tokens.push((posting::type_token(&r.rtype), seq));
+                    new_tokens.push((type_token(&r.rtype), seq));
                 }
             }
             // One log row for the whole commit: a sequential append, where posting each
