@@ -115,9 +115,9 @@ pub enum BenchCommand {
         /// Run for ten minutes and report the server's resident memory over time.
         #[arg(long)]
         soak: bool,
-        /// The server's SQLite page cache per connection, in MiB (`serve --sqlite-cache-mib`).
-        /// A small cache fills within the first minutes of a soak, so memory that keeps
-        /// growing after that is not the cache.
+        /// The server's SQLite page cache per reading connection, in MiB (`serve
+        /// --sqlite-cache-mib`; the writer's is at most 16). A small cache fills within the
+        /// first minutes of a soak, so memory that keeps growing after that is not the cache.
         #[arg(long, default_value_t = medvault_store::DEFAULT_CACHE_MIB)]
         sqlite_cache_mib: u32,
         /// Scratch directory (default: the system temp dir).
