@@ -103,8 +103,8 @@ impl SqliteStore {
 
     /// The posting log as far as `query` needs it (nothing without token clauses).
     fn log_for(&self, conn: &Connection, query: &StoreQuery) -> Result<LogView> {
-        // Only a search by ids alone reads no postings (see `token_candidates`).
-        if query.all_of.is_empty() && query.ids.is_some() {
+        // Only a search by ids alone reads no postings.
+        if query.all_of.is_empty() && !lists_whole_type(query) {
             return Ok(LogView {
                 batches: Vec::new(),
             });
@@ -824,6 +824,12 @@ impl LogView {
 /// cheaper: a probe is one B-tree descent, a full decode reads postings in key order.
 const PROBE_COST: i64 = 8;
 
+/// Whether `query` lists its whole type: no token clause and no ids, so the type's own
+/// posting token is its one clause (read from the blind index and the posting log).
+fn lists_whole_type(query: &StoreQuery) -> bool {
+    query.all_of.is_empty() && query.ids.is_none()
+}
+
 /// Candidate rows for the token clauses (AND over clauses, OR within one), or `None` when
 /// the query has ids but no token clause. A query with neither lists its whole type: the
 /// clause is then the type's own posting token ([`posting::type_token`]). Postings live in
@@ -847,9 +853,8 @@ fn token_candidates(
     let mut count = conn.prepare_cached(
         "SELECT count(*), coalesce(sum(length(rest)), 0) FROM search_posting WHERE token = ?",
     )?;
-    // Without a token clause or ids, the whole type is listed: its type posting.
     let whole_type;
-    let all_of = if query.all_of.is_empty() && query.ids.is_none() {
+    let all_of = if lists_whole_type(query) {
         whole_type = [vec![posting::type_token(&query.rtype)]];
         &whole_type[..]
     } else {
@@ -1693,8 +1698,7 @@ impl Store for SqliteStore {
         let conn = guard.unchecked_transaction()?;
         let log = self.log_for(&conn, query)?;
         let candidates = token_candidates(&conn, query, &log)?;
-        let whole_type = query.all_of.is_empty()
-            && query.ids.is_none()
+        let whole_type = lists_whole_type(query)
             && query.updated_from_ms.is_none()
             && query.updated_until_ms.is_none();
         if whole_type {
