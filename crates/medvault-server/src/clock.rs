@@ -47,6 +47,25 @@ impl Clock for ManualClock {
 /// Format milliseconds since the epoch as an RFC 3339 / FHIR `instant` in UTC,
 /// e.g. `2026-11-23T10:31:48.123Z`.
 pub fn format_instant(ms: i64) -> String {
+    // A transaction stamps every resource, and answers every entry, with the same instant:
+    // each thread keeps the last one it formatted.
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(i64, String)>> = const { std::cell::RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((at, text)) if *at == ms => text.clone(),
+            _ => {
+                let text = format_instant_uncached(ms);
+                *last = Some((ms, text.clone()));
+                text
+            }
+        }
+    })
+}
+
+fn format_instant_uncached(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -117,6 +136,11 @@ mod tests {
             format_instant(1_795_429_908_123),
             "2026-11-23T10:31:48.123Z"
         );
+        // The per-thread memo answers a repeat with the same text and a new instant anew.
+        for ms in [5, 5, 1_795_429_908_123, 1_795_429_908_123, 5] {
+            assert_eq!(format_instant(ms), format_instant_uncached(ms));
+        }
+        assert_eq!(format_instant(1), "1970-01-01T00:00:00.001Z");
     }
 
     #[test]

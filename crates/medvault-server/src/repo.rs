@@ -244,15 +244,18 @@ pub fn new_uuid(rng: &dyn Random) -> Result<String> {
     rng.fill(&mut b).map_err(RepoError::Crypto)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = crate::vault::hex(&b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
+    // Written digit by digit: a transaction assigns one per created resource, and
+    // `format!` over five slices of a hex string was 1.4% of a transaction's thread.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            id.push('-');
+        }
+        id.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        id.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    Ok(id)
 }
 
 fn check_type(rtype: &str) -> Result<()> {
@@ -1541,5 +1544,11 @@ mod tests {
         assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
         assert_eq!(crate::vault::hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
         assert!(medvault_fhir::is_valid_id(&id));
+        // The random bytes in order, with the version and variant bits set.
+        let mut b = [0u8; 16];
+        medvault_crypto::Random::fill(&DeterministicRandom::new(7), &mut b).unwrap();
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        assert_eq!(id.replace('-', ""), crate::vault::hex(&b));
     }
 }

@@ -121,6 +121,36 @@ pub fn encode_batch(batch: &LogBatch) -> Vec<u8> {
     out
 }
 
+/// [`encode_batch`] of the batch that groups `pairs` by token, written straight from the
+/// pairs: a commit collects its (token, seq) pairs, and building the map first was most of
+/// the cost of its log row. `pairs` must be sorted and free of repeats (as
+/// `sort_unstable` then `dedup` leave them).
+pub fn encode_pairs(pairs: &[(crate::Token, i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pairs.len() * 20 + 8);
+    let tokens = pairs
+        .iter()
+        .zip(pairs.iter().skip(1))
+        .filter(|(a, b)| a.0 != b.0)
+        .count()
+        + usize::from(!pairs.is_empty());
+    push_leb128(&mut out, tokens as u64);
+    let mut rest = Vec::new();
+    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+        let (token, first) = run[0];
+        rest.clear();
+        let mut prev = first;
+        for &(_, s) in &run[1..] {
+            push_leb128(&mut rest, s.wrapping_sub(prev) as u64);
+            prev = s;
+        }
+        out.extend_from_slice(&token);
+        push_leb128(&mut out, first as u64);
+        push_leb128(&mut out, rest.len() as u64);
+        out.extend_from_slice(&rest);
+    }
+    out
+}
+
 /// Decode a posting-log row written by [`encode_batch`], refusing anything malformed.
 pub fn decode_batch(data: &[u8]) -> Result<LogBatch> {
     const BAD: StoreError = StoreError::Corrupt("posting log");

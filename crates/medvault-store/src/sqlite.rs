@@ -293,14 +293,10 @@ impl SqliteStore {
             // token to the blind index would dirty pages all over it.
             new_tokens.sort_unstable();
             new_tokens.dedup();
-            let mut batch = LogBatch::new();
-            for &(token, seq) in &new_tokens {
-                batch.entry(token).or_default().push(seq);
-            }
             postings.flush_log()?;
             if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
                 tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
-                    .execute(params![first, posting::encode_batch(&batch)])?;
+                    .execute(params![first, posting::encode_pairs(&new_tokens)])?;
             }
             let (rows, bytes): (i64, i64) = tx
                 .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
