@@ -755,6 +755,16 @@ fn run_transaction(
         plans.push(plan);
     }
 
+    // A large create-only transaction is planned, prepared and written at once (every
+    // write is a create: `locked` is false only for creates and ungated reads).
+    let creates = plans
+        .iter()
+        .filter(|p| matches!(p, Plan::Create { .. }))
+        .count();
+    if !locked && (PIPELINE_MIN..=PIPELINE_MAX).contains(&creates) {
+        return run_pipelined(repo, audit, &keys, entries, plans, &map, gate, now, creates);
+    }
+
     // 2. Rewrite references and decide each write's version (reads the store).
     let mut work: Vec<Work> = Vec::new();
     // An entry that fails here stops planning; entries before it are still prepared so that
@@ -811,43 +821,11 @@ fn run_transaction(
 
     // 3. Data keys for new patients (sequential, cheap), then validate, encrypt and index
     //    every write, on all cores for large transactions.
-    let mut pending = PendingKeys::default();
-    let mut patients = Vec::with_capacity(work.len());
+    let pending = PendingKeys::default();
     for w in &work {
         if let Work::Job(j) = w {
-            patients.push(repo.ensure_dek(&keys, &j.rtype, &j.id, &j.resource, &mut pending)?);
+            repo.ensure_dek(&keys, &j.rtype, &j.id, &j.resource, &pending)?;
         }
-    }
-    // A large create-only transaction is prepared while it is written (its writes are all
-    // creates, so every item of `work` is a Job).
-    if !locked && first_err.is_none() && (PIPELINE_MIN..=PIPELINE_MAX).contains(&work.len()) {
-        let jobs: Vec<Job> = work
-            .into_iter()
-            .map(|w| match w {
-                Work::Job(j) => Ok(j),
-                Work::Ready(..) => Err(RepoError::Internal(
-                    "a create-only transaction with a delete",
-                )),
-            })
-            .collect::<Result<_>>()?;
-        let events = jobs
-            .iter()
-            .zip(&patients)
-            .map(|(j, patient)| {
-                Event::new("create", &j.rtype, &j.id, Outcome::Allow).patient(patient)
-            })
-            .collect();
-        let slots: Vec<(usize, bool)> = jobs.iter().map(|j| (j.index, j.created)).collect();
-        let stored = repo.commit_pipelined(&keys, audit, jobs, events, &pending, |j: Job| {
-            prepare_job(repo, &keys, j, now, &pending)
-        })?;
-        let mut write_slot = vec![None; entries.len()];
-        for (slot, (index, created)) in slots.into_iter().enumerate() {
-            write_slot[index] = Some((slot, created));
-        }
-        let answered = answer(repo, &entries, plans, &write_slot, &stored);
-        free_later((stored, entries));
-        return answered;
     }
     let prepared = prepare_all(repo, &keys, work, now, &pending)?;
     if let Some(err) = first_err {
@@ -862,6 +840,85 @@ fn run_transaction(
 
     // 4. One atomic commit for all writes.
     let stored = repo.commit_all(&keys, audit, writes, pending, locked)?;
+    let answered = answer(repo, &entries, plans, &write_slot, &stored);
+    free_later((stored, entries));
+    answered
+}
+
+/// Steps 2 to 5 of a large create-only transaction (`creates` writes, no lock held): each
+/// create is planned as in `plan_write`, decided for a signed-in caller as in step 2b and
+/// given its data key, then handed to a pool thread that prepares it while the next ones
+/// are planned and, after them, while the versions are written (`commit_pipelined`).
+/// Nothing is committed unless every entry passes; the error is the first entry's that
+/// fails (a refusal is found in planning, before any version is written).
+#[allow(clippy::too_many_arguments)]
+fn run_pipelined(
+    repo: &Repository,
+    audit: &Audit,
+    keys: &Keys,
+    mut entries: Vec<Entry>,
+    plans: Vec<Plan>,
+    map: &HashMap<String, String>,
+    gate: Gate<'_>,
+    now: i64,
+    creates: usize,
+) -> Result<Value> {
+    let new_patients: HashSet<String> = match gate {
+        Some(_) => plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Create { rtype, id } if rtype == "Patient" => Some(id.clone()),
+                _ => None,
+            })
+            .collect(),
+        None => HashSet::new(),
+    };
+    let mut write_slot = vec![None; entries.len()];
+    let pending = PendingKeys::default();
+    let stored = repo.commit_pipelined(
+        keys,
+        audit,
+        creates,
+        &pending,
+        |publish: &dyn Fn(Job)| {
+            let mut events = Vec::with_capacity(creates);
+            for (e, plan) in entries.iter_mut().zip(&plans) {
+                let Plan::Create { rtype, id } = plan else {
+                    continue;
+                };
+                if let Some(r) = e.resource.as_mut() {
+                    medvault_fhir::rewrite_references(r, map);
+                }
+                let resource = e.resource.take().unwrap_or(Value::Null);
+                if gate.is_some() {
+                    check(
+                        gate,
+                        Touch {
+                            action: Action::Create,
+                            rtype,
+                            patient: compartment(rtype, id, &resource, &new_patients),
+                            id: None,
+                            resource: Some(&resource),
+                        },
+                    )?;
+                }
+                let patient = repo.ensure_dek(keys, rtype, id, &resource, &pending)?;
+                events.push(Event::new("create", rtype, id, Outcome::Allow).patient(&patient));
+                write_slot[e.index] = Some((events.len() - 1, true));
+                publish(Job {
+                    index: e.index,
+                    rtype: rtype.clone(),
+                    id: id.clone(),
+                    version: 1,
+                    expected: None,
+                    resource,
+                    created: true,
+                });
+            }
+            Ok(events)
+        },
+        |j: Job| prepare_job(repo, keys, j, now, &pending),
+    )?;
     let answered = answer(repo, &entries, plans, &write_slot, &stored);
     free_later((stored, entries));
     answered

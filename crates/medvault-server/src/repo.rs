@@ -113,11 +113,51 @@ pub struct RewrapProgress {
     pub remaining: u64,
 }
 
+/// New data keys by owner token: the key, and the record that stores it wrapped.
+type KeysByOwner = HashMap<Vec<u8>, (Arc<AeadKey>, DataKeyRecord)>;
+
 /// Data keys created while preparing one operation. They are stored in the same
 /// transaction as the versions encrypted under them, so a refused operation leaves nothing.
+/// Shared by the thread that plans an operation (which adds keys) and the threads that
+/// prepare its versions (which read them), hence the locks; each is held for a lookup only.
 #[derive(Default)]
 pub(crate) struct PendingKeys {
-    map: HashMap<Vec<u8>, (Arc<AeadKey>, DataKeyRecord)>,
+    map: Mutex<KeysByOwner>,
+    /// Owner tokens by owner name, computed once per owner of the operation (most of a
+    /// transaction's resources share one patient, and each token is an HMAC).
+    tokens: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl PendingKeys {
+    /// The owner token of `name`, as `Keys::owner_token` computes it (remembered).
+    fn owner_token(&self, keys: &Keys, name: &str) -> Vec<u8> {
+        if let Some(token) = lock(&self.tokens).get(name) {
+            return token.clone();
+        }
+        let token = keys.owner_token(name);
+        lock(&self.tokens).insert(name.to_owned(), token.clone());
+        token
+    }
+
+    fn get(&self, owner: &[u8]) -> Option<Arc<AeadKey>> {
+        lock(&self.map).get(owner).map(|(k, _)| k.clone())
+    }
+
+    fn insert(&self, key: Arc<AeadKey>, record: DataKeyRecord) {
+        lock(&self.map).insert(record.owner.clone(), (key, record));
+    }
+
+    /// The records to store with the operation's versions.
+    fn records(&self) -> Vec<DataKeyRecord> {
+        lock(&self.map).values().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// After the commit: every new key joins the unsealed keys' cache.
+    fn cache_all(&self, keys: &Keys) {
+        for (owner, (key, _)) in lock(&self.map).iter() {
+            keys.cache_dek(owner.clone(), key.clone());
+        }
+    }
 }
 
 /// Largest `_offset` accepted (keeps paging arithmetic and SQL offsets in range).
@@ -383,8 +423,8 @@ impl Repository {
     /// The data key a new version will be encrypted under: one that exists, or one made
     /// ready in `pending` by `ensure_dek` beforehand.
     fn dek_ready(&self, keys: &Keys, owner: &[u8], pending: &PendingKeys) -> Result<Arc<AeadKey>> {
-        if let Some((k, _)) = pending.map.get(owner) {
-            return Ok(k.clone());
+        if let Some(k) = pending.get(owner) {
+            return Ok(k);
         }
         self.dek(keys, owner, None)?
             .ok_or(RepoError::Internal("data key not prepared"))
@@ -399,10 +439,10 @@ impl Repository {
         rtype: &str,
         id: &str,
         resource: &Value,
-        pending: &mut PendingKeys,
+        pending: &PendingKeys,
     ) -> Result<String> {
         let owner_name = owner_of(rtype, id, resource);
-        let owner = keys.owner_token(&owner_name);
+        let owner = pending.owner_token(keys, &owner_name);
         self.dek(keys, &owner, Some(pending))?;
         Ok(patient_of_owner(&owner_name))
     }
@@ -413,13 +453,13 @@ impl Repository {
         &self,
         keys: &Keys,
         owner: &[u8],
-        pending: Option<&mut PendingKeys>,
+        pending: Option<&PendingKeys>,
     ) -> Result<Option<Arc<AeadKey>>> {
         if let Some(k) = keys.cached_dek(owner) {
             return Ok(Some(k));
         }
-        if let Some((k, _)) = pending.as_ref().and_then(|p| p.map.get(owner)) {
-            return Ok(Some(k.clone()));
+        if let Some(k) = pending.and_then(|p| p.get(owner)) {
+            return Ok(Some(k));
         }
         let Some(record) = self.store.data_key(owner)? else {
             let Some(pending) = pending else {
@@ -435,7 +475,9 @@ impl Repository {
                 kek_version: keys.current_kek(),
                 wrapped,
             };
-            pending.map.insert(owner.to_vec(), (key.clone(), record));
+            // Only the planning thread adds keys, so none can appear between the lookup
+            // above and here.
+            pending.insert(key.clone(), record);
             return Ok(Some(key));
         };
         let dek = keys
@@ -493,7 +535,7 @@ impl Repository {
         }
 
         let owner_name = owner_of(rtype, id, &resource);
-        let owner = keys.owner_token(&owner_name);
+        let owner = pending.owner_token(keys, &owner_name);
         let dek = self.dek_ready(keys, &owner, pending)?;
         let plaintext = zeroize::Zeroizing::new(
             serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
@@ -565,7 +607,7 @@ impl Repository {
             .iter_mut()
             .map(|p| std::mem::replace(&mut p.new, NewVersion::placeholder()))
             .collect();
-        let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
+        let new_keys = pending.records();
         // One ledger entry per version, committed in the same transaction.
         let events: Vec<Event> = prepared
             .iter()
@@ -597,9 +639,7 @@ impl Repository {
             Err(RepoError::Ledger(LedgerError::Conflict)) => once(),
             other => other,
         }?;
-        for (owner, (key, _)) in pending.map {
-            keys.cache_dek(owner, key);
-        }
+        pending.cache_all(keys);
         Ok(())
     }
 
@@ -728,8 +768,8 @@ impl Repository {
         current_version: Option<i64>,
         resource: Value,
     ) -> Result<Written> {
-        let mut pending = PendingKeys::default();
-        self.ensure_dek(keys, rtype, id, &resource, &mut pending)?;
+        let pending = PendingKeys::default();
+        self.ensure_dek(keys, rtype, id, &resource, &pending)?;
         let mut prepared = [self.prepare(
             keys,
             rtype,
@@ -1200,7 +1240,7 @@ impl Repository {
     ) -> Result<Vec<Stored>> {
         let _guard = self.lock_writes();
         let now = self.clock.now_ms();
-        let mut pending = PendingKeys::default();
+        let pending = PendingKeys::default();
         let mut again = Vec::with_capacity(creates.len());
         for s in creates {
             let Stored {
@@ -1216,7 +1256,7 @@ impl Repository {
                     "unlocked transaction with a non-create",
                 ));
             };
-            self.ensure_dek(keys, &rtype, &id, &resource, &mut pending)?;
+            self.ensure_dek(keys, &rtype, &id, &resource, &pending)?;
             again.push(self.prepare(keys, &rtype, &id, 1, None, resource, now, &pending)?);
         }
         self.commit(keys, audit, &mut again, pending)?;
@@ -1227,29 +1267,50 @@ impl Repository {
 /// A write ready to commit (opaque outside this module).
 pub(crate) struct PreparedWrite(Prepared);
 
-/// The writes of a pipelined commit, shared by the writing thread and one helper: each job
-/// is prepared once, by whichever thread claims it first (claims go in entry order), and its
-/// result waits in its slot until the writer takes it. A writer that finds its next result
-/// not ready prepares the next unclaimed job itself instead of sleeping, so it only ever
-/// waits for the one job the other thread is finishing (asleep, not spinning: with several
-/// transactions at once there are more threads than cores).
+/// The writes of a pipelined commit, shared by the writing thread and one helper. The
+/// writing thread publishes each job as soon as it is planned (references rewritten, access
+/// decided, data key ready), so the helper starts preparing while the rest is still being
+/// planned; each job is prepared once, by whichever thread claims it first (claims go in
+/// entry order, and only published jobs are claimed), and its result waits in its slot
+/// until the writer takes it. A writer that finds its next result not ready prepares the
+/// next unclaimed job itself instead of sleeping, so it only ever waits for the one job the
+/// other thread is finishing (asleep, not spinning: with several transactions at once there
+/// are more threads than cores); the helper sleeps only while it waits for a job to be
+/// published.
 struct Pipeline<J> {
     jobs: Vec<Mutex<Option<J>>>,
     results: Vec<Mutex<Option<Result<PreparedWrite>>>>,
+    /// Jobs published so far, in order (only the writing thread publishes).
+    published: std::sync::atomic::AtomicUsize,
+    /// Set once no more jobs will be published.
+    closed: std::sync::atomic::AtomicBool,
     /// The next job no thread has claimed.
     next: std::sync::atomic::AtomicUsize,
     /// Set when a job fails or the commit ends early: nothing more is claimed.
     stop: std::sync::atomic::AtomicBool,
-    /// A writer waiting for a result: how many, and where they sleep.
+    /// Threads asleep waiting for a job or a result: how many, and where they sleep.
     waiting: std::sync::atomic::AtomicUsize,
     ready: (Mutex<()>, std::sync::Condvar),
 }
 
+/// What a claim found.
+enum Claim {
+    /// A job was claimed and prepared (its result is in its slot).
+    Prepared,
+    /// Every published job is claimed, and more may be published.
+    NotYet,
+    /// Nothing is left to claim, now or later.
+    Done,
+}
+
 impl<J> Pipeline<J> {
-    fn new(jobs: Vec<J>) -> Pipeline<J> {
+    /// A pipeline for `count` jobs, none published yet.
+    fn open(count: usize) -> Pipeline<J> {
         Pipeline {
-            results: jobs.iter().map(|_| Mutex::new(None)).collect(),
-            jobs: jobs.into_iter().map(|j| Mutex::new(Some(j))).collect(),
+            jobs: (0..count).map(|_| Mutex::new(None)).collect(),
+            results: (0..count).map(|_| Mutex::new(None)).collect(),
+            published: std::sync::atomic::AtomicUsize::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
             next: std::sync::atomic::AtomicUsize::new(0),
             stop: std::sync::atomic::AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -1257,34 +1318,119 @@ impl<J> Pipeline<J> {
         }
     }
 
-    /// Claim and prepare the next job; false when none is left to claim. A job that fails
-    /// stops further claims: every job before it is already claimed, so the first failing
-    /// entry is still found. A panic while preparing becomes that job's error (a slot left
-    /// empty would keep the writer waiting for it).
-    fn help(&self, prepare: &(impl Fn(J) -> Result<PreparedWrite> + Sync)) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return false;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        let Some(job) = self.jobs.get(i).and_then(|j| lock(j).take()) else {
-            return false;
+    /// Make the next job claimable. More jobs than the pipeline was opened for are refused
+    /// (the writer then finds fewer published than planned, and stops).
+    fn publish(&self, job: J) {
+        let i = self.published.load(Ordering::SeqCst);
+        let Some(slot) = self.jobs.get(i) else {
+            self.stop.store(true, Ordering::SeqCst);
+            return;
         };
-        let result = unless_panic(|| prepare(job));
-        if result.is_err() {
-            self.stop.store(true, Ordering::Relaxed);
+        *lock(slot) = Some(job);
+        self.published.store(i + 1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// No more jobs will be published; `stop` also ends every claim.
+    fn close(&self, stop: bool) {
+        if stop {
+            self.stop.store(true, Ordering::SeqCst);
         }
-        *lock(&self.results[i]) = Some(result);
-        // The slot is filled before `waiting` is read, and a writer counts itself before it
-        // looks at the slot: either it sees the result or it is woken here.
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    fn published(&self) -> usize {
+        self.published.load(Ordering::SeqCst)
+    }
+
+    /// Wake the sleepers. A sleeper counts itself (under `ready.0`) before it checks what
+    /// it waits for, and whatever it waits for is stored before `waiting` is read here:
+    /// either it sees the change or it is asleep in `wait` by the time this takes the lock.
+    fn wake(&self) {
         if self.waiting.load(Ordering::SeqCst) > 0 {
             let _guard = lock(&self.ready.0);
             self.ready.1.notify_all();
         }
-        true
     }
 
-    /// Job `k`'s result, preparing unclaimed jobs while it is not ready. Only asked in order,
-    /// and never past a failed job, so job `k` has been claimed or is claimable.
+    /// Sleep while `pending()` holds (rechecked after counting this thread as waiting); a
+    /// timeout only as a backstop.
+    fn sleep_while(&self, pending: impl Fn() -> bool) {
+        let guard = lock(&self.ready.0);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        if pending() {
+            let _woken = self
+                .ready
+                .1
+                .wait_timeout(guard, std::time::Duration::from_millis(50))
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Claim and prepare the next published job. A job that fails stops further claims:
+    /// every job before it is already claimed, so the first failing entry is still found.
+    /// A panic while preparing becomes that job's error (a slot left empty would keep the
+    /// writer waiting for it).
+    fn claim(&self, prepare: &(impl Fn(J) -> Result<PreparedWrite> + Sync)) -> Claim {
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Claim::Done;
+            }
+            let i = self.next.load(Ordering::SeqCst);
+            if i >= self.published() {
+                // `closed` is set after the last publish: once it is seen, `published` is final.
+                if !self.closed.load(Ordering::SeqCst) {
+                    return Claim::NotYet;
+                }
+                if i >= self.published() {
+                    return Claim::Done;
+                }
+                continue;
+            }
+            if self
+                .next
+                .compare_exchange(i, i + 1, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            let Some(job) = lock(&self.jobs[i]).take() else {
+                // Published jobs are claimed once each; an empty slot is a broken invariant.
+                *lock(&self.results[i]) = Some(Err(RepoError::Internal("pipeline slot")));
+                self.stop.store(true, Ordering::SeqCst);
+                self.wake();
+                return Claim::Done;
+            };
+            let result = unless_panic(|| prepare(job));
+            if result.is_err() {
+                self.stop.store(true, Ordering::SeqCst);
+            }
+            *lock(&self.results[i]) = Some(result);
+            self.wake();
+            return Claim::Prepared;
+        }
+    }
+
+    /// The helper's loop: prepare published jobs until none is left to claim.
+    fn help(&self, prepare: &(impl Fn(J) -> Result<PreparedWrite> + Sync)) {
+        loop {
+            match self.claim(prepare) {
+                Claim::Prepared => {}
+                Claim::Done => return,
+                Claim::NotYet => self.sleep_while(|| {
+                    !self.closed.load(Ordering::SeqCst)
+                        && !self.stop.load(Ordering::SeqCst)
+                        && self.next.load(Ordering::SeqCst) >= self.published()
+                }),
+            }
+        }
+    }
+
+    /// Job `k`'s result, preparing unclaimed jobs while it is not ready. Only asked after
+    /// every job is published, in order, and never past a failed job, so job `k` has been
+    /// claimed or is claimable.
     fn take(
         &self,
         k: usize,
@@ -1294,23 +1440,13 @@ impl<J> Pipeline<J> {
             if let Some(result) = lock(&self.results[k]).take() {
                 return result;
             }
-            if self.help(prepare) {
-                continue;
+            match self.claim(prepare) {
+                Claim::Prepared => continue,
+                // The other thread is finishing job `k`: sleep until its result is stored.
+                Claim::NotYet | Claim::Done => {
+                    self.sleep_while(|| lock(&self.results[k]).is_none());
+                }
             }
-            // The other thread is finishing job `k`: sleep until a result is stored.
-            let guard = lock(&self.ready.0);
-            self.waiting.fetch_add(1, Ordering::SeqCst);
-            if let Some(result) = lock(&self.results[k]).take() {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
-                return result;
-            }
-            // A timeout only as a backstop; every stored result wakes the writer.
-            let _woken = self
-                .ready
-                .1
-                .wait_timeout(guard, std::time::Duration::from_millis(50))
-                .unwrap_or_else(|e| e.into_inner());
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -1329,39 +1465,55 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Repository {
-    /// Commit a transaction of creates prepared without the write lock, preparing it
-    /// while it is written: the calling thread feeds each version into the open store
-    /// transaction as soon as it is ready, while a pool thread prepares (validates and
-    /// encrypts) the following ones, so the two cores validate and encrypt on one side and
-    /// write SQLite pages on the other, where the plain path does one after the other.
-    /// `events` (one "create" per job, in order, naming the patient `ensure_dek` returned)
-    /// go into the ledger in the same commit.
+    /// Commit a transaction of `count` creates prepared without the write lock, preparing
+    /// it while it is planned and written. `plan` runs on the calling thread and publishes
+    /// each job as soon as it is planned; a pool thread starts preparing (validating and
+    /// encrypting) the published jobs at once. The calling thread then feeds each version
+    /// into the open store transaction as soon as it is ready, while the pool thread
+    /// prepares the following ones, so the two cores validate and encrypt on one side and
+    /// plan and write SQLite pages on the other, where the plain path does one after the
+    /// other. `plan` returns the `events` (one "create" per job, in order, naming the
+    /// patient `ensure_dek` returned), which go into the ledger in the same commit; the
+    /// data keys it adds to `pending` are stored with the versions.
     ///
-    /// The first job that fails to prepare stops the commit (nothing is written) and is
-    /// the error. If the commit loses a race (a new owner's data key, or the ledger moved
-    /// on), every write is prepared again under the write lock, as in `commit_all`.
+    /// An error from `plan` is the error (nothing is written, whatever was prepared). The
+    /// first job that fails to prepare stops the commit (nothing is written) and is the
+    /// error. If the commit loses a race (a new owner's data key, or the ledger moved on),
+    /// every write is prepared again under the write lock, as in `commit_all`.
     pub(crate) fn commit_pipelined<J: Send>(
         &self,
         keys: &Keys,
         audit: &Audit,
-        jobs: Vec<J>,
-        events: Vec<Event>,
+        count: usize,
         pending: &PendingKeys,
+        plan: impl FnOnce(&dyn Fn(J)) -> Result<Vec<Event>>,
         prepare: impl Fn(J) -> Result<PreparedWrite> + Sync,
     ) -> Result<Vec<Stored>> {
-        let count = jobs.len();
-        if events.len() != count {
-            return Err(RepoError::Internal("one ledger event per write"));
-        }
         self.pipelined.fetch_add(1, Ordering::Relaxed);
-        let new_keys: Vec<DataKeyRecord> = pending.map.values().map(|(_, r)| r.clone()).collect();
-        let pipeline = Pipeline::new(jobs);
+        let pipeline = Pipeline::open(count);
         let mut stored: Vec<Stored> = Vec::with_capacity(count);
         // Why a streamed commit stopped, when the reason is the repository's own.
         let mut stopped: Option<RepoError> = None;
         let committed = rayon::in_place_scope(|scope| {
             let (pipeline, prepare) = (&pipeline, &prepare);
-            scope.spawn(move |_| while pipeline.help(prepare) {});
+            scope.spawn(move |_| pipeline.help(prepare));
+            let planned = plan(&|job| pipeline.publish(job));
+            let events = match planned {
+                Ok(events) if events.len() == count && pipeline.published() == count => {
+                    pipeline.close(false);
+                    events
+                }
+                // The helper ends with its current job (the scope waits for it).
+                Ok(_) => {
+                    pipeline.close(true);
+                    return Err(RepoError::Internal("one ledger event per write"));
+                }
+                Err(e) => {
+                    pipeline.close(true);
+                    return Err(e);
+                }
+            };
+            let new_keys = pending.records();
             let committed = self.ledger.commit_with(keys, audit, &events, |append| {
                 let mut next = || -> Option<medvault_store::Result<NewVersion>> {
                     let k = stored.len();
@@ -1414,16 +1566,14 @@ impl Repository {
                 }
                 other => {
                     // Ended: the helper claims nothing more (the scope waits for its job).
-                    pipeline.stop.store(true, Ordering::Relaxed);
+                    pipeline.close(true);
                     other
                 }
             }
         });
         match committed {
             Ok(()) => {
-                for (owner, (key, _)) in &pending.map {
-                    keys.cache_dek(owner.clone(), key.clone());
-                }
+                pending.cache_all(keys);
                 Ok(stored)
             }
             Err(RepoError::Conflict) if stored.len() == count => {

@@ -1121,6 +1121,81 @@ async fn every_bundle_entry_is_decided_for_the_signed_in_caller() {
         .assert_outcome(StatusCode::FORBIDDEN);
 }
 
+/// A large create-only transaction is planned while a pool thread already prepares its
+/// first entries (`PIPELINE_MIN`); every entry is still decided for the signed-in caller
+/// before anything is written, and a refusal wins over an earlier entry's invalid data
+/// (decisions come first, as for small transactions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transactions_are_decided_entry_by_entry_before_anything_is_written() {
+    let w = world().await;
+    let h = &w.h;
+    let total = |pid: &str| {
+        h.repo
+            .search("Observation", &[("patient".into(), pid.into())])
+            .unwrap()
+            .total
+    };
+    let (mine, theirs) = (total(&w.pid), total(&w.other_pid));
+    let pipelined = h.repo.pipelined_commits();
+    let entries = |refused: Option<usize>, invalid: Option<usize>| -> Vec<Value> {
+        (0..24)
+            .map(|i| {
+                let pid = if Some(i) == refused {
+                    &w.other_pid
+                } else {
+                    &w.pid
+                };
+                let date = if Some(i) == invalid {
+                    "2024-13-01"
+                } else {
+                    "2024-03-03"
+                };
+                post_entry(observation(pid, "8310-5", date, 36 + i as u32 % 3))
+            })
+            .collect()
+    };
+    // In care throughout: committed whole.
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx("transaction", entries(None, None))),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(h.repo.pipelined_commits(), pipelined + 1, "pipelined");
+    assert_eq!(total(&w.pid), mine + 24);
+    // One entry of another chart, after an invalid one: refused, nothing written.
+    for (refused, invalid) in [(Some(17), Some(5)), (Some(0), None), (Some(23), None)] {
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx("transaction", entries(refused, invalid))),
+        )
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    }
+    assert_eq!(h.repo.pipelined_commits(), pipelined + 4);
+    assert_eq!((total(&w.pid), total(&w.other_pid)), (mine + 24, theirs));
+    // In care but invalid: the first invalid entry is the error.
+    let r =
+        w.gp.call(
+            h,
+            "POST",
+            "/fhir",
+            Some(tx("transaction", entries(None, Some(9)))),
+        )
+        .await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["expression"][0],
+        "Bundle.entry[9].resource.Observation.effectiveDateTime"
+    );
+    assert_eq!(total(&w.pid), mine + 24);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bundles_patches_and_conditional_creates_count_towards_the_read_limit() {
     use medvault_server::api::{router, AppState};
