@@ -310,6 +310,9 @@ async fn transaction_rewrites_urn_uuid_references() {
     assert_eq!(r.json["entry"][0]["response"]["status"], "201 Created");
     let loc = r.json["entry"][0]["response"]["location"].as_str().unwrap();
     let pid = loc.split('/').nth(1).unwrap().to_string();
+    assert_eq!(loc, format!("Patient/{pid}/_history/1"));
+    assert_eq!(r.json["entry"][0]["response"]["etag"], "W/\"1\"");
+    assert_eq!(r.json["entry"][0]["fullUrl"], format!("Patient/{pid}"));
     let obs = h
         .call("GET", &format!("/fhir/Observation?patient={pid}"), None)
         .await;
