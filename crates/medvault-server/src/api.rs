@@ -7,6 +7,7 @@
 
 mod admin;
 mod break_glass;
+mod metrics;
 mod password;
 mod token;
 
@@ -81,6 +82,8 @@ pub struct AppState {
     reads: Arc<ReadLimiter>,
     /// How long a client may take to send a request body.
     body_timeout: std::time::Duration,
+    /// Answers by status class, for `/metrics`.
+    answers: Arc<metrics::Answers>,
 }
 
 impl AppState {
@@ -97,6 +100,7 @@ impl AppState {
             allow_anonymous: false,
             reads: Arc::new(ReadLimiter::new(ReadLimits::default())),
             body_timeout: BODY_TIMEOUT,
+            answers: Arc::default(),
         }
     }
 
@@ -186,6 +190,8 @@ pub fn router(state: AppState) -> Router {
             get(token::smart_configuration),
         )
         .route("/openapi.json", get(openapi))
+        .route("/healthz", get(metrics::healthz))
+        .route("/metrics", get(metrics::metrics))
         // SMART App Launch: discovery is at the FHIR base + /.well-known (where clients such
         // as fhir-kit-client look); public, like the copy at the root.
         .route(
@@ -204,6 +210,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(attach_audit))
         .layer(middleware::from_fn(outcome_for_every_error))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::count_answers,
+        ))
         .with_state(state)
 }
 
@@ -250,7 +260,8 @@ async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-/// While sealed, only health, seal status and unseal answer; everything else is 503.
+/// While sealed, only health, seal status, unseal, metrics and the OpenAPI document answer;
+/// everything else is 503.
 async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let open = matches!(
         (req.method(), req.uri().path()),
@@ -258,6 +269,8 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
             | (&Method::GET, "/sys/seal-status")
             | (&Method::POST, "/sys/unseal")
             | (&Method::GET, "/openapi.json")
+            | (&Method::GET, "/healthz")
+            | (&Method::GET, "/metrics")
     );
     if !open && state.repo.vault().is_sealed() {
         return fhir_response(

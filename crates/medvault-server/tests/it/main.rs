@@ -10,6 +10,7 @@ mod identity;
 mod ledger;
 mod listen;
 mod matrix;
+mod metrics;
 mod refresh;
 mod seal;
 mod support;
