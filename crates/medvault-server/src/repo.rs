@@ -1344,6 +1344,31 @@ impl<J> Pipeline<J> {
         self.published.load(Ordering::SeqCst)
     }
 
+    /// Run the planner, which publishes the jobs, then close the pipeline: stopped too
+    /// unless the plan succeeded with exactly `count` jobs (and results, e.g. ledger
+    /// events) published. A panic in the planner becomes its internal error: left open, the
+    /// pipeline would keep the helper waiting for jobs, and the scope waiting for the helper.
+    fn plan<E>(
+        &self,
+        count: usize,
+        plan: impl FnOnce(&dyn Fn(J)) -> Result<Vec<E>>,
+    ) -> Result<Vec<E>> {
+        match unless_panic(|| plan(&|job| self.publish(job))) {
+            Ok(planned) if planned.len() == count && self.published() == count => {
+                self.close(false);
+                Ok(planned)
+            }
+            Ok(_) => {
+                self.close(true);
+                Err(RepoError::Internal("one ledger event per write"))
+            }
+            Err(e) => {
+                self.close(true);
+                Err(e)
+            }
+        }
+    }
+
     /// Wake the sleepers. A sleeper counts itself (under `ready.0`) before it checks what
     /// it waits for, and whatever it waits for is stored before `waiting` is read here:
     /// either it sees the change or it is asleep in `wait` by the time this takes the lock.
@@ -1497,22 +1522,8 @@ impl Repository {
         let committed = rayon::in_place_scope(|scope| {
             let (pipeline, prepare) = (&pipeline, &prepare);
             scope.spawn(move |_| pipeline.help(prepare));
-            let planned = plan(&|job| pipeline.publish(job));
-            let events = match planned {
-                Ok(events) if events.len() == count && pipeline.published() == count => {
-                    pipeline.close(false);
-                    events
-                }
-                // The helper ends with its current job (the scope waits for it).
-                Ok(_) => {
-                    pipeline.close(true);
-                    return Err(RepoError::Internal("one ledger event per write"));
-                }
-                Err(e) => {
-                    pipeline.close(true);
-                    return Err(e);
-                }
-            };
+            // On an error the helper ends with its current job (the scope waits for it).
+            let events = pipeline.plan(count, plan)?;
             let new_keys = pending.records();
             let committed = self.ledger.commit_with(keys, audit, &events, |append| {
                 let mut next = || -> Option<medvault_store::Result<NewVersion>> {
@@ -1676,6 +1687,47 @@ fn fits(v: &Value, limit: usize) -> bool {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use medvault_crypto::DeterministicRandom;
+
+    /// However planning ends (a refusal, a panic, fewer jobs than announced, or success),
+    /// the helper waiting for published jobs ends too; the request's thread would
+    /// otherwise wait for it forever.
+    #[test]
+    fn the_helper_ends_however_planning_ends() {
+        use super::{Pipeline, PreparedWrite, RepoError, Result};
+        use std::sync::Arc;
+        for case in 0..4 {
+            let pipeline: Arc<Pipeline<u32>> = Arc::new(Pipeline::open(2));
+            let (done, ended) = std::sync::mpsc::channel();
+            let helper = {
+                let pipeline = pipeline.clone();
+                std::thread::spawn(move || {
+                    let prepare = |_: u32| -> Result<PreparedWrite> {
+                        Err(RepoError::Internal("this test prepares nothing"))
+                    };
+                    pipeline.help(&prepare);
+                    done.send(()).unwrap();
+                })
+            };
+            let planned = pipeline.plan(2, |publish| match case {
+                0 => Err(RepoError::BadRequest("refused".into())),
+                1 => panic!("a planner that panics"),
+                2 => {
+                    publish(7);
+                    Ok(vec![()])
+                }
+                _ => {
+                    publish(7);
+                    publish(8);
+                    Ok(vec![(), ()])
+                }
+            });
+            assert_eq!(planned.is_ok(), case == 3, "case {case}");
+            ended
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("case {case}: the helper still waits"));
+            helper.join().unwrap();
+        }
+    }
 
     #[test]
     fn new_uuid_is_a_lowercase_version_4_uuid() {
