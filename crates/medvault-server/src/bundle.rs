@@ -521,15 +521,7 @@ fn plan_write(
         medvault_fhir::rewrite_references(r, map);
     }
     match plan {
-        Plan::Create { rtype, id } => work.push(Work::Job(Job {
-            index: e.index,
-            rtype: rtype.clone(),
-            id: id.clone(),
-            version: 1,
-            expected: None,
-            resource: e.resource.take().unwrap_or(Value::Null),
-            created: true,
-        })),
+        Plan::Create { rtype, id } => work.push(Work::Job(create_job(e, rtype, id))),
         Plan::Update { rtype, id } => {
             let mut r = e.resource.take().unwrap_or(Value::Null);
             match r.get("id").and_then(Value::as_str) {
@@ -569,6 +561,50 @@ fn plan_write(
         Plan::Existing(_) | Plan::Get => {}
     }
     Ok(())
+}
+
+/// The write of a planned create: the entry's resource (references already rewritten).
+fn create_job(e: &mut Entry, rtype: &str, id: &str) -> Job {
+    Job {
+        index: e.index,
+        rtype: rtype.to_owned(),
+        id: id.to_owned(),
+        version: 1,
+        expected: None,
+        resource: e.resource.take().unwrap_or(Value::Null),
+        created: true,
+    }
+}
+
+/// The ids of the Patients a transaction creates (their charts are new: see `compartment`).
+fn new_patient_ids(plans: &[Plan]) -> HashSet<String> {
+    plans
+        .iter()
+        .filter_map(|p| match p {
+            Plan::Create { rtype, id } if rtype == "Patient" => Some(id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Step 2b for one planned write: the signed-in caller's decision on the version it
+/// writes (a PUT that creates is decided as a create).
+fn decide_job(gate: Gate<'_>, j: &Job, new_patients: &HashSet<String>) -> Result<()> {
+    let action = if j.created {
+        Action::Create
+    } else {
+        Action::Update
+    };
+    check(
+        gate,
+        Touch {
+            action,
+            rtype: &j.rtype,
+            patient: compartment(&j.rtype, &j.id, &j.resource, new_patients),
+            id: (action == Action::Update).then_some(j.id.as_str()),
+            resource: Some(&j.resource),
+        },
+    )
 }
 
 /// Validate, encrypt and index one planned write; its errors name its entry.
@@ -785,35 +821,14 @@ fn run_transaction(
     // 2b. Decide every write for a signed-in caller, before anything is prepared: the
     //     version replaced (updates, deletes) and the version written (creates, updates).
     if first_err.is_none() && gate.is_some() {
-        let new_patients: HashSet<String> = plans
-            .iter()
-            .filter_map(|p| match p {
-                Plan::Create { rtype, id } if rtype == "Patient" => Some(id.clone()),
-                _ => None,
-            })
-            .collect();
+        let new_patients = new_patient_ids(&plans);
         for w in &work {
             match w {
                 Work::Job(j) => {
                     if !j.created {
                         check_current(gate, repo, Action::Update, &j.rtype, &j.id)?;
                     }
-                    // A PUT that creates is decided as a create.
-                    let action = if j.created {
-                        Action::Create
-                    } else {
-                        Action::Update
-                    };
-                    check(
-                        gate,
-                        Touch {
-                            action,
-                            rtype: &j.rtype,
-                            patient: compartment(&j.rtype, &j.id, &j.resource, &new_patients),
-                            id: (action == Action::Update).then_some(j.id.as_str()),
-                            resource: Some(&j.resource),
-                        },
-                    )?;
+                    decide_job(gate, j, &new_patients)?;
                 }
                 Work::Ready(index, _) => {
                     if let Plan::Delete { rtype, id } = &plans[*index] {
@@ -868,14 +883,8 @@ fn run_pipelined(
     now: i64,
     creates: usize,
 ) -> Result<Value> {
-    let new_patients: HashSet<String> = match gate {
-        Some(_) => plans
-            .iter()
-            .filter_map(|p| match p {
-                Plan::Create { rtype, id } if rtype == "Patient" => Some(id.clone()),
-                _ => None,
-            })
-            .collect(),
+    let new_patients = match gate {
+        Some(_) => new_patient_ids(&plans),
         None => HashSet::new(),
     };
     let mut write_slot = vec![None; entries.len()];
@@ -894,31 +903,14 @@ fn run_pipelined(
                 if let Some(r) = e.resource.as_mut() {
                     medvault_fhir::rewrite_references(r, map);
                 }
-                let resource = e.resource.take().unwrap_or(Value::Null);
+                let job = create_job(e, rtype, id);
                 if gate.is_some() {
-                    check(
-                        gate,
-                        Touch {
-                            action: Action::Create,
-                            rtype,
-                            patient: compartment(rtype, id, &resource, &new_patients),
-                            id: None,
-                            resource: Some(&resource),
-                        },
-                    )?;
+                    decide_job(gate, &job, &new_patients)?;
                 }
-                let patient = repo.ensure_dek(keys, rtype, id, &resource, &pending)?;
+                let patient = repo.ensure_dek(keys, rtype, id, &job.resource, &pending)?;
                 events.push(Event::new("create", rtype, id, Outcome::Allow).patient(&patient));
                 write_slot[e.index] = Some((events.len() - 1, true));
-                publish(Job {
-                    index: e.index,
-                    rtype: rtype.clone(),
-                    id: id.clone(),
-                    version: 1,
-                    expected: None,
-                    resource,
-                    created: true,
-                });
+                publish(job);
             }
             Ok(events)
         },
