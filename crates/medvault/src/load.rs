@@ -139,15 +139,23 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// Seconds since the run started, with the server's resident and anonymous KiB then.
+type RssSamples = Vec<(u64, (u64, u64))>;
+
+/// The server's resident set and its anonymous part (heap, stacks: what the allocator
+/// holds, as opposed to mapped files), in KiB, from `/proc/PID/status` (Linux).
+fn rss_kib(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("RssAnon:")?))
 }
 
 /// A small deterministic generator for the operation mix (xorshift64*).
@@ -210,7 +218,7 @@ pub fn run(
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Samples::default()));
     let pid = server.child.id();
-    let rss: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
+    let rss: Arc<Mutex<RssSamples>> = Arc::default();
     let sampler = {
         let (rss, stop) = (rss.clone(), stop.clone());
         let every = if duration >= Duration::from_secs(300) {
@@ -332,20 +340,24 @@ pub fn run(
     }
     let rss = rss.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
-        let max = rss.iter().map(|r| r.1).max().unwrap_or(0);
+        let max = rss.iter().map(|r| r.1 .0).max().unwrap_or(0);
         println!(
             "server RSS (SQLite page caches up to {} x {cache_mib} + {} MiB): {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
             medvault_store::READERS,
             cache_mib.min(medvault_store::WRITER_CACHE_MIB),
-            first.1 / 1024,
+            first.1 .0 / 1024,
             first.0,
-            last.1 / 1024,
+            last.1 .0 / 1024,
             last.0,
             max / 1024,
             rss.len()
         );
-        for (t, k) in &rss {
-            println!("  rss t={t:>4}s {:>6} MiB", k / 1024);
+        for (t, (k, anon)) in &rss {
+            println!(
+                "  rss t={t:>4}s {:>6} MiB  (anonymous {:>6} MiB)",
+                k / 1024,
+                anon / 1024
+            );
         }
     }
     drop(server);
