@@ -15,13 +15,18 @@ use crate::{Result, StoreError};
 pub fn encode(seqs: &[i64]) -> Option<(i64, Vec<u8>)> {
     let (&first, rest) = seqs.split_first()?;
     let mut out = Vec::with_capacity(rest.len() * 2);
+    push_deltas(&mut out, first, rest.iter().copied());
+    Some((first, out))
+}
+
+/// Append the LEB128 deltas of `rest`, each from the one before it (`first` for the first).
+fn push_deltas(out: &mut Vec<u8>, first: i64, rest: impl Iterator<Item = i64>) {
     let mut prev = first;
-    for &s in rest {
+    for s in rest {
         // Strictly increasing input makes every delta at least 1.
-        push_leb128(&mut out, s.wrapping_sub(prev) as u64);
+        push_leb128(out, s.wrapping_sub(prev) as u64);
         prev = s;
     }
-    Some((first, out))
 }
 
 /// Decode a posting into `out` (appending), checking that it is strictly increasing.
@@ -127,22 +132,13 @@ pub fn encode_batch(batch: &LogBatch) -> Vec<u8> {
 /// `sort_unstable` then `dedup` leave them).
 pub fn encode_pairs(pairs: &[(crate::Token, i64)]) -> Vec<u8> {
     let mut out = Vec::with_capacity(pairs.len() * 20 + 8);
-    let tokens = pairs
-        .iter()
-        .zip(pairs.iter().skip(1))
-        .filter(|(a, b)| a.0 != b.0)
-        .count()
-        + usize::from(!pairs.is_empty());
-    push_leb128(&mut out, tokens as u64);
+    let runs = || pairs.chunk_by(|a, b| a.0 == b.0);
+    push_leb128(&mut out, runs().count() as u64);
     let mut rest = Vec::new();
-    for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+    for run in runs() {
         let (token, first) = run[0];
         rest.clear();
-        let mut prev = first;
-        for &(_, s) in &run[1..] {
-            push_leb128(&mut rest, s.wrapping_sub(prev) as u64);
-            prev = s;
-        }
+        push_deltas(&mut rest, first, run[1..].iter().map(|&(_, s)| s));
         out.extend_from_slice(&token);
         push_leb128(&mut out, first as u64);
         push_leb128(&mut out, rest.len() as u64);
