@@ -19,24 +19,61 @@ use crate::session::{register_with, session_in_memory, Session};
 
 const PASSWORD: &str = "load generator password";
 
-/// The server under load, killed when dropped.
+/// The server under load, stopped when dropped.
 struct Server {
     child: Child,
+    /// The server's own process: the child itself, or its descendant when the server runs
+    /// under a wrapper (e.g. heaptrack's script).
+    pid: u32,
     url: String,
 }
 
 impl Drop for Server {
+    /// SIGTERM first, so the server shuts down as in production and a wrapper or allocator
+    /// writes its report (`MIMALLOC_SHOW_STATS=1`, heaptrack); SIGKILL if it has not exited
+    /// after 20 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The first of `root`'s descendants (Linux `/proc`, searched breadth first) that runs this
+/// executable (its command name is this process's); `root` itself if there is none.
+fn medvault_descendant(root: u32) -> u32 {
+    let comm = |p: &str| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let me = comm("self");
+    let mut queue = std::collections::VecDeque::from([root]);
+    while let Some(p) = queue.pop_front() {
+        if p != root && comm(&p.to_string()) == me {
+            return p;
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")).unwrap_or_default();
+        queue.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    root
 }
 
 fn me() -> Result<std::path::PathBuf> {
     std::env::current_exe().context("finding the medvault executable")
 }
 
-fn start(dir: &Path, cache_mib: u32) -> Result<(Server, String, String)> {
+fn start(dir: &Path, cache_mib: u32, wrapper: &[String]) -> Result<(Server, String, String)> {
     let out = Command::new(me()?)
         .args([
             "init",
@@ -58,7 +95,15 @@ fn start(dir: &Path, cache_mib: u32) -> Result<(Server, String, String)> {
         .as_str()
         .ok_or_else(|| anyhow!("no bootstrap token"))?;
     // The load is the point: no PHI read limit gets in its way.
-    let mut child = Command::new(me()?)
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(me()?);
+            c
+        }
+        None => Command::new(me()?),
+    };
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -72,20 +117,33 @@ fn start(dir: &Path, cache_mib: u32) -> Result<(Server, String, String)> {
         .arg(dir)
         .env("MEDVAULT_LOG", "error")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
+        .stderr(if wrapper.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .spawn()
+        .with_context(|| format!("starting the server {wrapper:?}"))?;
     let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
     let mut lines = BufReader::new(stdout).lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| anyhow!("the server exited before listening"))??;
-    let url = first
-        .strip_prefix("medvault listening on ")
-        .and_then(|r| r.split(' ').next())
-        .ok_or_else(|| anyhow!("unexpected first line: {first}"))?
-        .to_string();
+    // A wrapper may print lines of its own first; they are passed on.
+    let url = loop {
+        let line = lines
+            .next()
+            .ok_or_else(|| anyhow!("the server exited before listening"))??;
+        match line.strip_prefix("medvault listening on ") {
+            Some(rest) => break rest.split(' ').next().unwrap_or_default().to_string(),
+            None if !wrapper.is_empty() => eprintln!("{line}"),
+            None => bail!("unexpected first line: {line}"),
+        }
+    };
     std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, url };
+    let pid = if wrapper.is_empty() {
+        child.id()
+    } else {
+        medvault_descendant(child.id())
+    };
+    let server = Server { child, pid, url };
     let client = Client::new(&server.url, None)?;
     let (status, text) = client.request(
         "POST",
@@ -175,12 +233,13 @@ pub fn run(
     concurrency: usize,
     patients: usize,
     cache_mib: u32,
+    wrapper: &[String],
     dir: &Path,
 ) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let data = dir.join("data");
     eprintln!("starting a server in {} ...", data.display());
-    let (server, bootstrap, _share) = start(&data, cache_mib)?;
+    let (server, bootstrap, _share) = start(&data, cache_mib, wrapper)?;
     let client = Client::new(&server.url, None)?;
     register_with(&client, &bootstrap, "admin", "NID-admin", PASSWORD)?;
     let admin = session_in_memory(&client, "admin", PASSWORD)?;
@@ -217,7 +276,7 @@ pub fn run(
     let pool = Arc::new(pool);
     let stop = Arc::new(AtomicBool::new(false));
     let samples = Arc::new(Mutex::new(Samples::default()));
-    let pid = server.child.id();
+    let pid = server.pid;
     let rss: Arc<Mutex<RssSamples>> = Arc::default();
     let sampler = {
         let (rss, stop) = (rss.clone(), stop.clone());

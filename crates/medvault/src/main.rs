@@ -505,7 +505,9 @@ enum KeysCommand {
 }
 
 // glibc's allocator spends much of ingest consolidating and unlinking chunks freed on other
-// threads; mimalloc's per-thread heaps do not (measured in BENCHMARKS.md).
+// threads; mimalloc's per-thread heaps do not (measured in BENCHMARKS.md). The `mimalloc`
+// feature is on by default; builds without it are for heap profilers.
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -120,6 +120,12 @@ pub enum BenchCommand {
         /// first minutes of a soak, so memory that keeps growing after that is not the cache.
         #[arg(long, default_value_t = medvault_store::DEFAULT_CACHE_MIB)]
         sqlite_cache_mib: u32,
+        /// For profiling the server: a command (split at spaces) that runs it, e.g.
+        /// `--server-wrapper "heaptrack -o /tmp/server"` with a binary built with
+        /// `--no-default-features` (the system allocator, which heaptrack sees). The server
+        /// is stopped with SIGTERM, so the wrapper writes its report.
+        #[arg(long, value_name = "COMMAND")]
+        server_wrapper: Option<String>,
         /// Scratch directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -148,8 +154,15 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             patients,
             soak,
             sqlite_cache_mib,
+            server_wrapper,
             dir,
         } => {
+            let wrapper: Vec<String> = server_wrapper
+                .as_deref()
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(String::from)
+                .collect();
             let scratch = scratch_dir(dir, "load");
             let duration = std::time::Duration::from_secs(if soak { 600 } else { seconds.max(1) });
             let result = crate::load::run(
@@ -157,6 +170,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 concurrency.max(1),
                 patients.max(1),
                 sqlite_cache_mib.max(1),
+                &wrapper,
                 &scratch,
             );
             let _ = std::fs::remove_dir_all(&scratch);

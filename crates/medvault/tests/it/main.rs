@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::{json, Value};
 
 mod api_fuzz;
+mod bench;
 mod clients;
 mod crash;
 mod faults;

@@ -1,0 +1,56 @@
+//! `medvault bench load`: a short run against the server it starts, here under a wrapper
+//! process, reports throughput and the server's own memory, and stops the server.
+
+use crate::{medvault, ok};
+
+#[test]
+fn bench_load_reports_the_wrapped_servers_memory_and_stops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().to_str().unwrap();
+    // `timeout` forks: the server is its child, as under heaptrack's script.
+    let out = medvault(
+        &[
+            "bench",
+            "load",
+            "--seconds",
+            "2",
+            "--concurrency",
+            "2",
+            "--patients",
+            "3",
+            "--sqlite-cache-mib",
+            "2",
+            "--server-wrapper",
+            "timeout 600",
+            "--dir",
+            scratch,
+        ],
+        "",
+    );
+    let text = ok(&out);
+    assert!(text.contains("load: 2 clients"), "{text}");
+    assert!(text.contains(" 0 errors"), "{text}");
+    // The memory sampled is the server's (tens of MiB once unsealed), not the wrapper's
+    // (`timeout` itself holds about 1 MiB).
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("server RSS"))
+        .unwrap_or_else(|| panic!("no RSS line: {text}"));
+    let first_mib: u64 = line
+        .split("): ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected RSS line: {line}"));
+    assert!(first_mib >= 8, "{line}");
+    // The scratch directory is gone, and no process still serves it.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(scratch),
+            "a process still runs in the scratch directory: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+}
