@@ -2276,7 +2276,7 @@ async fn run_search(
     .await
     {
         Ok((page, filtered)) => {
-            page_response(&state, "searchset", &base, &pairs, &page, filtered, patient)
+            page_response(&state, "searchset", &base, &pairs, page, filtered, patient)
         }
         Err(r) => r,
     }
@@ -2355,7 +2355,7 @@ async fn history(
     .await
     {
         Ok((page, filtered)) => {
-            page_response(&state, "history", &base, &pairs, &page, filtered, None)
+            page_response(&state, "history", &base, &pairs, page, filtered, None)
         }
         Err(r) => r,
     }
@@ -2385,7 +2385,7 @@ fn page_response(
     kind: &str,
     base: &str,
     pairs: &[(String, String)],
-    page: &Page,
+    page: Page,
     filtered: bool,
     named: Option<String>,
 ) -> Response {
@@ -2502,13 +2502,14 @@ fn page_url(base: &str, pairs: &[(String, String)], offset: usize, count: usize)
     format!("{base}?{}", parts.join("&"))
 }
 
-/// A searchset or history Bundle with absolute self/next/previous links.
+/// A searchset or history Bundle with absolute self/next/previous links. The page's
+/// resources move into it (a copy of each would be most of a search's allocations).
 fn page_bundle(
     state: &AppState,
     kind: &str,
     base: &str,
     pairs: &[(String, String)],
-    page: &Page,
+    page: Page,
 ) -> Value {
     let mut links =
         vec![json!({"relation": "self", "url": page_url(base, pairs, page.offset, page.count)})];
@@ -2521,19 +2522,23 @@ fn page_bundle(
     }
     let entries: Vec<Value> = page
         .entries
-        .iter()
+        .into_iter()
         .map(|s| {
             let full_url = format!("{}/{}/{}", state.fhir_base, s.rtype, s.id);
             if kind == "searchset" {
-                json!({ "fullUrl": full_url, "resource": s.resource, "search": {"mode": "match"} })
+                crate::bundle::object([
+                    ("fullUrl", Value::String(full_url)),
+                    ("resource", s.resource.unwrap_or(Value::Null)),
+                    ("search", json!({"mode": "match"})),
+                ])
             } else {
-                let method = match (&s.resource, s.version) {
-                    (None, _) => "DELETE",
-                    (Some(_), 1) => "POST",
+                let method = match (s.resource.is_some(), s.version) {
+                    (false, _) => "DELETE",
+                    (true, 1) => "POST",
                     _ => "PUT",
                 };
                 let url = if method == "POST" {
-                    s.rtype.clone()
+                    s.rtype
                 } else {
                     format!("{}/{}", s.rtype, s.id)
                 };
@@ -2551,8 +2556,8 @@ fn page_bundle(
                         "lastModified": format_instant(s.updated_ms),
                     },
                 });
-                if let Some(r) = &s.resource {
-                    e["resource"] = r.clone();
+                if let Some(r) = s.resource {
+                    e["resource"] = r;
                 }
                 e
             }

@@ -292,7 +292,7 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
 
 /// A JSON object from its members, moved in (`json!` would deep-copy every `Value`
 /// interpolated into it, which is most of a large transaction's answer).
-fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+pub(crate) fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
     Value::Object(
         members
             .into_iter()
@@ -450,7 +450,11 @@ fn read_entry(
         Some(id) => {
             let s = repo.read(rtype, id)?;
             check_read(gate, &s)?;
-            Ok(json!({ "resource": s.resource, "response": response("200 OK", Some(&s)) }))
+            let answer = response("200 OK", Some(&s));
+            Ok(object([
+                ("resource", s.resource.unwrap_or(Value::Null)),
+                ("response", answer),
+            ]))
         }
         // Searches in bundles are not filtered by the policy; signed-in callers search
         // through the REST API.
@@ -458,17 +462,24 @@ fn read_entry(
         None => {
             let pairs = parse_query_string(query.unwrap_or(""));
             let page = repo.search(rtype, &pairs)?;
-            let inner = json!({
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": page.total,
-                "entry": page.entries.iter().map(|s| json!({
-                    "fullUrl": format!("{}/{}", s.rtype, s.id),
-                    "resource": s.resource,
-                    "search": { "mode": "match" },
-                })).collect::<Vec<_>>(),
+            // Built with `object`: `json!` would serialize (copy) each resource.
+            let entries = page.entries.into_iter().map(|s| {
+                object([
+                    ("fullUrl", Value::String(format!("{}/{}", s.rtype, s.id))),
+                    ("resource", s.resource.unwrap_or(Value::Null)),
+                    ("search", json!({ "mode": "match" })),
+                ])
             });
-            Ok(json!({ "resource": inner, "response": { "status": "200 OK" } }))
+            let inner = object([
+                ("resourceType", json!("Bundle")),
+                ("type", json!("searchset")),
+                ("total", json!(page.total)),
+                ("entry", Value::Array(entries.collect())),
+            ]);
+            Ok(object([
+                ("resource", inner),
+                ("response", json!({ "status": "200 OK" })),
+            ]))
         }
     }
 }

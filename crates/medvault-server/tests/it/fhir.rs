@@ -80,6 +80,20 @@ async fn crud_vread_and_history() {
         .collect();
     assert_eq!(methods, ["DELETE", "PUT", "POST"]);
     assert!(hist.json["entry"][0].get("resource").is_none());
+    assert_eq!(
+        hist.json["entry"][0]["response"]["status"],
+        "204 No Content"
+    );
+    let put = &hist.json["entry"][1];
+    assert_eq!(put["request"]["url"], format!("Patient/{id}"));
+    assert_eq!(put["response"]["status"], "200 OK");
+    assert_eq!(put["response"]["etag"], "W/\"2\"");
+    assert_eq!(put["resource"]["meta"]["versionId"], "2");
+    let post = &hist.json["entry"][2];
+    assert_eq!(post["request"]["url"], "Patient");
+    assert_eq!(post["response"]["status"], "201 Created");
+    assert_eq!(post["resource"]["id"], id.as_str());
+    assert_eq!(post["fullUrl"], format!("{BASE}/fhir/Patient/{id}"));
 
     let type_hist = h.call("GET", "/fhir/Patient/_history", None).await;
     assert_eq!(type_hist.json["total"], 3);
@@ -448,6 +462,30 @@ async fn batch_reports_each_entry() {
     );
     assert_eq!(r.json["entry"][2]["response"]["status"], "404");
     assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+    // Reads and searches inside a batch answer with the resources themselves.
+    let id = r.json["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let reads = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"request": {"method": "GET", "url": format!("Patient/{id}")}},
+        {"request": {"method": "GET", "url": "Patient?family=Ok"}},
+    ]});
+    let r = h.call("POST", "/fhir", Some(reads)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let read = &r.json["entry"][0];
+    assert_eq!(read["response"]["status"], "200 OK");
+    assert_eq!(read["response"]["etag"], "W/\"1\"");
+    assert_eq!(read["resource"]["id"], id.as_str());
+    assert_eq!(read["resource"]["name"][0]["family"], "Ok");
+    let found = &r.json["entry"][1];
+    assert_eq!(found["response"]["status"], "200 OK");
+    assert_eq!(found["resource"]["type"], "searchset");
+    assert_eq!(found["resource"]["total"], 1);
+    let hit = &found["resource"]["entry"][0];
+    assert_eq!(hit["fullUrl"], format!("Patient/{id}"));
+    assert_eq!(hit["resource"]["id"], id.as_str());
+    assert_eq!(hit["search"]["mode"], "match");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
