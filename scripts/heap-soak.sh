@@ -8,8 +8,8 @@
 #    malloc, not mimalloc) and keeps that binary as target/heap-profile/medvault;
 # 2. runs `bench load` (2 clients, 200 patients, 2 MiB SQLite caches) for SECONDS with the
 #    server under heaptrack (Debian's package, installed with apt-get if missing);
-# 3. prints the live heap every 30 s from heaptrack's snapshots, then the run's own report
-#    (throughput, and the server's RSS every 30 s).
+# 3. prints the live heap every 30 s from heaptrack's snapshots (smallest and largest in
+#    each window), after the run's own report (throughput, the server's RSS every 30 s).
 #
 # heaptrack slows the server about fourfold, so its throughput here is not a benchmark
 # figure. Output stays in target/heap-profile (heaptrack's recording, the massif file).
@@ -53,12 +53,14 @@ for line in open(sys.argv[1]):
         snapshots.append((t, int(line.split("=", 1)[1])))
 if not snapshots:
     sys.exit("no heap snapshots in the recording")
-print("live heap (the largest snapshot in each 30 s):")
+# The smallest snapshot of a window is what stays allocated between requests (a leak
+# raises it); the largest adds the requests in flight.
+print("live heap per 30 s, smallest and largest snapshot:")
 end = snapshots[-1][0]
 start = 0.0
 while start <= end:
     window = [b for (t, b) in snapshots if start <= t < start + 30]
     if window:
-        print(f"  heap t={start:>5.0f}s {max(window) / 1048576:7.2f} MiB")
+        print(f"  heap t={start:>5.0f}s {min(window) / 1048576:7.2f} MiB {max(window) / 1048576:7.2f} MiB")
     start += 30
 EOF

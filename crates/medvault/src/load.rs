@@ -30,12 +30,15 @@ struct Server {
 
 impl Drop for Server {
     /// SIGTERM first, so the server shuts down as in production and a wrapper or allocator
-    /// writes its report (`MIMALLOC_SHOW_STATS=1`, heaptrack); SIGKILL if it has not exited
-    /// after 20 s.
+    /// writes its report (`MIMALLOC_SHOW_STATS=1`, heaptrack); SIGKILL to the server and
+    /// its wrapper if they have not exited after 20 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status();
+        let signal = |name: &str| {
+            let _ = Command::new("kill")
+                .args([name, &self.pid.to_string()])
+                .status();
+        };
+        signal("-TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -43,6 +46,7 @@ impl Drop for Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        signal("-KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
