@@ -11,6 +11,8 @@
 # 3. prints the live heap every 30 s from heaptrack's snapshots (smallest and largest in
 #    each window), after the run's own report (throughput, the server's RSS every 30 s).
 #
+# The wrapper command is split at spaces, so the checkout's path must have none.
+#
 # heaptrack slows the server about fourfold, so its throughput here is not a benchmark
 # figure. Output stays in target/heap-profile (heaptrack's recording, the massif file).
 set -euo pipefail
@@ -29,7 +31,7 @@ out="$root/target/heap-profile"
 mkdir -p "$out"
 echo "== building medvault with the system allocator" >&2
 cargo build --release --locked -p medvault --no-default-features >&2
-cp target/release/medvault "$out/medvault"
+cp "${CARGO_TARGET_DIR:-$root/target}/release/medvault" "$out/medvault"
 # Put the normal (mimalloc) binary back in target/release.
 cargo build --release --locked -p medvault >&2
 
@@ -53,8 +55,9 @@ for line in open(sys.argv[1]):
         snapshots.append((t, int(line.split("=", 1)[1])))
 if not snapshots:
     sys.exit("no heap snapshots in the recording")
-# The smallest snapshot of a window is what stays allocated between requests (a leak
-# raises it); the largest adds the requests in flight.
+# Each snapshot is the peak live heap since the one before. A window's smallest is thus an
+# upper bound on what stays allocated between requests (a leak raises it); its largest
+# adds the requests in flight.
 print("live heap per 30 s, smallest and largest snapshot:")
 end = snapshots[-1][0]
 start = 0.0

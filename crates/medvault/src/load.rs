@@ -26,30 +26,95 @@ struct Server {
     /// under a wrapper (e.g. heaptrack's script).
     pid: u32,
     url: String,
+    /// How it ended, once stopped.
+    stopped: Option<String>,
 }
 
-impl Drop for Server {
-    /// SIGTERM first, so the server shuts down as in production and a wrapper or allocator
-    /// writes its report (`MIMALLOC_SHOW_STATS=1`, heaptrack); SIGKILL to the server and
-    /// its wrapper if they have not exited after 20 s.
-    fn drop(&mut self) {
-        let signal = |name: &str| {
+impl Server {
+    /// Whether `pid` is still the server: our child (whose pid stays ours until we reap
+    /// it), or a process whose parents lead to our child. A wrapped server that died
+    /// frees its pid for any other process, which must not be signalled.
+    fn is_ours(&self) -> bool {
+        let root = self.child.id();
+        let mut p = self.pid;
+        for _ in 0..16 {
+            if p == root {
+                return true;
+            }
+            match parent_of(p) {
+                Some(parent) if parent > 1 => p = parent,
+                _ => return false,
+            }
+        }
+        false
+    }
+
+    fn signal(&self, name: &str) {
+        if self.is_ours() {
             let _ = Command::new("kill")
                 .args([name, &self.pid.to_string()])
                 .status();
-        };
-        signal("-TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        }
+    }
+
+    fn wait_for(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        signal("-KILL");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
+
+    /// SIGTERM, so the server shuts down as in production and a wrapper or the allocator
+    /// writes its report (heaptrack, `MIMALLOC_SHOW_STATS=1`). SIGKILL to the server if it
+    /// still runs 20 s later, then to the wrapper if that has not finished 10 s after
+    /// (heaptrack's script first finishes its recording). Says how it ended.
+    fn stop(&mut self) -> String {
+        if let Some(how) = &self.stopped {
+            return how.clone();
+        }
+        let how = if let Ok(Some(status)) = self.child.try_wait() {
+            format!("had exited before the end ({status})")
+        } else {
+            self.signal("-TERM");
+            match self.wait_for(Duration::from_secs(20)) {
+                Some(status) => format!("stopped by SIGTERM ({status})"),
+                None => {
+                    self.signal("-KILL");
+                    if self.wait_for(Duration::from_secs(10)).is_none() {
+                        let _ = self.child.kill();
+                        let _ = self.child.wait();
+                    }
+                    "killed: still running 20 s after SIGTERM".to_string()
+                }
+            }
+        };
+        self.stopped = Some(how.clone());
+        how
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The parent of process `pid` (Linux `/proc/PID/stat`, whose fields after the command
+/// name, which ends with the line's last `)`, are the state and then the parent).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// The first of `root`'s descendants (Linux `/proc`, searched breadth first) that runs this
@@ -145,9 +210,20 @@ fn start(dir: &Path, cache_mib: u32, wrapper: &[String]) -> Result<(Server, Stri
     let pid = if wrapper.is_empty() {
         child.id()
     } else {
-        medvault_descendant(child.id())
+        let pid = medvault_descendant(child.id());
+        if pid == child.id() {
+            eprintln!(
+                "warning: no medvault process found under the wrapper; its memory and signals go to the wrapper"
+            );
+        }
+        pid
     };
-    let server = Server { child, pid, url };
+    let server = Server {
+        child,
+        pid,
+        url,
+        stopped: None,
+    };
     let client = Client::new(&server.url, None)?;
     let (status, text) = client.request(
         "POST",
@@ -243,7 +319,7 @@ pub fn run(
     std::fs::create_dir_all(dir)?;
     let data = dir.join("data");
     eprintln!("starting a server in {} ...", data.display());
-    let (server, bootstrap, _share) = start(&data, cache_mib, wrapper)?;
+    let (mut server, bootstrap, _share) = start(&data, cache_mib, wrapper)?;
     let client = Client::new(&server.url, None)?;
     register_with(&client, &bootstrap, "admin", "NID-admin", PASSWORD)?;
     let admin = session_in_memory(&client, "admin", PASSWORD)?;
@@ -423,6 +499,6 @@ pub fn run(
             );
         }
     }
-    drop(server);
+    println!("server {}", server.stop());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! `medvault bench load`: a short run against the server it starts, here under a wrapper
-//! process, reports throughput and the server's own memory, and stops the server.
+//! process, reports throughput and the server's own memory, and stops the server with
+//! SIGTERM.
 
 use crate::{medvault, ok};
 
@@ -30,6 +31,12 @@ fn bench_load_reports_the_wrapped_servers_memory_and_stops_it() {
     let text = ok(&out);
     assert!(text.contains("load: 2 clients"), "{text}");
     assert!(text.contains(" 0 errors"), "{text}");
+    // Stopped the way production stops it (so a profiler wrapper writes its report), not
+    // by the SIGKILL fallback; `timeout` passes on the server's own exit status.
+    assert!(
+        text.contains("server stopped by SIGTERM (exit status: 0)"),
+        "{text}"
+    );
     // The memory sampled is the server's (tens of MiB once unsealed), not the wrapper's
     // (`timeout` itself holds about 1 MiB).
     let line = text
