@@ -2526,11 +2526,7 @@ fn page_bundle(
         .map(|s| {
             let full_url = format!("{}/{}/{}", state.fhir_base, s.rtype, s.id);
             if kind == "searchset" {
-                crate::bundle::object([
-                    ("fullUrl", Value::String(full_url)),
-                    ("resource", s.resource.unwrap_or(Value::Null)),
-                    ("search", json!({"mode": "match"})),
-                ])
+                crate::bundle::search_match(full_url, s.resource)
             } else {
                 let method = match (s.resource.is_some(), s.version) {
                     (false, _) => "DELETE",

@@ -290,9 +290,18 @@ fn response(status: &str, stored: Option<&Stored>) -> Value {
     Value::Object(r)
 }
 
+/// A searchset entry: the resource found, moved in.
+pub(crate) fn search_match(full_url: String, resource: Option<Value>) -> Value {
+    object([
+        ("fullUrl", Value::String(full_url)),
+        ("resource", resource.unwrap_or(Value::Null)),
+        ("search", json!({ "mode": "match" })),
+    ])
+}
+
 /// A JSON object from its members, moved in (`json!` would deep-copy every `Value`
 /// interpolated into it, which is most of a large transaction's answer).
-pub(crate) fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
+fn object<const N: usize>(members: [(&str, Value); N]) -> Value {
     Value::Object(
         members
             .into_iter()
@@ -462,14 +471,11 @@ fn read_entry(
         None => {
             let pairs = parse_query_string(query.unwrap_or(""));
             let page = repo.search(rtype, &pairs)?;
-            // Built with `object`: `json!` would serialize (copy) each resource.
-            let entries = page.entries.into_iter().map(|s| {
-                object([
-                    ("fullUrl", Value::String(format!("{}/{}", s.rtype, s.id))),
-                    ("resource", s.resource.unwrap_or(Value::Null)),
-                    ("search", json!({ "mode": "match" })),
-                ])
-            });
+            // Built with `object`: `json!` would serialize (copy) the resources.
+            let entries = page
+                .entries
+                .into_iter()
+                .map(|s| search_match(format!("{}/{}", s.rtype, s.id), s.resource));
             let inner = object([
                 ("resourceType", json!("Bundle")),
                 ("type", json!("searchset")),
