@@ -671,7 +671,8 @@ struct PostingStatements<'c> {
 /// per merge instead of once per commit. The merged postings cover `seq` ranges newer than
 /// any already in the index, which keeps each token's postings disjoint.
 fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
-    let mut all = LogBatch::new();
+    let mut pairs: Vec<(crate::Token, i64)> = Vec::new();
+    let mut keyed: Vec<(u128, i64)> = Vec::new();
     {
         let mut rows = tx.prepare_cached("SELECT data FROM posting_log ORDER BY batch")?;
         let mut rows = rows.query([])?;
@@ -680,17 +681,30 @@ fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
                 .get_ref(0)?
                 .as_blob()
                 .map_err(|_| StoreError::Corrupt("posting log"))?;
-            // Rows are read oldest first, so each token's list stays sorted.
-            for (token, seqs) in posting::decode_batch(data)? {
-                all.entry(token).or_default().extend(seqs);
-            }
+            posting::decode_batch_pairs(data, &mut pairs)?;
+            // Tokens as big-endian integers sort in the same order, with cheaper compares.
+            keyed.extend(
+                pairs
+                    .drain(..)
+                    .map(|(token, seq)| (u128::from_be_bytes(token), seq)),
+            );
         }
+    }
+    // Sorted by token, then seq: each token's run is its new posting. Each row's pairs are
+    // already sorted, and the stable sort merges such runs instead of sorting from scratch.
+    // Rows cover disjoint `seq` ranges, so a repeated pair can only come from a corrupt row.
+    keyed.sort();
+    if keyed.windows(2).any(|w| w[0] == w[1]) {
+        return Err(StoreError::Corrupt("posting log"));
     }
     let mut put =
         tx.prepare_cached("INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)")?;
-    for (token, seqs) in &all {
-        if let Some((first, rest)) = posting::encode(seqs) {
-            put.execute(params![token.as_slice(), first, rest])?;
+    let mut seqs = Vec::new();
+    for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+        seqs.clear();
+        seqs.extend(run.iter().map(|&(_, s)| s));
+        if let Some((first, rest)) = posting::encode(&seqs) {
+            put.execute(params![run[0].0.to_be_bytes().as_slice(), first, rest])?;
         }
     }
     tx.execute("DELETE FROM posting_log", [])?;

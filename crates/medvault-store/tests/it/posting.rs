@@ -26,22 +26,37 @@ fn refuses_zero_deltas_truncation_and_overflow() {
 
 #[test]
 fn log_batches_round_trip_and_refuse_corruption() {
-    use medvault_store::posting::{decode_batch, encode_batch, LogBatch};
+    use medvault_store::posting::{decode_batch, decode_batch_pairs, encode_batch, LogBatch};
+    // The merge's pair decoding refuses exactly what the map decoding refuses.
+    let refused = |data: &[u8]| {
+        decode_batch(data).is_err() && decode_batch_pairs(data, &mut Vec::new()).is_err()
+    };
     let mut batch = LogBatch::new();
     batch.insert([1; 16], vec![5]);
     batch.insert([2; 16], vec![5, 6, 300, 1 << 40]);
     batch.insert([9; 16], vec![i64::MAX]);
     let data = encode_batch(&batch);
     assert_eq!(decode_batch(&data).unwrap(), batch);
+    let mut pairs = vec![([0; 16], 0)];
+    decode_batch_pairs(&data, &mut pairs).unwrap();
+    let flat: Vec<([u8; 16], i64)> = batch
+        .iter()
+        .flat_map(|(t, seqs)| seqs.iter().map(move |&s| (*t, s)))
+        .collect();
+    assert_eq!(
+        pairs[1..],
+        flat,
+        "appended after what was there, in token order"
+    );
     assert!(decode_batch(&encode_batch(&LogBatch::new()))
         .unwrap()
         .is_empty());
-    assert!(decode_batch(&[]).is_err());
+    assert!(refused(&[]));
     // Trailing bytes are refused too.
-    assert!(decode_batch(&[data.as_slice(), &[0]].concat()).is_err());
+    assert!(refused(&[data.as_slice(), &[0]].concat()));
     // Truncated anywhere, the row is refused (never read as fewer postings).
     for cut in 1..data.len() {
-        assert!(decode_batch(&data[..cut]).is_err(), "cut at {cut}");
+        assert!(refused(&data[..cut]), "cut at {cut}");
     }
     // Tokens out of order or repeated are refused.
     let one = |t: u8| {
@@ -50,20 +65,20 @@ fn log_batches_round_trip_and_refuse_corruption() {
         encode_batch(&b)
     };
     let two = |a: u8, b: u8| [vec![2u8], one(a)[1..].to_vec(), one(b)[1..].to_vec()].concat();
-    assert!(decode_batch(&two(2, 1)).is_err());
-    assert!(decode_batch(&two(1, 1)).is_err());
+    assert!(refused(&two(2, 1)));
+    assert!(refused(&two(1, 1)));
     assert_eq!(decode_batch(&two(1, 2)).unwrap().len(), 2);
     // A first seq beyond i64 and an over-long LEB128 are refused.
     let mut big = vec![1u8];
     big.extend_from_slice(&[7u8; 16]);
     big.extend_from_slice(&[0xff; 9]);
     big.extend_from_slice(&[0x01, 0x00]);
-    assert!(decode_batch(&big).is_err());
+    assert!(refused(&big));
     let mut long = vec![1u8];
     long.extend_from_slice(&[7u8; 16]);
     long.extend_from_slice(&[0x80; 10]);
     long.extend_from_slice(&[0x01, 0x00]);
-    assert!(decode_batch(&long).is_err());
+    assert!(refused(&long));
 }
 
 #[test]

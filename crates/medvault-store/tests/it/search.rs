@@ -558,3 +558,39 @@ fn a_type_posting_naming_the_wrong_rows_is_refused() {
         );
     }
 }
+
+/// A merge refuses a posting log that repeats a (token, row) pair (rows cover disjoint
+/// `seq` ranges, so only a corrupt or planted row can), and the commit that triggered it is
+/// rolled back: nothing is merged and the new version is not stored.
+#[test]
+fn a_merge_refuses_a_log_that_repeats_a_posting() {
+    use medvault_store::{posting, StoreError};
+
+    let (dir, store) = open_store();
+    store
+        .write(&[create("Patient", "p1", 1, &[tok(A)])])
+        .unwrap();
+    let path = crate::common::db_path(&dir);
+    let conn = crate::common::raw(&path);
+    let seq: i64 = conn
+        .query_row("SELECT seq FROM resource_version", [], |r| r.get(0))
+        .unwrap();
+    let mut batch = posting::LogBatch::new();
+    batch.insert(tok(A), vec![seq]);
+    conn.execute(
+        "INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)",
+        rusqlite::params![1_000_000, posting::encode_batch(&batch)],
+    )
+    .unwrap();
+    drop(conn);
+    store.set_posting_merge_every(1);
+    assert!(matches!(
+        store.write(&[create("Patient", "p2", 2, &[tok(A)])]),
+        Err(StoreError::Corrupt("posting log"))
+    ));
+    let conn = crate::common::raw(&path);
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(count("SELECT count(*) FROM resource_version"), 1);
+    assert_eq!(count("SELECT count(*) FROM search_posting"), 0);
+    assert_eq!(count("SELECT count(*) FROM posting_log"), 2);
+}
