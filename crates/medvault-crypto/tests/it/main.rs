@@ -3,6 +3,7 @@
 // Tests: a panic is the failure report, so unwrap/expect are the right tool here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod blind;
 mod envelope;
 mod jose;
 mod key_bundle;
