@@ -156,19 +156,12 @@ pub fn decode_batch(data: &[u8]) -> Result<LogBatch> {
     Ok(batch)
 }
 
-/// Decode a posting-log row as [`decode_batch`] does, appending its (token, seq) pairs to
-/// `out` instead of building a map: a merge sorts the pairs of all logged rows at once,
-/// where merging maps of one `Vec` per token cost a third of the merge (allocating and
-/// freeing tens of thousands of them).
-pub fn decode_batch_pairs(data: &[u8], out: &mut Vec<(crate::Token, i64)>) -> Result<()> {
-    for_each_logged(data, |token, seqs| {
-        out.extend(seqs.iter().map(|&s| (*token, s)));
-    })
-}
-
-/// Walk a posting-log row, calling `f` with each token and its `seq`s (strictly increasing),
-/// in token order; anything malformed is refused (and `f` may have seen part of the row).
-fn for_each_logged(data: &[u8], mut f: impl FnMut(&crate::Token, &[i64])) -> Result<()> {
+/// Decode a posting-log row as [`decode_batch`] does, calling `f` with each token and its
+/// `seq`s (strictly increasing), in token order, instead of building a map: a merge takes
+/// the pairs of all logged rows into one list (merging maps of one `Vec` per token cost a
+/// third of the merge). Anything malformed is refused, and `f` may have seen part of the
+/// row by then.
+pub fn for_each_logged(data: &[u8], mut f: impl FnMut(&crate::Token, &[i64])) -> Result<()> {
     const BAD: StoreError = StoreError::Corrupt("posting log");
     let (count, mut data) = read_leb128(data).ok_or(BAD)?;
     let mut last: Option<&crate::Token> = None;

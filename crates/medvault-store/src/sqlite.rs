@@ -671,9 +671,14 @@ struct PostingStatements<'c> {
 /// per merge instead of once per commit. The merged postings cover `seq` ranges newer than
 /// any already in the index, which keeps each token's postings disjoint.
 fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
-    let mut pairs: Vec<(crate::Token, i64)> = Vec::new();
+    // Tokens as big-endian integers: the same order, cheaper compares.
     let mut keyed: Vec<(u128, i64)> = Vec::new();
     {
+        let bytes: i64 = tx
+            .prepare_cached("SELECT coalesce(sum(length(data)), 0) FROM posting_log")?
+            .query_row([], |r| r.get(0))?;
+        // A pair takes about five bytes of a row (its delta, and its share of the token).
+        keyed.reserve(usize::try_from(bytes / 4).unwrap_or(0));
         let mut rows = tx.prepare_cached("SELECT data FROM posting_log ORDER BY batch")?;
         let mut rows = rows.query([])?;
         while let Some(row) = rows.next()? {
@@ -681,13 +686,10 @@ fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
                 .get_ref(0)?
                 .as_blob()
                 .map_err(|_| StoreError::Corrupt("posting log"))?;
-            posting::decode_batch_pairs(data, &mut pairs)?;
-            // Tokens as big-endian integers sort in the same order, with cheaper compares.
-            keyed.extend(
-                pairs
-                    .drain(..)
-                    .map(|(token, seq)| (u128::from_be_bytes(token), seq)),
-            );
+            posting::for_each_logged(data, |token, seqs| {
+                let token = u128::from_be_bytes(*token);
+                keyed.extend(seqs.iter().map(|&seq| (token, seq)));
+            })?;
         }
     }
     // Sorted by token, then seq: each token's run is its new posting. Each row's pairs are

@@ -26,28 +26,20 @@ fn refuses_zero_deltas_truncation_and_overflow() {
 
 #[test]
 fn log_batches_round_trip_and_refuse_corruption() {
-    use medvault_store::posting::{decode_batch, decode_batch_pairs, encode_batch, LogBatch};
-    // The merge's pair decoding refuses exactly what the map decoding refuses.
-    let refused = |data: &[u8]| {
-        decode_batch(data).is_err() && decode_batch_pairs(data, &mut Vec::new()).is_err()
-    };
+    use medvault_store::posting::{decode_batch, encode_batch, for_each_logged, LogBatch};
+    // The merge's decoding refuses exactly what the map decoding refuses.
+    let refused =
+        |data: &[u8]| decode_batch(data).is_err() && for_each_logged(data, |_, _| ()).is_err();
     let mut batch = LogBatch::new();
     batch.insert([1; 16], vec![5]);
     batch.insert([2; 16], vec![5, 6, 300, 1 << 40]);
     batch.insert([9; 16], vec![i64::MAX]);
     let data = encode_batch(&batch);
     assert_eq!(decode_batch(&data).unwrap(), batch);
-    let mut pairs = vec![([0; 16], 0)];
-    decode_batch_pairs(&data, &mut pairs).unwrap();
-    let flat: Vec<([u8; 16], i64)> = batch
-        .iter()
-        .flat_map(|(t, seqs)| seqs.iter().map(move |&s| (*t, s)))
-        .collect();
-    assert_eq!(
-        pairs[1..],
-        flat,
-        "appended after what was there, in token order"
-    );
+    let mut walked = Vec::new();
+    for_each_logged(&data, |t, seqs| walked.push((*t, seqs.to_vec()))).unwrap();
+    let expected: Vec<_> = batch.clone().into_iter().collect();
+    assert_eq!(walked, expected, "in token order");
     assert!(decode_batch(&encode_batch(&LogBatch::new()))
         .unwrap()
         .is_empty());
