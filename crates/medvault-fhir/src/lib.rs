@@ -11,8 +11,9 @@ pub mod validate;
 pub use error::FhirError;
 pub use refs::{any_reference, patient_of, references, rewrite_references};
 pub use search::{
-    index_entries, matches, parse_search, search_param, search_params, Clause, DateBound,
-    DatePrefix, Day, ExactFilter, IndexEntry, ParamKind, SearchParamDef, SearchQuery,
+    for_each_index_entry, index_entries, matches, parse_search, search_param, search_params,
+    Clause, DateBound, DatePrefix, Day, ExactFilter, IndexEntry, ParamKind, SearchParamDef,
+    SearchQuery,
 };
 pub use validate::{validate, Issue, IssueCode};
 

@@ -310,11 +310,32 @@ fn token_pairs(v: &Value) -> Vec<(Option<&str>, &str)> {
     }
 }
 
-fn push_token_forms(sys: Option<&str>, code: &str, out: &mut Vec<String>) {
-    out.push(code.to_owned());
+/// Where the index side's tokens go: each is handed on at once, formatted into one reused
+/// buffer (an owned `String` per token was a third of the indexing).
+struct TokenSink<'a> {
+    buf: &'a mut String,
+    emit: &'a mut dyn FnMut(&str),
+}
+
+impl TokenSink<'_> {
+    fn put(&mut self, token: &str) {
+        (self.emit)(token);
+    }
+
+    fn put_fmt(&mut self, args: std::fmt::Arguments<'_>) {
+        use std::fmt::Write;
+        self.buf.clear();
+        // Writing into a String cannot fail.
+        let _ = self.buf.write_fmt(args);
+        (self.emit)(self.buf);
+    }
+}
+
+fn push_token_forms(sys: Option<&str>, code: &str, out: &mut TokenSink<'_>) {
+    out.put(code);
     match sys {
-        Some(s) => out.push(format!("{s}|{code}")),
-        None => out.push(format!("|{code}")),
+        Some(s) => out.put_fmt(format_args!("{s}|{code}")),
+        None => out.put_fmt(format_args!("|{code}")),
     }
 }
 
@@ -375,14 +396,16 @@ fn prefix_token(word: &str) -> String {
     format!("p:{}", word.chars().take(MAX_PREFIX).collect::<String>())
 }
 
-fn push_string_tokens(s: &str, out: &mut Vec<String>) {
+fn push_string_tokens(s: &str, out: &mut TokenSink<'_>) {
+    let mut prefix = String::new();
     for w in words(s) {
-        let mut prefix = String::new();
+        prefix.clear();
+        prefix.push_str("p:");
         for c in w.chars().take(MAX_PREFIX) {
             prefix.push(c);
-            out.push(format!("p:{prefix}"));
+            out.put(&prefix);
         }
-        out.push(format!("w:{w}"));
+        out.put_fmt(format_args!("w:{w}"));
     }
 }
 
@@ -444,21 +467,21 @@ fn range_of(p: &datetime::Parsed) -> Option<(Day, Day)> {
 }
 
 /// Bucket tokens of one date string at its own precision, plus its decade.
-fn push_date_tokens(s: &str, out: &mut Vec<String>) -> Option<i32> {
+fn push_date_tokens(s: &str, out: &mut TokenSink<'_>) -> Option<i32> {
     let p = datetime::parse_date_prefix(s.trim())?;
-    out.push(format!("c:{:03}", p.year / 10));
-    out.push(format!("y:{:04}", p.year));
+    out.put_fmt(format_args!("c:{:03}", p.year / 10));
+    out.put_fmt(format_args!("y:{:04}", p.year));
     match p.precision {
         // Coarse values also say so ("Y:", "M:"): a query can then ask for the coarse values
         // of a year or month without matching every finer value in it.
-        Precision::Year => out.push(format!("Y:{:04}", p.year)),
+        Precision::Year => out.put_fmt(format_args!("Y:{:04}", p.year)),
         Precision::Month => {
-            out.push(format!("m:{:04}-{:02}", p.year, p.month));
-            out.push(format!("M:{:04}-{:02}", p.year, p.month));
+            out.put_fmt(format_args!("m:{:04}-{:02}", p.year, p.month));
+            out.put_fmt(format_args!("M:{:04}-{:02}", p.year, p.month));
         }
         Precision::Day => {
-            out.push(format!("m:{:04}-{:02}", p.year, p.month));
-            out.push(format!("d:{:04}-{:02}-{:02}", p.year, p.month, p.day));
+            out.put_fmt(format_args!("m:{:04}-{:02}", p.year, p.month));
+            out.put_fmt(format_args!("d:{:04}-{:02}-{:02}", p.year, p.month, p.day));
         }
     }
     Some(p.year)
@@ -469,7 +492,7 @@ const MIN_YEAR: i32 = 1800;
 const MAX_YEAR: i32 = 2200;
 
 /// Date tokens of a date string or Period object.
-fn date_value_tokens(v: &Value, out: &mut Vec<String>) {
+fn date_value_tokens(v: &Value, out: &mut TokenSink<'_>) {
     match v {
         Value::String(s) => {
             push_date_tokens(s, out);
@@ -485,7 +508,7 @@ fn date_value_tokens(v: &Value, out: &mut Vec<String>) {
                 let lo = sy.unwrap_or(MIN_YEAR).clamp(MIN_YEAR, MAX_YEAR) / 10;
                 let hi = ey.unwrap_or(MAX_YEAR).clamp(MIN_YEAR, MAX_YEAR) / 10;
                 for dec in lo..=hi {
-                    out.push(format!("P:{dec:03}"));
+                    out.put_fmt(format_args!("P:{dec:03}"));
                 }
             }
         }
@@ -530,10 +553,9 @@ pub struct IndexEntry {
     pub value: String,
 }
 
-fn param_tokens(resource: &Value, rt: &str, def: &SearchParamDef) -> Vec<String> {
-    let mut out = Vec::new();
+fn param_tokens(resource: &Value, rt: &str, def: &SearchParamDef, out: &mut TokenSink<'_>) {
     let Some(src) = source(rt, def.name) else {
-        return out;
+        return;
     };
     match src {
         Source::Paths(paths) => {
@@ -541,15 +563,15 @@ fn param_tokens(resource: &Value, rt: &str, def: &SearchParamDef) -> Vec<String>
                 match def.kind {
                     ParamKind::Token => {
                         for (sys, code) in token_pairs(v) {
-                            push_token_forms(sys, code, &mut out);
+                            push_token_forms(sys, code, out);
                         }
                     }
                     ParamKind::String => {
                         if let Some(s) = v.as_str() {
-                            push_string_tokens(s, &mut out);
+                            push_string_tokens(s, out);
                         }
                     }
-                    ParamKind::Date => date_value_tokens(v, &mut out),
+                    ParamKind::Date => date_value_tokens(v, out),
                     ParamKind::Reference => {}
                 }
             }
@@ -563,35 +585,48 @@ fn param_tokens(resource: &Value, rt: &str, def: &SearchParamDef) -> Vec<String>
                     continue;
                 };
                 if target.is_none_or(|t| norm.split('/').next() == Some(t)) {
-                    out.push(norm);
+                    out.put(&norm);
                 }
             }
         }
     }
-    out
 }
 
 /// Blind-index tokens for the current version of a resource: sorted, deduplicated.
 /// Unsupported or malformed resources yield no entries.
 pub fn index_entries(resource: &Value) -> Vec<IndexEntry> {
-    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
-        return Vec::new();
-    };
-    let mut out: Vec<IndexEntry> = search_params(rt)
-        .iter()
-        .flat_map(|def| {
-            let field = format!("{rt}.{}", def.name);
-            param_tokens(resource, rt, def)
-                .into_iter()
-                .map(move |value| IndexEntry {
-                    field: field.clone(),
-                    value,
-                })
-        })
-        .collect();
+    let mut out = Vec::new();
+    for_each_index_entry(resource, |field, value| {
+        out.push(IndexEntry {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        });
+    });
     out.sort();
     out.dedup();
     out
+}
+
+/// The entries of [`index_entries`] as `f(field, value)`, unsorted and possibly repeated,
+/// without building them: the server hashes each into a token at once (an owned `field`
+/// and `value` per entry were about a third of the time spent indexing).
+pub fn for_each_index_entry(resource: &Value, mut f: impl FnMut(&str, &str)) {
+    let Some(rt) = resource.get("resourceType").and_then(Value::as_str) else {
+        return;
+    };
+    let (mut field, mut buf) = (String::new(), String::new());
+    for def in search_params(rt) {
+        field.clear();
+        field.push_str(rt);
+        field.push('.');
+        field.push_str(def.name);
+        let mut emit = |value: &str| f(&field, value);
+        let mut sink = TokenSink {
+            buf: &mut buf,
+            emit: &mut emit,
+        };
+        param_tokens(resource, rt, def, &mut sink);
+    }
 }
 
 // ================================================================ queries

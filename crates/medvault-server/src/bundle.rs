@@ -877,7 +877,7 @@ fn run_transaction(
 
     // 4. One atomic commit for all writes.
     let stored = repo.commit_all(&keys, audit, writes, pending, locked)?;
-    let answered = answer(repo, &entries, plans, &write_slot, &stored);
+    let answered = answer(repo, &entries, plans, &write_slot, &stored, None);
     free_later((stored, entries));
     answered
 }
@@ -900,13 +900,12 @@ fn run_pipelined(
     now: i64,
     creates: usize,
 ) -> Result<Value> {
-    let new_patients = match gate {
-        Some(_) => new_patient_ids(&plans),
-        None => HashSet::new(),
-    };
+    let new_patients = new_patient_ids(&plans);
     let mut write_slot = vec![None; entries.len()];
-    let pending = PendingKeys::default();
-    let stored = repo.commit_pipelined(
+    // Every create here has an id the server drew (creates with a caller's id are PUTs,
+    // which take the locked path), so no data key can be stored yet for a new Patient.
+    let pending = PendingKeys::with_new_patients(new_patients.iter().map(String::as_str));
+    let (stored, made) = repo.commit_pipelined(
         keys,
         audit,
         creates,
@@ -932,8 +931,10 @@ fn run_pipelined(
             Ok(events)
         },
         |j: Job| prepare_job(repo, keys, j, now, &pending),
+        // Every write of this path is a create.
+        |s: &Stored| write_entry(s, true),
     )?;
-    let answered = answer(repo, &entries, plans, &write_slot, &stored);
+    let answered = answer(repo, &entries, plans, &write_slot, &stored, made);
     free_later((stored, entries));
     answered
 }
@@ -955,15 +956,31 @@ fn needs_write_lock(entries: &[Entry], gated: bool) -> bool {
     })
 }
 
+/// One written entry of a transaction's answer: where the version is and how it was made.
+fn write_entry(s: &Stored, created: bool) -> Value {
+    let status = if created { "201 Created" } else { "200 OK" };
+    object([
+        ("fullUrl", Value::String([&s.rtype, "/", &s.id].concat())),
+        ("response", response(status, Some(s))),
+    ])
+}
+
 /// Step 5 of a transaction: the answer, entry by entry, after the commit. `write_slot`
-/// gives each writing entry's place in `stored` and whether it created the resource.
+/// gives each writing entry's place in `stored` and whether it created the resource;
+/// `made`, when given, holds each write's entry already made (`write_entry`), in the same
+/// places.
 fn answer(
     repo: &Repository,
     entries: &[Entry],
     plans: Vec<Plan>,
     write_slot: &[Option<(usize, bool)>],
     stored: &[Stored],
+    made: Option<Vec<Value>>,
 ) -> Result<Value> {
+    let mut made: Vec<Option<Value>> = made
+        .filter(|m| m.len() == stored.len())
+        .map(|m| m.into_iter().map(Some).collect())
+        .unwrap_or_default();
     // Reads run after the writes, as FHIR orders them.
     let mut out = Vec::with_capacity(entries.len());
     for (e, plan) in entries.iter().zip(plans) {
@@ -980,19 +997,18 @@ fn answer(
             }
             Plan::Delete { .. } => json!({ "response": { "status": "204 No Content" } }),
             Plan::Create { .. } | Plan::Update { .. } => {
-                let Some((s, created)) = write_slot
+                let Some((slot, s, created)) = write_slot
                     .get(e.index)
                     .copied()
                     .flatten()
-                    .and_then(|(slot, created)| Some((stored.get(slot)?, created)))
+                    .and_then(|(slot, created)| Some((slot, stored.get(slot)?, created)))
                 else {
                     return Err(RepoError::Internal("transaction slot"));
                 };
-                let status = if created { "201 Created" } else { "200 OK" };
-                object([
-                    ("fullUrl", Value::String([&s.rtype, "/", &s.id].concat())),
-                    ("response", response(status, Some(s))),
-                ])
+                match made.get_mut(slot).and_then(Option::take) {
+                    Some(entry) => entry,
+                    None => write_entry(s, created),
+                }
             }
         };
         out.push(v);

@@ -1,7 +1,7 @@
 //! The encrypted FHIR repository: validates, encrypts, indexes and stores resource versions,
 //! and decrypts and verifies them on the way out. HTTP-agnostic; called from blocking threads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -126,9 +126,26 @@ pub(crate) struct PendingKeys {
     /// Owner tokens by owner name, computed once per owner of the operation (most of a
     /// transaction's resources share one patient, and each token is an HMAC).
     tokens: Mutex<HashMap<String, Vec<u8>>>,
+    /// Owners (`Patient/<id>`) whose id the operation drew itself for a Patient it creates:
+    /// the store is not asked for their data key (a lookup per new patient was 3% of a
+    /// large transaction's calling thread). Should a key be stored for one after all, the
+    /// store refuses the new one (`Conflict`) and the operation is prepared again with
+    /// lookups.
+    new_owners: HashSet<String>,
 }
 
 impl PendingKeys {
+    /// Keys for an operation that creates Patients with the ids `new_patients` it drew.
+    pub(crate) fn with_new_patients<'a>(new_patients: impl IntoIterator<Item = &'a str>) -> Self {
+        PendingKeys {
+            new_owners: new_patients
+                .into_iter()
+                .map(|id| format!("Patient/{id}"))
+                .collect(),
+            ..PendingKeys::default()
+        }
+    }
+
     /// The owner token of `name`, as `Keys::owner_token` computes it (remembered).
     fn owner_token(&self, keys: &Keys, name: &str) -> Vec<u8> {
         if let Some(token) = lock(&self.tokens).get(name) {
@@ -189,6 +206,9 @@ pub struct Repository {
     integrity_errors: AtomicU64,
     /// Transactions whose commit took the pipelined path (`commit_pipelined`), since start.
     pipelined: AtomicU64,
+    /// Create-only operations prepared again under the write lock after their commit lost
+    /// a race (`prepare_again_locked`), since start.
+    retried: AtomicU64,
     ledger: Ledger,
     access: crate::access::AccessConfig,
 }
@@ -339,6 +359,7 @@ impl Repository {
             write_lock: Mutex::new(()),
             integrity_errors: AtomicU64::new(0),
             pipelined: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
             ledger: Ledger::new(
                 store_for_ledger,
                 clock_for_ledger,
@@ -403,6 +424,12 @@ impl Repository {
         self.pipelined.load(Ordering::Relaxed)
     }
 
+    /// Create-only operations whose commit lost a race (a new owner's data key, or the
+    /// ledger moved on) and were prepared again under the write lock, since start.
+    pub fn retried_commits(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn keys(&self) -> Result<Arc<Keys>> {
         Ok(self.vault.keys()?)
     }
@@ -443,7 +470,8 @@ impl Repository {
     ) -> Result<String> {
         let owner_name = owner_of(rtype, id, resource);
         let owner = pending.owner_token(keys, &owner_name);
-        self.dek(keys, &owner, Some(pending))?;
+        let stored = !pending.new_owners.contains(&owner_name);
+        self.dek_or_new(keys, &owner, Some(pending), stored)?;
         Ok(patient_of_owner(&owner_name))
     }
 
@@ -455,13 +483,29 @@ impl Repository {
         owner: &[u8],
         pending: Option<&PendingKeys>,
     ) -> Result<Option<Arc<AeadKey>>> {
+        self.dek_or_new(keys, owner, pending, true)
+    }
+
+    /// [`Self::dek`], asking the store only if `stored` (false: the owner is known to be
+    /// new, see `PendingKeys::new_owners`).
+    fn dek_or_new(
+        &self,
+        keys: &Keys,
+        owner: &[u8],
+        pending: Option<&PendingKeys>,
+        stored: bool,
+    ) -> Result<Option<Arc<AeadKey>>> {
         if let Some(k) = keys.cached_dek(owner) {
             return Ok(Some(k));
         }
         if let Some(k) = pending.and_then(|p| p.get(owner)) {
             return Ok(Some(k));
         }
-        let Some(record) = self.store.data_key(owner)? else {
+        let record = match stored {
+            true => self.store.data_key(owner)?,
+            false => None,
+        };
+        let Some(record) = record else {
             let Some(pending) = pending else {
                 return Ok(None);
             };
@@ -547,10 +591,13 @@ impl Repository {
                 &*self.rng,
             )
             .map_err(RepoError::Crypto)?;
-        let tokens: Vec<Token> = medvault_fhir::index_entries(&resource)
-            .iter()
-            .map(|e| keys.blind().token(&e.field, &e.value))
-            .collect();
+        let mut tokens: Vec<Token> = Vec::new();
+        medvault_fhir::for_each_index_entry(&resource, |field, value| {
+            tokens.push(keys.blind().token(field, value));
+        });
+        // Equal entries make equal tokens (as index_entries would have them: once each).
+        tokens.sort_unstable();
+        tokens.dedup();
         let (body, blob) = if BlobStore::wants(envelope.len()) {
             // A random suffix: a writer that loses the version race must not overwrite the
             // winner's object.
@@ -1238,6 +1285,7 @@ impl Repository {
         audit: &Audit,
         creates: Vec<Stored>,
     ) -> Result<Vec<Stored>> {
+        self.retried.fetch_add(1, Ordering::Relaxed);
         let _guard = self.lock_writes();
         let now = self.clock.now_ms();
         let pending = PendingKeys::default();
@@ -1266,6 +1314,9 @@ impl Repository {
 
 /// A write ready to commit (opaque outside this module).
 pub(crate) struct PreparedWrite(Prepared);
+
+/// The writes of a pipelined commit with each one's part of the answer, if it was made.
+type WritesAnswered<A> = (Vec<Stored>, Option<Vec<A>>);
 
 /// The writes of a pipelined commit, shared by the writing thread and one helper. The
 /// writing thread publishes each job as soon as it is planned (references rewritten, access
@@ -1505,7 +1556,15 @@ impl Repository {
     /// first job that fails to prepare stops the commit (nothing is written) and is the
     /// error. If the commit loses a race (a new owner's data key, or the ledger moved on),
     /// every write is prepared again under the write lock, as in `commit_all`.
-    pub(crate) fn commit_pipelined<J: Send>(
+    ///
+    /// `answer_each` makes each write's part of the answer. Once the last version is in
+    /// the store's transaction, a pool thread runs it over the writes while the calling
+    /// thread finishes the commit (the posting log and SQLite's COMMIT, when the pool
+    /// thread has nothing else to do); its results are returned beside the writes if the
+    /// commit succeeds, and dropped otherwise. `None` when they could not be made then (a
+    /// retried commit, or `answer_each` panicked): the caller makes them itself.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn commit_pipelined<J: Send, A: Send>(
         &self,
         keys: &Keys,
         audit: &Audit,
@@ -1513,22 +1572,40 @@ impl Repository {
         pending: &PendingKeys,
         plan: impl FnOnce(&dyn Fn(J)) -> Result<Vec<Event>>,
         prepare: impl Fn(J) -> Result<PreparedWrite> + Sync,
-    ) -> Result<Vec<Stored>> {
+        answer_each: impl Fn(&Stored) -> A + Sync,
+    ) -> Result<WritesAnswered<A>> {
         self.pipelined.fetch_add(1, Ordering::Relaxed);
         let pipeline = Pipeline::open(count);
         let mut stored: Vec<Stored> = Vec::with_capacity(count);
+        // Set once every write is in the store's transaction; the writes then move to the
+        // pool task that answers them, and come back here with their answers.
+        let mut all_taken = false;
+        let answered: Mutex<Option<WritesAnswered<A>>> = Mutex::new(None);
         // Why a streamed commit stopped, when the reason is the repository's own.
         let mut stopped: Option<RepoError> = None;
         let committed = rayon::in_place_scope(|scope| {
             let (pipeline, prepare) = (&pipeline, &prepare);
+            let (answer_each, answered) = (&answer_each, &answered);
             scope.spawn(move |_| pipeline.help(prepare));
             // On an error the helper ends with its current job (the scope waits for it).
             let events = pipeline.plan(count, plan)?;
             let new_keys = pending.records();
             let committed = self.ledger.commit_with(keys, audit, &events, |append| {
                 let mut next = || -> Option<medvault_store::Result<NewVersion>> {
+                    if all_taken {
+                        return None;
+                    }
                     let k = stored.len();
                     if k == count {
+                        all_taken = true;
+                        let writes = std::mem::take(&mut stored);
+                        scope.spawn(move |_| {
+                            let each =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    writes.iter().map(answer_each).collect()
+                                }));
+                            *lock(answered) = Some((writes, each.ok()));
+                        });
                         return None;
                     }
                     let abandon = |why: RepoError, stopped: &mut Option<RepoError>| {
@@ -1568,10 +1645,13 @@ impl Repository {
             });
             match committed {
                 Err(RepoError::Conflict | RepoError::Ledger(LedgerError::Conflict)) => {
-                    // The rest, for the retry (a job that fails now is the error).
-                    for k in stored.len()..count {
-                        let PreparedWrite(p) = pipeline.take(k, prepare)?;
-                        stored.push(p.stored);
+                    // The rest, for the retry (a job that fails now is the error). Once
+                    // all were taken, they are with the answering task.
+                    if !all_taken {
+                        for k in stored.len()..count {
+                            let PreparedWrite(p) = pipeline.take(k, prepare)?;
+                            stored.push(p.stored);
+                        }
                     }
                     Err(RepoError::Conflict)
                 }
@@ -1582,14 +1662,20 @@ impl Repository {
                 }
             }
         });
+        // The scope has waited for the answering task, if there was one.
+        let mut answers = None;
+        if let Some((writes, each)) = answered.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            stored = writes;
+            answers = each;
+        }
         match committed {
             Ok(()) => {
                 pending.cache_all(keys);
-                Ok(stored)
+                Ok((stored, answers))
             }
-            Err(RepoError::Conflict) if stored.len() == count => {
-                self.prepare_again_locked(keys, audit, stored)
-            }
+            Err(RepoError::Conflict) if stored.len() == count => self
+                .prepare_again_locked(keys, audit, stored)
+                .map(|stored| (stored, None)),
             Err(RepoError::Store(StoreError::Abandoned)) => {
                 Err(stopped.unwrap_or(RepoError::Internal("commit abandoned")))
             }

@@ -1255,6 +1255,101 @@ fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
 }
 
 /// Eight writers on the repository, released at once by a barrier; their results in order.
+/// A large create-only transaction does not ask the store for the data key of a Patient it
+/// creates (the id is one it drew). Should a key be stored under that id all the same
+/// (here an Observation written first for the id the transaction will draw, foreseen with
+/// the same seeded randomness), the store refuses the transaction's new key and the
+/// transaction is prepared again, asking: it commits whole, under the stored key, and
+/// everything, old and new, reads back.
+#[test]
+fn a_new_patient_id_that_already_has_a_data_key_is_prepared_again_under_that_key() {
+    use medvault_crypto::DeterministicRandom;
+    use medvault_server::repo::Repository;
+    use std::sync::Arc;
+
+    let audit = medvault_server::ledger::Audit::system("test");
+    let anyone = medvault_server::access::Caller::Anonymous;
+    let urn = "urn:uuid:22222222-2222-4222-8222-222222222222";
+    let bundle = || {
+        let mut entries = vec![json!({
+            "fullUrl": urn,
+            "resource": patient("Okafor", "Chidi", "1990-02-03"),
+            "request": {"method": "POST", "url": "Patient"}
+        })];
+        for i in 0..19 {
+            let mut obs = observation("x", "8867-4", "2024-01-02", 60 + i);
+            obs["subject"]["reference"] = json!(urn);
+            entries.push(
+                json!({"resource": obs, "request": {"method": "POST", "url": "Observation"}}),
+            );
+        }
+        tx(entries)
+    };
+    let patient_id = |answer: &Value| {
+        answer["entry"][0]["fullUrl"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("Patient/")
+            .unwrap()
+            .to_owned()
+    };
+    // The id the transaction draws on a fresh harness (same seed, same history).
+    let foreseen = {
+        let h = Harness::unsealed();
+        patient_id(&h.repo.bundle(&audit, bundle(), &anyone).unwrap().0)
+    };
+    let h = Harness::unsealed();
+    // Another node (its own vault, so its key cache is its own, and its own randomness, so
+    // the harness's draws are unchanged) stores an Observation of that patient first, and
+    // with it the patient's data key.
+    let rng: Arc<dyn medvault_crypto::Random> = Arc::new(DeterministicRandom::new(99));
+    let vault = Arc::new(medvault_server::vault::Vault::new(
+        h.data.store.clone(),
+        rng.clone(),
+    ));
+    vault.submit_share(&h.shares[0]).unwrap();
+    let other = Repository::new(
+        h.data.store.clone(),
+        h.data.blobs.clone(),
+        vault,
+        h.clock.clone(),
+        rng,
+    );
+    let earlier = other
+        .create(
+            &audit,
+            "Observation",
+            observation(&foreseen, "8480-6", "2023-05-06", 120),
+            None,
+        )
+        .unwrap();
+    let (answer, _) = h.repo.bundle(&audit, bundle(), &anyone).unwrap();
+    assert_eq!(patient_id(&answer), foreseen);
+    assert_eq!(h.repo.pipelined_commits(), 1);
+    assert_eq!(
+        h.repo.retried_commits(),
+        1,
+        "the new key is refused, then the stored one used"
+    );
+    let entries = answer["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 20);
+    for e in entries {
+        assert_eq!(e["response"]["status"], "201 Created");
+        let (rtype, id) = e["fullUrl"].as_str().unwrap().split_once('/').unwrap();
+        assert!(
+            h.repo.read(rtype, id).unwrap().resource.is_some(),
+            "{rtype}/{id}"
+        );
+    }
+    let read = h.repo.read("Observation", &earlier.stored.id).unwrap();
+    assert_eq!(read.resource.unwrap()["valueQuantity"]["value"], 120);
+    let found = h
+        .repo
+        .search("Observation", &[("patient".into(), foreseen.clone())])
+        .unwrap();
+    assert_eq!(found.entries.len(), 20);
+}
+
 /// `make(w, repo, audit)` builds writer `w`'s work before the start.
 fn all_at_once<T, F>(
     h: &Harness,
