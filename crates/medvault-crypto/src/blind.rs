@@ -65,6 +65,13 @@ impl BlindIndexKey {
     }
 }
 
+impl Drop for Sha256Tail {
+    fn drop(&mut self) {
+        self.state.zeroize();
+        self.block.zeroize();
+    }
+}
+
 impl Drop for BlindIndexKey {
     fn drop(&mut self) {
         // The states are as good as the key.
@@ -78,6 +85,7 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
 }
 
 /// SHA-256 continued from a state that has hashed one 64-byte block (the HMAC pad).
+/// Zeroized when dropped: it starts as a copy of a pad state, and holds the hashed value.
 struct Sha256Tail {
     state: [u32; 8],
     block: [u8; 64],
@@ -112,7 +120,7 @@ impl Sha256Tail {
     }
 
     /// The padding (0x80, zeros, the length in bits) and the digest.
-    fn finish(mut self) -> [u8; 32] {
+    fn finish(&mut self) -> [u8; 32] {
         let bits = self.total.wrapping_mul(8);
         self.block[self.fill] = 0x80;
         self.block[self.fill + 1..].fill(0);

@@ -903,7 +903,9 @@ fn run_pipelined(
     let new_patients = new_patient_ids(&plans);
     let mut write_slot = vec![None; entries.len()];
     // Every create here has an id the server drew (creates with a caller's id are PUTs,
-    // which take the locked path), so no data key can be stored yet for a new Patient.
+    // which take the locked path), so a data key stored for a new Patient would take a
+    // random id colliding with an existing owner's: not looked up, and refused by the store
+    // should it happen (the transaction is then prepared again, looking keys up).
     let pending = PendingKeys::with_new_patients(new_patients.iter().map(String::as_str));
     let (stored, made) = repo.commit_pipelined(
         keys,

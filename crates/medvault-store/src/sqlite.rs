@@ -670,15 +670,21 @@ struct PostingStatements<'c> {
 /// logged commits together, inserted in token order, so the index's pages are dirtied once
 /// per merge instead of once per commit. The merged postings cover `seq` ranges newer than
 /// any already in the index, which keeps each token's postings disjoint.
+///
+/// A log that holds a (token, seq) pair twice is refused as corrupt (rows cover disjoint
+/// `seq` ranges, so only a damaged or planted row can): the commit that wanted the merge
+/// fails, and so does every later one that does, until the log is repaired. Writing the
+/// pair twice would have left a posting no reader accepts.
 fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
-    // Tokens as big-endian integers: the same order, cheaper compares.
-    let mut keyed: Vec<(u128, i64)> = Vec::new();
+    // (first 8 bytes, last 8 bytes) of the token as big-endian integers, then the seq: the
+    // tokens' byte order, with cheap compares, in 24 bytes a pair.
+    let mut keyed: Vec<(u64, u64, i64)> = Vec::new();
     {
         let bytes: i64 = tx
             .prepare_cached("SELECT coalesce(sum(length(data)), 0) FROM posting_log")?
             .query_row([], |r| r.get(0))?;
         // A pair takes about five bytes of a row (its delta, and its share of the token).
-        keyed.reserve(usize::try_from(bytes / 4).unwrap_or(0));
+        keyed.reserve(usize::try_from(bytes / 5).unwrap_or(0));
         let mut rows = tx.prepare_cached("SELECT data FROM posting_log ORDER BY batch")?;
         let mut rows = rows.query([])?;
         while let Some(row) = rows.next()? {
@@ -687,14 +693,13 @@ fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
                 .as_blob()
                 .map_err(|_| StoreError::Corrupt("posting log"))?;
             posting::for_each_logged(data, |token, seqs| {
-                let token = u128::from_be_bytes(*token);
-                keyed.extend(seqs.iter().map(|&seq| (token, seq)));
+                let (hi, lo) = token_halves(token);
+                keyed.extend(seqs.iter().map(|&seq| (hi, lo, seq)));
             })?;
         }
     }
     // Sorted by token, then seq: each token's run is its new posting. Each row's pairs are
     // already sorted, and the stable sort merges such runs instead of sorting from scratch.
-    // Rows cover disjoint `seq` ranges, so a repeated pair can only come from a corrupt row.
     keyed.sort();
     if keyed.windows(2).any(|w| w[0] == w[1]) {
         return Err(StoreError::Corrupt("posting log"));
@@ -702,15 +707,29 @@ fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
     let mut put =
         tx.prepare_cached("INSERT INTO search_posting (token, first_seq, rest) VALUES (?, ?, ?)")?;
     let mut seqs = Vec::new();
-    for run in keyed.chunk_by(|a, b| a.0 == b.0) {
+    for run in keyed.chunk_by(|a, b| (a.0, a.1) == (b.0, b.1)) {
         seqs.clear();
-        seqs.extend(run.iter().map(|&(_, s)| s));
+        seqs.extend(run.iter().map(|&(_, _, s)| s));
         if let Some((first, rest)) = posting::encode(&seqs) {
-            put.execute(params![run[0].0.to_be_bytes().as_slice(), first, rest])?;
+            let mut token = [0u8; 16];
+            token[..8].copy_from_slice(&run[0].0.to_be_bytes());
+            token[8..].copy_from_slice(&run[0].1.to_be_bytes());
+            put.execute(params![token.as_slice(), first, rest])?;
         }
     }
     tx.execute("DELETE FROM posting_log", [])?;
     Ok(())
+}
+
+/// A token as two big-endian integers, which order as its bytes do.
+fn token_halves(token: &crate::Token) -> (u64, u64) {
+    let (hi, lo) = token.split_at(8);
+    let half = |b: &[u8]| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        u64::from_be_bytes(a)
+    };
+    (half(hi), half(lo))
 }
 
 impl PostingStatements<'_> {

@@ -1254,7 +1254,6 @@ fn concurrent_creates_racing_for_a_new_owners_key_all_succeed() {
     }
 }
 
-/// Eight writers on the repository, released at once by a barrier; their results in order.
 /// A large create-only transaction does not ask the store for the data key of a Patient it
 /// creates (the id is one it drew). Should a key be stored under that id all the same
 /// (here an Observation written first for the id the transaction will draw, foreseen with
@@ -1341,6 +1340,15 @@ fn a_new_patient_id_that_already_has_a_data_key_is_prepared_again_under_that_key
             "{rtype}/{id}"
         );
     }
+    // The other node's only key for this patient is the stored one, so its reads show that
+    // the transaction's versions are under that key.
+    for e in entries {
+        let (rtype, id) = e["fullUrl"].as_str().unwrap().split_once('/').unwrap();
+        assert!(
+            other.read(rtype, id).unwrap().resource.is_some(),
+            "{rtype}/{id}"
+        );
+    }
     let read = h.repo.read("Observation", &earlier.stored.id).unwrap();
     assert_eq!(read.resource.unwrap()["valueQuantity"]["value"], 120);
     let found = h
@@ -1350,6 +1358,7 @@ fn a_new_patient_id_that_already_has_a_data_key_is_prepared_again_under_that_key
     assert_eq!(found.entries.len(), 20);
 }
 
+/// Eight writers on the repository, released at once by a barrier; their results in order.
 /// `make(w, repo, audit)` builds writer `w`'s work before the start.
 fn all_at_once<T, F>(
     h: &Harness,
