@@ -206,8 +206,8 @@ pub struct Repository {
     integrity_errors: AtomicU64,
     /// Transactions whose commit took the pipelined path (`commit_pipelined`), since start.
     pipelined: AtomicU64,
-    /// Create-only operations prepared again under the write lock after their commit lost
-    /// a race (`prepare_again_locked`), since start.
+    /// Create-only transactions prepared again under the write lock after their commit
+    /// lost a race (`prepare_again_locked`), since start.
     retried: AtomicU64,
     ledger: Ledger,
     access: crate::access::AccessConfig,
@@ -424,7 +424,7 @@ impl Repository {
         self.pipelined.load(Ordering::Relaxed)
     }
 
-    /// Create-only operations whose commit lost a race (a new owner's data key, or the
+    /// Create-only transactions whose commit lost a race (a new owner's data key, or the
     /// ledger moved on) and were prepared again under the write lock, since start.
     pub fn retried_commits(&self) -> u64 {
         self.retried.load(Ordering::Relaxed)

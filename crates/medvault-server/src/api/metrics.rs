@@ -118,6 +118,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     );
     metric(
         &mut out,
+        "medvault_retried_transactions_total",
+        "counter",
+        "Create-only transactions prepared again under the write lock after their commit lost a race.",
+        &[("", repo.retried_commits())],
+    );
+    metric(
+        &mut out,
         "medvault_refused_unseal_shares_total",
         "counter",
         "Unseal shares refused (wrong, duplicate or malformed).",

@@ -90,6 +90,7 @@ async fn metrics_count_answers_and_carry_no_identifiers() {
     assert_eq!(class(&after, "4xx") - class(&before, "4xx"), 1);
     assert!(after["medvault_ledger_entries"] > before["medvault_ledger_entries"]);
     assert_eq!(after["medvault_integrity_errors_total"], 0);
+    assert_eq!(after["medvault_retried_transactions_total"], 0);
     // Aggregates only: nothing of the resource or its patient.
     for secret in [id.as_str(), "Metric", "Mia"] {
         assert!(!text.contains(secret), "{secret} in {text}");
