@@ -44,6 +44,13 @@ pub fn normalize_reference(reference: &str) -> Option<String> {
 
 /// The id of the Patient a reference points to, if it is a Patient reference.
 pub(crate) fn patient_id_of_reference(reference: &str) -> Option<String> {
+    // The usual form, `Patient/<id>`, is already normal: no reduced copy to build. Any
+    // other form (absolute, versioned, padded) goes through `normalize_reference`.
+    if let Some(id) = reference.strip_prefix("Patient/") {
+        if crate::is_valid_id(id) {
+            return Some(id.to_owned());
+        }
+    }
     normalize_reference(reference)?
         .strip_prefix("Patient/")
         .map(str::to_owned)

@@ -98,3 +98,36 @@ fn rewrite() {
         Some("Patient/1")
     );
 }
+
+/// The patient of a resource is the id of its reference as `normalize_reference` reduces it,
+/// whatever the form (the plain `Patient/<id>` form takes a shorter way there).
+#[test]
+fn patient_of_agrees_with_the_normalized_reference() {
+    let long = format!("Patient/{}", "a".repeat(65));
+    let forms = [
+        "Patient/p1",
+        "Patient/p-1.x",
+        "Patient/p1/_history/2",
+        " Patient/p1 ",
+        "Patient/p1 ",
+        "Patient/",
+        "Patient/p1/",
+        "Patient//p1",
+        "Patient/a b",
+        "Patient/ä",
+        long.as_str(),
+        "Patientx/p1",
+        "patient/p1",
+        "http://x.org/fhir/Patient/p1",
+        "Patient/p1?x=1",
+        "Patient/p1#frag",
+    ];
+    for r in forms {
+        let o = json!({"resourceType": "Observation", "subject": {"reference": r}});
+        let normalized =
+            normalize_reference(r).and_then(|n| n.strip_prefix("Patient/").map(str::to_owned));
+        assert_eq!(patient_of(&o), normalized, "{r:?}");
+    }
+    let o = json!({"resourceType": "Observation", "subject": {"reference": "Patient/p1"}});
+    assert_eq!(patient_of(&o).as_deref(), Some("p1"));
+}
