@@ -65,13 +65,6 @@ impl BlindIndexKey {
     }
 }
 
-impl Drop for Sha256Tail {
-    fn drop(&mut self) {
-        self.state.zeroize();
-        self.block.zeroize();
-    }
-}
-
 impl Drop for BlindIndexKey {
     fn drop(&mut self) {
         // The states are as good as the key.
@@ -135,6 +128,13 @@ impl Sha256Tail {
             o.copy_from_slice(&w.to_be_bytes());
         }
         out
+    }
+}
+
+impl Drop for Sha256Tail {
+    fn drop(&mut self) {
+        self.state.zeroize();
+        self.block.zeroize();
     }
 }
 

@@ -138,10 +138,7 @@ impl PendingKeys {
     /// Keys for an operation that creates Patients with the ids `new_patients` it drew.
     pub(crate) fn with_new_patients<'a>(new_patients: impl IntoIterator<Item = &'a str>) -> Self {
         PendingKeys {
-            new_owners: new_patients
-                .into_iter()
-                .map(|id| format!("Patient/{id}"))
-                .collect(),
+            new_owners: new_patients.into_iter().map(owner_of_patient).collect(),
             ..PendingKeys::default()
         }
     }
@@ -262,12 +259,17 @@ pub fn patient_of_stored(s: &Stored) -> String {
 
 fn owner_of(rtype: &str, id: &str, resource: &Value) -> String {
     if rtype == "Patient" {
-        return format!("Patient/{id}");
+        return owner_of_patient(id);
     }
     match medvault_fhir::patient_of(resource) {
-        Some(patient) => format!("Patient/{patient}"),
+        Some(patient) => owner_of_patient(&patient),
         None => SYSTEM_OWNER.to_string(),
     }
+}
+
+/// The owner name of a patient's data (the inverse of [`patient_of_owner`]).
+fn owner_of_patient(id: &str) -> String {
+    format!("Patient/{id}")
 }
 
 /// Parse and check a search: `_lastUpdated` is answered from the store's own timestamps at
