@@ -136,7 +136,10 @@ pub fn rewrite_references(resource: &mut Value, map: &HashMap<String, String>) -
             .map(|(k, child)| match child {
                 Value::String(s) if k == "reference" => match map.get(s.as_str()) {
                     Some(new) => {
-                        *s = new.clone();
+                        // In place: a `urn:uuid:` fullUrl is as long as the `Type/<uuid>`
+                        // it becomes, so most rewrites allocate nothing.
+                        s.clear();
+                        s.push_str(new);
                         1
                     }
                     None => 0,

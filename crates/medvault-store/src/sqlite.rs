@@ -263,7 +263,7 @@ impl SqliteStore {
                 let tokens: Option<Vec<u8>> = r
                     .body
                     .is_some()
-                    .then(|| entry.tokens.iter().flatten().copied().collect());
+                    .then(|| entry.tokens.as_flattened().to_vec());
                 let inserted = insert.execute(params![
                     r.rtype,
                     r.id,

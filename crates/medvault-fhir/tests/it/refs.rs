@@ -78,15 +78,20 @@ fn rewrite() {
         "subject": {"reference": "urn:uuid:1111"},
         "performer": [{"reference": "urn:uuid:2222"}, {"reference": "Practitioner/keep"}],
         "hasMember": [{"reference": "urn:uuid:1111"}],
+        "encounter": {"reference": "urn:uuid:3"},
         "note": [{"text": "urn:uuid:1111"}]
     });
+    // Shorter and longer replacements (strings are rewritten in place).
+    let long = format!("Encounter/{}", "e".repeat(64));
     let map: HashMap<String, String> = [
         ("urn:uuid:1111".to_owned(), "Patient/123".to_owned()),
         ("urn:uuid:2222".to_owned(), "Practitioner/9".to_owned()),
+        ("urn:uuid:3".to_owned(), long.clone()),
     ]
     .into_iter()
     .collect();
-    assert_eq!(rewrite_references(&mut v, &map), 3);
+    assert_eq!(rewrite_references(&mut v, &map), 4);
+    assert_eq!(v["encounter"]["reference"], long.as_str());
     assert_eq!(v["subject"]["reference"], "Patient/123");
     assert_eq!(v["performer"][0]["reference"], "Practitioner/9");
     assert_eq!(v["performer"][1]["reference"], "Practitioner/keep");
