@@ -15,9 +15,20 @@ pub struct Client {
 impl Client {
     /// `ca_cert`: PEM file of the CA (or self-signed certificate) to trust for https.
     pub fn new(server: &str, ca_cert: Option<&Path>) -> Result<Client> {
+        // A timeout on each step of a request rather than one over the whole of it: with a
+        // deadline covering name resolution, ureq resolves the host on a new thread per
+        // request (so it can give up on it), even for an IP address and a pooled
+        // connection. Without one it resolves on this thread, which for `127.0.0.1` or any
+        // address literal is parsing, and for a name is the system resolver with its own
+        // timeouts.
+        let step = Some(std::time::Duration::from_secs(600));
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_global(Some(std::time::Duration::from_secs(600)));
+            .timeout_connect(Some(std::time::Duration::from_secs(30)))
+            .timeout_send_request(step)
+            .timeout_send_body(step)
+            .timeout_recv_response(step)
+            .timeout_recv_body(step);
         if let Some(path) = ca_cert {
             let pem = std::fs::read(path)
                 .with_context(|| format!("reading CA certificate {}", path.display()))?;
