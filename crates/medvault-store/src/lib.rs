@@ -12,7 +12,9 @@ mod types;
 
 pub use blob::BlobStore;
 pub use error::{StoreError, Unavailable};
-pub use sqlite::{SqliteStore, DEFAULT_CACHE_MIB, POSTING_MERGE_EVERY, READERS, WRITER_CACHE_MIB};
+pub use sqlite::{
+    uuid_text, SqliteStore, DEFAULT_CACHE_MIB, POSTING_MERGE_EVERY, READERS, WRITER_CACHE_MIB,
+};
 pub use types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
     LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,

@@ -665,7 +665,7 @@ async fn large_resources_go_to_the_blob_store() {
     let conn = rusqlite::Connection::open(h.db_path()).unwrap();
     let blob_ref: Option<String> = conn
         .query_row(
-            "SELECT blob_ref FROM resource_version WHERE id = ?",
+            "SELECT blob_ref FROM resource_version WHERE id = unhex(replace(?, '-', ''))",
             [&id],
             |r| r.get(0),
         )

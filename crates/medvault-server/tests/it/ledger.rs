@@ -679,7 +679,7 @@ async fn a_damaged_resource_can_still_be_deleted() {
     let id = h.create(patient("Broken", "Bo", "1970-01-01")).await;
     sql(
         &h,
-        &format!("UPDATE resource_version SET body = zeroblob(length(body)) WHERE id = '{id}'"),
+        &format!("UPDATE resource_version SET body = zeroblob(length(body)) WHERE id = unhex(replace('{id}', '-', ''))"),
     );
     h.call("GET", &format!("/fhir/Patient/{id}"), None)
         .await

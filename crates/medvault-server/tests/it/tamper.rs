@@ -87,9 +87,11 @@ async fn the_data_directory_holds_none_of_the_plaintext() {
     }
 }
 
+// The server's ids are UUIDs, which the store keeps as their 16 bytes (migration 0010):
+// `unhex(replace(?, '-', ''))` is the column value of such an id.
 fn body_of(conn: &rusqlite::Connection, id: &str, version: i64) -> Vec<u8> {
     conn.query_row(
-        "SELECT body FROM resource_version WHERE id = ? AND version = ?",
+        "SELECT body FROM resource_version WHERE id = unhex(replace(?, '-', '')) AND version = ?",
         rusqlite::params![id, version],
         |r| r.get(0),
     )
@@ -98,7 +100,7 @@ fn body_of(conn: &rusqlite::Connection, id: &str, version: i64) -> Vec<u8> {
 
 fn owner_of(conn: &rusqlite::Connection, id: &str) -> Vec<u8> {
     conn.query_row(
-        "SELECT owner FROM resource_version WHERE id = ?",
+        "SELECT owner FROM resource_version WHERE id = unhex(replace(?, '-', ''))",
         [id],
         |r| r.get(0),
     )
@@ -108,7 +110,7 @@ fn owner_of(conn: &rusqlite::Connection, id: &str) -> Vec<u8> {
 fn set_body(conn: &rusqlite::Connection, id: &str, version: i64, body: &[u8]) {
     let n = conn
         .execute(
-            "UPDATE resource_version SET body = ? WHERE id = ? AND version = ?",
+            "UPDATE resource_version SET body = ? WHERE id = unhex(replace(?, '-', '')) AND version = ?",
             rusqlite::params![body, id, version],
         )
         .unwrap();
@@ -155,16 +157,15 @@ async fn ciphertexts_swapped_across_patients_fail_the_read() {
     assert_integrity_failure(&h, &format!("/fhir/Observation/{ob}"), 2).await;
     // Swapping the owner column along with the body does not help: the AAD binds the id.
     let (wa, wb) = (owner_of(&conn, &oa), owner_of(&conn, &ob));
-    conn.execute(
-        "UPDATE resource_version SET owner = ? WHERE id = ?",
-        rusqlite::params![wb, oa],
-    )
-    .unwrap();
-    conn.execute(
-        "UPDATE resource_version SET owner = ? WHERE id = ?",
-        rusqlite::params![wa, ob],
-    )
-    .unwrap();
+    for (owner, id) in [(&wb, &oa), (&wa, &ob)] {
+        let n = conn
+            .execute(
+                "UPDATE resource_version SET owner = ? WHERE id = unhex(replace(?, '-', ''))",
+                rusqlite::params![owner, id],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
     assert_integrity_failure(&h, &format!("/fhir/Observation/{oa}"), 3).await;
 }
 

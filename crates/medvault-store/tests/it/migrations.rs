@@ -4,6 +4,9 @@ use medvault_store::{SqliteStore, Store, StoreError, StoreQuery};
 
 use crate::common::{create, db_path, open_store, raw, record, vault_record};
 
+/// The schema version this store migrates to (the number of migrations).
+const LATEST: i64 = 10;
+
 fn user_version(conn: &rusqlite::Connection) -> i64 {
     conn.pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap()
@@ -37,7 +40,7 @@ fn schema_at(conn: &rusqlite::Connection, version: usize) {
 fn open_creates_schema_at_the_latest_user_version() {
     let (dir, _store) = open_store();
     let conn = raw(&db_path(&dir));
-    assert_eq!(user_version(&conn), 9);
+    assert_eq!(user_version(&conn), LATEST);
 
     let mut stmt = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -114,7 +117,7 @@ fn reopening_an_existing_file_keeps_schema_and_data() {
     }
     // Reopening must not re-run the migration (it would fail on CREATE TABLE).
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 9);
+    assert_eq!(user_version(&raw(&path)), LATEST);
     assert_eq!(store.vault().unwrap(), Some(vault_record(1, &[1, 2])));
     assert_eq!(
         store.current("Patient", "p1").unwrap(),
@@ -150,12 +153,14 @@ fn schema_newer_than_supported_is_refused() {
         let store = SqliteStore::open(&path).unwrap();
         store.write(&[create("Patient", "p1", 10, &[])]).unwrap();
     }
-    raw(&path).pragma_update(None, "user_version", 10).unwrap();
+    raw(&path)
+        .pragma_update(None, "user_version", LATEST + 1)
+        .unwrap();
 
     match SqliteStore::open(&path) {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!(found, 10);
-            assert_eq!(supported, 9);
+            assert_eq!(found, LATEST + 1);
+            assert_eq!(supported, LATEST);
         }
         Err(other) => panic!("expected SchemaTooNew, got {other:?}"),
         Ok(_) => panic!("expected SchemaTooNew, the store opened"),
@@ -163,7 +168,7 @@ fn schema_newer_than_supported_is_refused() {
 
     // The refused open left the file alone.
     let conn = raw(&path);
-    assert_eq!(user_version(&conn), 10);
+    assert_eq!(user_version(&conn), LATEST + 1);
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
@@ -174,14 +179,14 @@ fn schema_newer_than_supported_is_refused() {
 fn empty_file_with_future_user_version_is_refused_without_migrating() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
-    raw(&path).pragma_update(None, "user_version", 11).unwrap();
+    raw(&path)
+        .pragma_update(None, "user_version", LATEST + 2)
+        .unwrap();
 
     assert!(matches!(
         SqliteStore::open(&path),
-        Err(StoreError::SchemaTooNew {
-            found: 11,
-            supported: 9
-        })
+        Err(StoreError::SchemaTooNew { found, supported })
+            if found == LATEST + 2 && supported == LATEST
     ));
     let tables: i64 = raw(&path)
         .query_row(
@@ -225,7 +230,7 @@ fn version_1_search_tokens_become_postings_and_stay_searchable() {
         conn.pragma_update(None, "user_version", 1).unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 9);
+    assert_eq!(user_version(&raw(&path)), LATEST);
     let query = |tokens: Vec<Vec<[u8; 16]>>| StoreQuery {
         rtype: "Patient".into(),
         all_of: tokens,
@@ -286,7 +291,7 @@ fn version_7_ledger_subtrees_are_rekeyed_by_their_last_leaf() {
             .unwrap()
     };
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 9);
+    assert_eq!(user_version(&raw(&path)), LATEST);
     for (level, index, hash) in &old {
         assert_eq!(
             store
@@ -397,7 +402,7 @@ fn version_8_current_versions_are_posted_under_their_type() {
         .unwrap();
     }
     let store = SqliteStore::open(&path).unwrap();
-    assert_eq!(user_version(&raw(&path)), 9);
+    assert_eq!(user_version(&raw(&path)), LATEST);
     let index: i64 = raw(&path)
         .query_row(
             "SELECT count(*) FROM sqlite_master WHERE name = 'resource_type_current'",
@@ -468,4 +473,93 @@ fn version_8_current_versions_are_posted_under_their_type() {
         store.search(&whole("Patient"), 0, 5).unwrap().total,
         patients - 1
     );
+}
+
+#[test]
+fn version_9_server_ids_are_kept_as_16_bytes_and_still_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let uuid = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    let upper = "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D";
+    let tokens = [crate::common::tok(7)];
+    {
+        // Written by this version, then turned back into what version 9 kept: every id
+        // as text (the postings do not name ids, so they stay as they are).
+        let store = SqliteStore::open(&path).unwrap();
+        store
+            .write(&[
+                create("Observation", uuid, 10, &tokens),
+                create("Observation", upper, 10, &tokens),
+                create("Observation", "p1", 10, &tokens),
+            ])
+            .unwrap();
+        store
+            .write(&[crate::common::update("Observation", uuid, 2, 20, &tokens)])
+            .unwrap();
+        let conn = raw(&path);
+        conn.execute_batch(
+            "UPDATE resource_version SET id = lower(substr(hex(id), 1, 8) || '-' || substr(hex(id), 9, 4) || '-' || substr(hex(id), 13, 4) || '-' || substr(hex(id), 17, 4) || '-' || substr(hex(id), 21)) WHERE typeof(id) = 'blob';
+             PRAGMA user_version = 9;",
+        )
+        .unwrap();
+    }
+    let kinds = |path: &std::path::Path| -> Vec<String> {
+        raw(path)
+            .prepare("SELECT typeof(id) FROM resource_version ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    };
+    assert_eq!(kinds(&path), ["text"; 4], "a version 9 database");
+
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(user_version(&raw(&path)), LATEST);
+    // Both versions of the lowercase UUID are compacted; the others stay text.
+    assert_eq!(kinds(&path), ["blob", "text", "text", "blob"]);
+    assert_eq!(
+        store.current("Observation", uuid).unwrap(),
+        Some(record("Observation", uuid, 2, 20))
+    );
+    assert_eq!(
+        store.version("Observation", uuid, 1).unwrap(),
+        Some(record("Observation", uuid, 1, 10))
+    );
+    for id in [upper, "p1"] {
+        assert_eq!(
+            store.current("Observation", id).unwrap(),
+            Some(record("Observation", id, 1, 10)),
+            "{id}"
+        );
+    }
+    let history = store.history("Observation", Some(uuid), 0, 10).unwrap();
+    assert_eq!(history.total, 2);
+    assert_eq!(crate::common::ids(&history.records), [uuid, uuid]);
+    let by_id = |ids: &[&str]| {
+        let query = StoreQuery {
+            rtype: "Observation".into(),
+            all_of: vec![tokens.to_vec()],
+            ids: Some(ids.iter().map(|i| i.to_string()).collect()),
+            updated_from_ms: None,
+            updated_until_ms: None,
+        };
+        let found = store.search(&query, 0, 10).unwrap().records;
+        let mut ids: Vec<String> = found.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(by_id(&[uuid, "p1"]), [uuid, "p1"]);
+    assert_eq!(by_id(&[upper]), [upper]);
+    // The same UUID in capitals is another resource, here and after the migration.
+    assert_ne!(
+        store.current("Observation", upper).unwrap(),
+        store.current("Observation", uuid).unwrap()
+    );
+    // A new write of an existing UUID's next version finds it in its 16-byte form.
+    store
+        .write(&[crate::common::update("Observation", uuid, 3, 30, &tokens)])
+        .unwrap();
+    crate::common::assert_conflict(store.write(&[create("Observation", uuid, 40, &[])]));
+    assert_eq!(store.history("Observation", None, 0, 10).unwrap().total, 5);
 }
