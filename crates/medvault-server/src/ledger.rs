@@ -269,9 +269,12 @@ fn group_events<'a>(
     // several requests, which never share an entry; each request's events are contiguous).
     let mut open: HashMap<Decision<'a>, usize> = HashMap::new();
     let mut request: Option<&Audit> = None;
+    // The decision of the last event that joined or opened a group, and that group.
+    let mut last: Option<(Decision<'a>, usize)> = None;
     for &(audit, ev) in items {
         if !request.is_some_and(|r| std::ptr::eq(r, audit)) {
             open.clear();
+            last = None;
             request = Some(audit);
         }
         if ev.resource_type.is_empty() {
@@ -285,12 +288,22 @@ fn group_events<'a>(
             ev.reason.as_str(),
             ev.break_glass,
         );
-        match open.get(&decision) {
-            Some(&g) if groups[g].2.len() < MAX_MORE => groups[g]
-                .2
-                .push(text(&format!("{}/{}", ev.resource_type, ev.resource_id))),
+        // Most events share the decision of the one before (a patient's resources come
+        // together in a Bundle), which needs no hashing.
+        let group = match last {
+            Some((d, g)) if d == decision => Some(g),
+            _ => open.get(&decision).copied(),
+        };
+        match group {
+            Some(g) if groups[g].2.len() < MAX_MORE => {
+                groups[g]
+                    .2
+                    .push(text(&[&ev.resource_type, "/", &ev.resource_id].concat()));
+                last = Some((decision, g));
+            }
             _ => {
                 open.insert(decision, groups.len());
+                last = Some((decision, groups.len()));
                 groups.push((audit, ev, Vec::new()));
             }
         }

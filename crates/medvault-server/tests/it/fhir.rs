@@ -951,6 +951,108 @@ async fn a_transaction_reports_its_first_failing_entry() {
     assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
 }
 
+/// An entry without what its request needs is refused with its index and what is wrong,
+/// in a transaction and a batch alike, and nothing of the Bundle is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bundle_entries_are_refused_with_their_index() {
+    let h = Harness::unsealed();
+    let good = json!({"resource": patient("Fine", "F", "1970-01-01"),
+                      "request": {"method": "POST", "url": "Patient"}});
+    let cases = [
+        (json!("not an entry"), "request is required"),
+        (
+            json!({"resource": patient("No", "Request", "1970-01-01")}),
+            "request is required",
+        ),
+        (
+            json!({"request": "POST Patient"}),
+            "request.method must be GET, POST, PUT or DELETE",
+        ),
+        (
+            json!({"request": {"url": "Patient"}}),
+            "request.method must be GET, POST, PUT or DELETE",
+        ),
+        (
+            json!({"request": {"method": "PATCH", "url": "Patient"}}),
+            "request.method must be GET, POST, PUT or DELETE",
+        ),
+        (
+            json!({"request": {"method": 7, "url": "Patient"}}),
+            "request.method must be GET, POST, PUT or DELETE",
+        ),
+        (
+            json!({"request": {"method": "GET"}}),
+            "request.url is required",
+        ),
+        (
+            json!({"request": {"method": "GET", "url": 3}}),
+            "request.url is required",
+        ),
+        (
+            json!({"request": {"method": "POST", "url": "Patient"}}),
+            "resource is required for POST and PUT",
+        ),
+        (
+            json!({"resource": patient("Bad", "Etag", "1970-01-01"),
+                   "request": {"method": "PUT", "url": "Patient/x", "ifMatch": "W/\"v\""}}),
+            "request.ifMatch is not a version ETag",
+        ),
+    ];
+    for (entry, why) in cases {
+        for kind in ["transaction", "batch"] {
+            let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": [good.clone(), entry.clone()]});
+            let r = h.call("POST", "/fhir", Some(bundle)).await;
+            r.assert_outcome(StatusCode::BAD_REQUEST);
+            assert_eq!(
+                r.json["issue"][0]["diagnostics"],
+                format!("Bundle.entry[1]: {why}"),
+                "{kind} {entry}"
+            );
+        }
+    }
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 0);
+    // What the entries carry beside the resource is read: fullUrl (the reference below is
+    // rewritten), ifNoneExist (the second create finds the first) and a leading slash.
+    let bundle = tx(vec![
+        json!({"fullUrl": "urn:uuid:00000000-0000-4000-8000-0000000000aa",
+               "resource": {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": "k1"}]},
+               "request": {"method": "POST", "url": "/Patient", "ifNoneExist": "identifier=urn:s|k1"}}),
+        json!({"resource": {"resourceType": "Observation", "status": "final",
+                            "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                            "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-0000000000aa"}},
+               "request": {"method": "POST", "url": "Observation"}}),
+    ]);
+    let r = h.call("POST", "/fhir", Some(bundle.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let patient_at = r.json["entry"][0]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let observation = r.json["entry"][1]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = h
+        .call(
+            "GET",
+            &format!("/fhir/{}", observation.split("/_history").next().unwrap()),
+            None,
+        )
+        .await;
+    assert!(
+        patient_at.contains(read.json["subject"]["reference"].as_str().unwrap()),
+        "{}",
+        read.json
+    );
+    let again = h.call("POST", "/fhir", Some(bundle)).await;
+    assert_eq!(
+        again.json["entry"][0]["response"]["status"], "200 OK",
+        "{}",
+        again.json
+    );
+    assert_eq!(h.call("GET", "/fhir/Patient", None).await.json["total"], 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinical_types_search_by_patient_code_date_and_status() {
     let h = Harness::unsealed();
