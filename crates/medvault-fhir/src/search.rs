@@ -200,6 +200,16 @@ pub fn search_params(resource_type: &str) -> &'static [SearchParamDef] {
     }
 }
 
+/// Whether `patient` searches of `resource_type` are answered from its `subject` tokens.
+///
+/// Where a type has both, `patient` is `subject` restricted to Patient references, and a
+/// Patient subject gives both parameters the same value: one token for both, not two (a
+/// tenth of an Observation's tokens, HMACs and posting entries). Versions indexed before
+/// this carry both tokens; queries use the `subject` one, which they have too.
+fn patient_is_subject(resource_type: &str) -> bool {
+    search_param(resource_type, "subject").is_some()
+}
+
 /// One search parameter of a resource type, by name.
 pub fn search_param(resource_type: &str, name: &str) -> Option<&'static SearchParamDef> {
     search_params(resource_type).iter().find(|p| p.name == name)
@@ -615,7 +625,11 @@ pub fn for_each_index_entry(resource: &Value, mut f: impl FnMut(&str, &str)) {
         return;
     };
     let (mut field, mut buf) = (String::new(), String::new());
+    let skip_patient = patient_is_subject(rt);
     for def in search_params(rt) {
+        if skip_patient && def.name == "patient" {
+            continue;
+        }
         field.clear();
         field.push_str(rt);
         field.push('.');
@@ -999,6 +1013,11 @@ pub fn parse_search(
                     .collect::<Result<Vec<_>, _>>()?;
                 any_of.sort();
                 any_of.dedup();
+                let field = if name == "patient" && patient_is_subject(resource_type) {
+                    format!("{resource_type}.subject")
+                } else {
+                    field
+                };
                 q.clauses.push(Clause {
                     field,
                     any_of,
@@ -1116,6 +1135,29 @@ mod tests {
             for p in search_params(t) {
                 assert!(source(t, p.name).is_some(), "{t}.{}", p.name);
             }
+        }
+    }
+
+    /// `patient_is_subject` holds only where `patient` is read from `subject` and limited
+    /// to Patients: then its tokens are exactly `subject`'s Patient tokens.
+    #[test]
+    fn patient_is_subject_only_where_patient_comes_from_subject() {
+        for t in crate::SUPPORTED_TYPES {
+            if !patient_is_subject(t) {
+                continue;
+            }
+            assert!(search_param(t, "patient").is_some(), "{t}");
+            assert!(
+                matches!(
+                    source(t, "patient"),
+                    Some(Source::Refs(&["subject"], Some("Patient")))
+                ),
+                "{t}.patient"
+            );
+            assert!(
+                matches!(source(t, "subject"), Some(Source::Refs(&["subject"], None))),
+                "{t}.subject"
+            );
         }
     }
 
