@@ -190,8 +190,10 @@ fn all_pairs(path: &Path) -> Vec<([u8; 16], i64)> {
 pub fn token_rows(path: &Path, rtype: &str, id: &str) -> i64 {
     let seqs: Vec<i64> = {
         let conn = raw(path);
+        // A lowercase UUID is kept as its 16 bytes (migration 0010), any other id as text;
+        // `unhex` of anything that is not hex is NULL, which matches nothing.
         let mut stmt = conn
-            .prepare("SELECT seq FROM resource_version WHERE rtype = ? AND id = ?")
+            .prepare("SELECT seq FROM resource_version WHERE rtype = ?1 AND (id = ?2 OR id = unhex(replace(?2, '-', '')))")
             .unwrap();
         let rows = stmt
             .query_map(rusqlite::params![rtype, id], |r| r.get(0))
