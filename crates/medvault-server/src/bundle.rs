@@ -170,9 +170,9 @@ fn parse_entries(mut bundle: Value) -> Result<(bool, Vec<Entry>)> {
     let mut entries = Vec::with_capacity(raw.len());
     for (index, e) in raw.iter_mut().enumerate() {
         // One pass over the entry's members and its request's, rather than a hash lookup
-        // per member: the lookups were two thirds of this function, which runs on the
-        // transaction's thread before any other work can start. Keys are unique in a
-        // parsed object, so this finds what lookups would.
+        // per member: the lookups were nearly three quarters of this function, which runs
+        // on the transaction's thread before any other work can start. Keys are unique in
+        // a parsed object, so this finds what lookups would.
         let (mut resource, mut request, mut full_url) = (None, None, None);
         if let Value::Object(members) = e {
             for (key, value) in members.iter_mut() {
