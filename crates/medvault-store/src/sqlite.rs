@@ -231,12 +231,13 @@ impl SqliteStore {
                 let entry = entry?;
                 let entry: &NewVersion = entry.borrow();
                 let r = &entry.record;
+                let id = IdColumn::of(&r.id);
                 // A create needs no lookup: version 1 of an existing resource violates the
                 // UNIQUE (rtype, id, version) constraint, which is reported as Conflict.
                 let found: Option<(i64, i64, Option<Vec<u8>>)> = match entry.expected_current {
                     None if r.version == 1 => None,
                     _ => current
-                        .query_row(params![r.rtype, IdColumn::of(&r.id)], |row| {
+                        .query_row(params![r.rtype, id], |row| {
                             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                         })
                         .optional()?,
@@ -267,7 +268,7 @@ impl SqliteStore {
                     .then(|| entry.tokens.as_flattened().to_vec());
                 let inserted = insert.execute(params![
                     r.rtype,
-                    IdColumn::of(&r.id),
+                    id,
                     r.version,
                     r.body.is_none(),
                     r.updated_ms,
