@@ -33,6 +33,35 @@ impl User {
         body: Option<Value>,
         extra: &[(&str, &str)],
     ) -> Resp {
+        let (auth, proof) = self.credentials(h, method, path);
+        let mut headers: Vec<(&str, &str)> = vec![("authorization", &auth), ("dpop", &proof)];
+        headers.extend_from_slice(extra);
+        h.call_with(method, path, body, &headers).await
+    }
+
+    /// A request with a body that is not JSON (a form, for `_search`).
+    pub async fn call_raw(
+        &self,
+        h: &Harness,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Resp {
+        let (auth, proof) = self.credentials(h, method, path);
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", auth)
+            .header("dpop", proof)
+            .header("content-type", content_type)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        h.raw(req).await
+    }
+
+    /// The Authorization header and a fresh DPoP proof for one request.
+    fn credentials(&self, h: &Harness, method: &str, path: &str) -> (String, String) {
         let path_only = path.split('?').next().unwrap_or(path);
         let mut jti = [0u8; 12];
         medvault_crypto::Random::fill(&SystemRandom::new(), &mut jti).unwrap();
@@ -43,10 +72,7 @@ impl User {
             &crate::identity::b64(&jti),
             Some(&self.token),
         );
-        let auth = format!("DPoP {}", self.token);
-        let mut headers: Vec<(&str, &str)> = vec![("authorization", &auth), ("dpop", &proof)];
-        headers.extend_from_slice(extra);
-        h.call_with(method, path, body, &headers).await
+        (format!("DPoP {}", self.token), proof)
     }
 }
 
@@ -1409,4 +1435,124 @@ async fn break_glass_is_for_people_and_its_reason_is_in_the_ledger() {
         .map(|e| e.purpose.as_str().to_string())
         .collect();
     assert_eq!(purposes, ["cardiac arrest in bay 3"]);
+}
+
+/// Every way in to a resource, not only read and search by `patient=`, is decided the same
+/// way: history of a type or an instance, an old version, searches posted as forms, naming
+/// several patients, by `subject` or by `_id`, and writes of every kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_to_another_chart_is_refused() {
+    let w = world().await;
+    let h = &w.h;
+    let (pid, other) = (w.pid.as_str(), w.other_pid.as_str());
+    let other_obs = put(h, observation(other, "8867-4", "2024-03-03", 91));
+    let form = "application/x-www-form-urlencoded";
+    // The patient themself, and the GP (in care of `pid` only). The stranger is in nobody's
+    // care and is refused even `pid`'s chart (see above).
+    for (who, caller) in [("patient", &w.patient), ("gp", &w.gp)] {
+        // Each can search their own chart, so the refusals below are the policy's.
+        let r = caller
+            .call(h, "GET", &format!("/fhir/Observation?patient={pid}"), None)
+            .await;
+        assert_eq!(
+            r.json["entry"].as_array().map(Vec::len),
+            Some(1),
+            "{who}: {}",
+            r.json
+        );
+        let r = caller
+            .call_raw(
+                h,
+                "POST",
+                "/fhir/Observation/_search",
+                form,
+                &format!("patient={pid}"),
+            )
+            .await;
+        assert_eq!(
+            r.json["entry"].as_array().map(Vec::len),
+            Some(1),
+            "{who}: {}",
+            r.json
+        );
+        for path in [
+            format!("/fhir/Observation/{other_obs}/_history"),
+            format!("/fhir/Observation/{other_obs}/_history/1"),
+            format!("/fhir/Patient/{other}/_history"),
+            // A whole type's history or search would have to be filtered, and its paging
+            // would still tell how much is hidden.
+            "/fhir/Observation/_history".to_string(),
+            "/fhir/Patient/_history".to_string(),
+            "/fhir/Patient".to_string(),
+            format!("/fhir/Patient?_id={other}"),
+            format!("/fhir/Observation?_id={other_obs}"),
+            format!("/fhir/Observation?subject=Patient/{other}"),
+            format!("/fhir/Observation?patient={pid},{other}"),
+            format!("/fhir/Observation?patient={other}&patient={pid}"),
+        ] {
+            let r = caller.call(h, "GET", &path, None).await;
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{who} GET {path}: {}",
+                r.json
+            );
+        }
+        for body in [
+            format!("patient={other}"),
+            format!("subject=Patient/{other}"),
+            format!("patient={pid},{other}"),
+            String::new(),
+        ] {
+            let r = caller
+                .call_raw(h, "POST", "/fhir/Observation/_search", form, &body)
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::FORBIDDEN,
+                "{who} _search {body:?}: {}",
+                r.json
+            );
+        }
+        // Clauses that AND the caller's own chart with the other one's find nothing.
+        for path in [
+            format!("/fhir/Observation?patient={pid}&subject=Patient/{other}"),
+            format!("/fhir/Observation?patient={pid}&_id={other_obs}"),
+        ] {
+            let r = caller.call(h, "GET", &path, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{who} GET {path}: {}", r.json);
+            assert_eq!(r.json["total"], 0, "{who} GET {path}: {}", r.json);
+            assert_eq!(r.json["entry"].as_array().map(Vec::len), Some(0));
+        }
+        // Writes of every kind to the other chart's resource.
+        let mut moved = observation(other, "8867-4", "2024-03-03", 1);
+        moved["id"] = json!(other_obs);
+        caller
+            .call(
+                h,
+                "PUT",
+                &format!("/fhir/Observation/{other_obs}"),
+                Some(moved),
+            )
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+        caller
+            .call_with(
+                h,
+                "PATCH",
+                &format!("/fhir/Observation/{other_obs}"),
+                Some(json!([{"op": "replace", "path": "/status", "value": "cancelled"}])),
+                &[("content-type", "application/json-patch+json")],
+            )
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+        caller
+            .call(h, "DELETE", &format!("/fhir/Observation/{other_obs}"), None)
+            .await
+            .assert_outcome(StatusCode::FORBIDDEN);
+    }
+    // Nothing was changed: the resource is still version 1, as it was written.
+    let stored = h.repo.read("Observation", &other_obs).unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.resource.unwrap()["status"], "final");
 }
