@@ -406,6 +406,60 @@ async fn if_the_ledger_cannot_be_written_the_action_fails() {
     assert!(!r.json.to_string().contains("Fay"), "{}", r.json);
 }
 
+/// The same for a large create-only transaction, which is prepared while it is written
+/// (`bundle.rs`, `PIPELINE_MIN`): if its ledger entries cannot be written, none of its
+/// resources is stored and the answer is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn if_the_ledger_cannot_be_written_a_pipelined_transaction_stores_nothing() {
+    let h = Harness::unsealed();
+    let pid = h.create(patient("Fail", "Fay", "1970-01-01")).await;
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    raw.execute(
+        "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (1, zeroblob(32), X'00')",
+        [],
+    )
+    .unwrap();
+    let entries: Vec<_> = (0..40)
+        .map(|i| {
+            json!({
+                "resource": observation(&pid, "8867-4", "2024-01-01", 60 + i),
+                "request": {"method": "POST", "url": "Observation"},
+            })
+        })
+        .collect();
+    let log_rows = |raw: &rusqlite::Connection| -> i64 {
+        raw.query_row("SELECT count(*) FROM posting_log", [], |r| r.get(0))
+            .unwrap()
+    };
+    let logged = log_rows(&raw);
+    let before = h.repo.pipelined_commits();
+    let r = h
+        .call(
+            "POST",
+            "/fhir",
+            Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})),
+        )
+        .await;
+    assert!(!r.status.is_success(), "{}", r.json);
+    assert_eq!(r.json["resourceType"], "OperationOutcome");
+    assert!(
+        h.repo.pipelined_commits() > before,
+        "the pipelined path was not taken"
+    );
+    let observations: i64 = raw
+        .query_row(
+            "SELECT count(*) FROM resource_version WHERE rtype = 'Observation'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        observations, 0,
+        "no write of the transaction may have landed"
+    );
+    assert_eq!(log_rows(&raw), logged, "nor its search tokens");
+}
+
 /// A ledger of `n` entries recorded one by one, with a checkpoint every 5.
 fn ledger_of(n: u64) -> Harness {
     let h = Harness::unsealed_with(LedgerConfig {

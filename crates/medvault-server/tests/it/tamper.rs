@@ -226,3 +226,50 @@ async fn a_wrapped_data_key_moved_to_another_patient_fails() {
         StatusCode::OK
     );
 }
+
+/// The AAD binds the resource type too: two resources with the same id, version and patient
+/// that differ only in their type cannot take each other's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ciphertexts_swapped_across_types_fail_the_read() {
+    let h = Harness::unsealed();
+    let p = h.create(patient("Types", "T", "1970-01-01")).await;
+    let mut obs = observation(&p, "8867-4", "2024-01-01", 60);
+    obs["id"] = json!("same-1");
+    let cond = json!({
+        "resourceType": "Condition",
+        "id": "same-1",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+        "subject": {"reference": format!("Patient/{p}")},
+    });
+    for (path, body) in [
+        ("/fhir/Observation/same-1", obs),
+        ("/fhir/Condition/same-1", cond),
+    ] {
+        let r = h.call("PUT", path, Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    }
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let row = |rtype: &str| -> (Vec<u8>, Vec<u8>) {
+        conn.query_row(
+            "SELECT body, owner FROM resource_version WHERE rtype = ? AND id = 'same-1'",
+            [rtype],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    };
+    let (obs_body, obs_owner) = row("Observation");
+    let (cond_body, cond_owner) = row("Condition");
+    // Same patient, so the owner (and the data key) are the same: only the type differs.
+    assert_eq!(obs_owner, cond_owner);
+    for (rtype, body) in [("Observation", &cond_body), ("Condition", &obs_body)] {
+        let n = conn
+            .execute(
+                "UPDATE resource_version SET body = ? WHERE rtype = ? AND id = 'same-1'",
+                rusqlite::params![body, rtype],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    assert_integrity_failure(&h, "/fhir/Observation/same-1", 1).await;
+    assert_integrity_failure(&h, "/fhir/Condition/same-1", 2).await;
+}
