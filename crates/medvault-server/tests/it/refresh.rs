@@ -345,3 +345,65 @@ async fn a_password_change_needs_a_fresh_password_login() {
         r.json
     );
 }
+
+/// A refresh-token row is MAC'd: one edited in the database (a later expiry, another
+/// account) or planted under a token text of the attacker's choosing renews nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_row_edited_or_planted_in_the_database_renews_nothing() {
+    let w = world().await;
+    let h = &w.h;
+    let keys = h.repo.vault().keys().unwrap();
+    let account_id = |login: &str| {
+        medvault_server::accounts::load_by_login(&*h.data.store, &keys, login)
+            .unwrap()
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    let (gp_id, admin_id) = (account_id("gp"), account_id("admin"));
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    let edit = |sql: &str, account: &str| {
+        let n = raw
+            .execute(
+                &format!("UPDATE refresh_token SET {sql} WHERE account = ? AND state = 'open'"),
+                [account],
+            )
+            .unwrap();
+        assert_eq!(n, 1, "{sql}");
+    };
+    // Refused as a forgery (a row that merely is not valid any more is `invalid_grant`).
+    let refused = |r: Resp| {
+        assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.json);
+        assert_eq!(r.json["error"], "server_error", "{}", r.json);
+        assert!(r.json.get("access_token").is_none(), "{}", r.json);
+    };
+
+    // An untouched session renews (so the refusals below are the tampering's).
+    let (gp, token) = login(h, "gp").await;
+    assert_eq!(refresh(h, &gp.key, &token).await.status, StatusCode::OK);
+    raw.execute("DELETE FROM refresh_token", []).unwrap();
+
+    // A year more.
+    let (gp, token) = login(h, "gp").await;
+    edit("expires_ms = expires_ms + 31536000000", &gp_id);
+    refused(refresh(h, &gp.key, &token).await);
+
+    // Someone else's session: the admin's account on the GP's token.
+    raw.execute("DELETE FROM refresh_token", []).unwrap();
+    let (gp, token) = login(h, "gp").await;
+    edit(&format!("account = '{admin_id}'"), &gp_id);
+    refused(refresh(h, &gp.key, &token).await);
+
+    // A row copied under the hash of a token text the attacker chose.
+    raw.execute("DELETE FROM refresh_token", []).unwrap();
+    let (gp, _) = login(h, "gp").await;
+    let planted = "planted-refresh-token";
+    let hash = medvault_crypto::keys::sha256(planted.as_bytes());
+    raw.execute(
+        "INSERT INTO refresh_token (hash, family, account, jkt, issued_ms, expires_ms, state, mac)
+         SELECT ?, family, account, jkt, issued_ms, expires_ms, 'open', mac FROM refresh_token",
+        [hash.as_slice()],
+    )
+    .unwrap();
+    refused(refresh(h, &gp.key, planted).await);
+}
