@@ -1556,3 +1556,54 @@ async fn every_route_to_another_chart_is_refused() {
     assert_eq!(stored.version, 1);
     assert_eq!(stored.resource.unwrap()["status"], "final");
 }
+
+/// Break-glass never opens a chart without the patient's notice: when the notice (a
+/// Communication in the chart) cannot be stored, nothing is granted and the chart stays
+/// closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_grants_nothing_when_the_patients_notice_cannot_be_stored() {
+    let w = world().await;
+    let h = &w.h;
+    let obs = format!("/fhir/Observation/{}", w.obs);
+    let op = format!("/fhir/Patient/{}/$break-glass", w.pid);
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER no_notice BEFORE INSERT ON resource_version
+         WHEN NEW.rtype = 'Communication' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            &op,
+            Some(break_glass_body("unconscious in the ER")),
+        )
+        .await;
+    assert!(!r.status.is_success(), "{}", r.json);
+    assert_eq!(r.json["resourceType"], "OperationOutcome");
+    let grants: i64 = raw
+        .query_row("SELECT count(*) FROM break_glass_grant", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(grants, 0);
+    w.stranger
+        .call(h, "GET", &obs, None)
+        .await
+        .assert_outcome(StatusCode::FORBIDDEN);
+    // With the notice possible again, the same request opens the chart (so the refusal
+    // above was the notice's).
+    raw.execute_batch("DROP TRIGGER no_notice").unwrap();
+    let r = w
+        .stranger
+        .call(
+            h,
+            "POST",
+            &op,
+            Some(break_glass_body("unconscious in the ER")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let r = w.stranger.call(h, "GET", &obs, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
