@@ -87,6 +87,89 @@ async fn the_data_directory_holds_none_of_the_plaintext() {
     }
 }
 
+fn contains_bytes(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Nothing secret reaches the data directory either: not the root key or any share of it
+/// (texts or values), not the bootstrap token, not a derived key, and not an account's
+/// login name, national id or password, after init, unseal, registration and a key rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_directory_holds_no_key_share_token_or_login() {
+    use medvault_crypto::share_text::ShareText;
+    use medvault_server::accounts::{self, Role};
+    let h = Harness::sealed(2, 3, 11);
+    for share in &h.shares[..2] {
+        h.repo.vault().submit_share(share).unwrap();
+    }
+    let keys = h.repo.vault().keys().unwrap();
+    let setup = medvault_server::login::server_setup(
+        &*h.data.store,
+        &keys,
+        &medvault_crypto::SystemRandom::new(),
+    )
+    .unwrap();
+    let admin =
+        crate::identity::register(&h, &setup, &h.bootstrap, "zebulon-admin", "NID-5551234-Z")
+            .unwrap();
+    let token = accounts::issue_token(
+        &*h.data.store,
+        &keys,
+        &medvault_crypto::SystemRandom::new(),
+        medvault_server::clock::Clock::now_ms(&*h.clock),
+        &admin,
+        Role::Nurse,
+        "Practitioner/n1",
+        600_000,
+    )
+    .unwrap();
+    crate::identity::register(&h, &setup, &token, "yolanda-nurse", "NID-7778888-Q").unwrap();
+    h.create(patient("Quimby", "Q", "1950-05-05")).await;
+    h.repo.vault().rotate(&h.shares[2]).unwrap();
+    let keys = h.repo.vault().keys().unwrap();
+    h.create(patient("Quimby", "R", "1951-05-05")).await;
+
+    let parsed: Vec<ShareText> = h
+        .shares
+        .iter()
+        .map(|s| ShareText::parse(s).unwrap())
+        .collect();
+    let root =
+        medvault_crypto::shamir::combine(&[parsed[0].share().clone(), parsed[1].share().clone()])
+            .unwrap();
+    let bytes = files_bytes(&h);
+    // The scan sees the identity tables: the registration token is there, as its hash.
+    let token_hash = medvault_crypto::keys::sha256(token.as_bytes());
+    assert!(contains_bytes(&bytes, &token_hash), "the scan missed the token table");
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("root key".into(), root.to_vec()),
+        ("integrity key".into(), keys.integrity().expose().to_vec()),
+        ("bootstrap token".into(), h.bootstrap.as_bytes().to_vec()),
+        ("registration token".into(), token.as_bytes().to_vec()),
+        ("password".into(), b"correct horse battery staple".to_vec()),
+    ];
+    for (i, (text, share)) in h.shares.iter().zip(&parsed).enumerate() {
+        secrets.push((format!("share {i} text"), text.as_bytes().to_vec()));
+        secrets.push((format!("share {i} value"), share.share().y().to_vec()));
+    }
+    for login in [
+        "zebulon-admin",
+        "yolanda-nurse",
+        "NID-5551234-Z",
+        "NID-7778888-Q",
+    ] {
+        secrets.push((login.into(), login.as_bytes().to_vec()));
+        secrets.push((login.into(), login.to_lowercase().into_bytes()));
+    }
+    for (what, needle) in &secrets {
+        assert!(needle.len() >= 12, "{what} is too short to look for");
+        assert!(
+            !contains_bytes(&bytes, needle),
+            "{what} found in the data directory"
+        );
+    }
+}
+
 // The server's ids are UUIDs, which the store keeps as their 16 bytes (migration 0010):
 // `unhex(replace(?, '-', ''))` is the column value of such an id.
 fn body_of(conn: &rusqlite::Connection, id: &str, version: i64) -> Vec<u8> {
