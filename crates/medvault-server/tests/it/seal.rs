@@ -237,3 +237,37 @@ async fn rekey_issues_new_shares_and_voids_the_old_ones() {
     let found = h.call("GET", "/fhir/Patient?family=rekey", None).await;
     assert_eq!(found.json["total"], 1);
 }
+
+/// Sealing drops the keys: once the requests that were using them have finished, nothing
+/// in the server (vault, repository, ledger, caches) still holds them, so their memory is
+/// freed and zeroized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sealing_no_copy_of_the_keys_is_left() {
+    let h = Harness::unsealed();
+    // Use every kind of key: data keys (cached), blind indexes, the ledger's.
+    let id = h.create(patient("Seal", "Sam", "1970-01-01")).await;
+    for path in [
+        format!("/fhir/Patient/{id}"),
+        "/fhir/Patient?family=seal".to_string(),
+        "/ledger/key".to_string(),
+    ] {
+        assert_eq!(
+            h.call("GET", &path, None).await.status,
+            StatusCode::OK,
+            "{path}"
+        );
+    }
+    let keys = std::sync::Arc::downgrade(&h.repo.vault().keys().unwrap());
+    assert!(keys.upgrade().is_some());
+    let r = h
+        .call("POST", "/sys/seal", Some(json!({"share": h.shares[0]})))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert!(
+        keys.upgrade().is_none(),
+        "a copy of the keys outlived the seal"
+    );
+    h.call("GET", &format!("/fhir/Patient/{id}"), None)
+        .await
+        .assert_outcome(StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -140,7 +140,10 @@ async fn the_data_directory_holds_no_key_share_token_or_login() {
     let bytes = files_bytes(&h);
     // The scan sees the identity tables: the registration token is there, as its hash.
     let token_hash = medvault_crypto::keys::sha256(token.as_bytes());
-    assert!(contains_bytes(&bytes, &token_hash), "the scan missed the token table");
+    assert!(
+        contains_bytes(&bytes, &token_hash),
+        "the scan missed the token table"
+    );
     let mut secrets: Vec<(String, Vec<u8>)> = vec![
         ("root key".into(), root.to_vec()),
         ("integrity key".into(), keys.integrity().expose().to_vec()),
