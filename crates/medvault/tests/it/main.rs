@@ -9,6 +9,7 @@ use std::process::{Child, Command, Output, Stdio};
 use serde_json::{json, Value};
 
 mod api_fuzz;
+mod architecture;
 mod bench;
 mod clients;
 mod crash;

@@ -1,0 +1,128 @@
+//! ARCHITECTURE.md's first invariant, checked on the sources: the pure cores
+//! (`medvault-crypto`, `medvault-fhir`, `medvault-ledger`, `medvault-policy`) do no I/O and
+//! take time from their callers, and depend on nothing that does I/O.
+
+use std::path::{Path, PathBuf};
+
+/// The pure crates and the dependencies each may have (adding one is a decision: update
+/// this list and ARCHITECTURE.md together).
+const PURE: &[(&str, &[&str])] = &[
+    (
+        "medvault-crypto",
+        &[
+            "base64",
+            "ring",
+            "sha2",
+            "serde",
+            "serde_json",
+            "thiserror",
+            "x25519-dalek",
+            "zeroize",
+        ],
+    ),
+    ("medvault-fhir", &["serde_json", "thiserror"]),
+    (
+        "medvault-ledger",
+        &["base64", "ring", "thiserror", "zeroize"],
+    ),
+    ("medvault-policy", &["serde_json", "thiserror"]),
+];
+
+/// What I/O, the clock or the environment looks like in Rust source.
+const FORBIDDEN: &[&str] = &[
+    "std::fs",
+    "std::net",
+    "std::env",
+    "std::process",
+    "std::io::stdin",
+    "std::io::stdout",
+    "std::io::stderr",
+    "SystemTime::now",
+    "Instant::now",
+    "File::",
+    "println!",
+    "eprintln!",
+    "print!(",
+    "dbg!(",
+    "tokio",
+    "rusqlite",
+    "object_store",
+];
+
+fn crate_dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The `[dependencies]` table's names (not dev-dependencies: tests may do I/O).
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut inside = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            inside = line == "[dependencies]";
+        } else if inside && !line.is_empty() && !line.starts_with('#') {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or("");
+            names.push(name.to_string());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_pure_crates_do_no_io() {
+    for (name, allowed) in PURE {
+        let dir = crate_dir(name);
+        let mut files = Vec::new();
+        rust_files(&dir.join("src"), &mut files);
+        assert!(
+            files.len() >= 3,
+            "{name}: sources not found in {}",
+            dir.display()
+        );
+        for file in &files {
+            let text = std::fs::read_to_string(file).unwrap();
+            // Unit tests at the end of a file may use anything.
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.split("//").next().unwrap_or("");
+                for pattern in FORBIDDEN {
+                    assert!(
+                        !line.contains(pattern),
+                        "{}:{}: `{pattern}` in a crate that does no I/O",
+                        file.display(),
+                        n + 1
+                    );
+                }
+            }
+        }
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let deps = dependencies(&manifest);
+        assert!(!deps.is_empty(), "{name}: no [dependencies] read");
+        for dep in &deps {
+            assert!(
+                allowed.contains(&dep.as_str()),
+                "{name} depends on {dep}, which is not on its list (tests/it/architecture.rs)"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_checks_find_what_they_look_for() {
+    let manifest = "[package]\nname = \"x\"\n\n[dependencies]\nring.workspace = true\ntokio = { version = \"1\" }\n\n[dev-dependencies]\nproptest = \"1\"\n";
+    assert_eq!(dependencies(manifest), ["ring", "tokio"]);
+    let line = "    let f = std::fs::read(\"x\"); // std::env in a comment";
+    let code = line.split("//").next().unwrap();
+    assert!(code.contains("std::fs") && !code.contains("std::env"));
+}
