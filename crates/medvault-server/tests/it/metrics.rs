@@ -96,3 +96,56 @@ async fn metrics_count_answers_and_carry_no_identifiers() {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
 }
+
+/// After signed-in traffic of every kind (logins, reads, refusals, searches, an unknown
+/// path), nothing that answers without a token names an account, a patient, a resource or
+/// a path: the only label is the answer's status class.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_answers_name_no_account_patient_or_path() {
+    let w = crate::access::world().await;
+    let h = &w.h;
+    for (user, path) in [
+        (&w.gp, format!("/fhir/Patient/{}", w.pid)),
+        (
+            &w.gp,
+            format!("/fhir/Observation?patient={}&code=8867-4", w.pid),
+        ),
+        (&w.stranger, format!("/fhir/Observation/{}", w.obs)),
+        (&w.patient, format!("/fhir/Patient/{}", w.other_pid)),
+        (&w.reception, "/fhir/Patient/no-such-chart-zz9".to_string()),
+        (&w.admin, "/auth/whoami".to_string()),
+    ] {
+        user.call(h, "GET", &path, None).await;
+    }
+    let mut answers = String::new();
+    for path in ["/metrics", "/healthz", "/sys/health", "/sys/seal-status"] {
+        let r = h.call("GET", path, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        answers.push_str(&r.json.to_string());
+    }
+    for secret in [
+        w.pid.as_str(),
+        w.other_pid.as_str(),
+        w.obs.as_str(),
+        "no-such-chart-zz9",
+        "8867-4",
+        "/fhir/",
+        "whoami",
+        "stranger",
+        "dr-gp",
+        "Practitioner/",
+        "Care",
+        "Cara",
+    ] {
+        assert!(!answers.contains(secret), "{secret:?} in {answers}");
+    }
+    let text = h.call("GET", "/metrics", None).await.json;
+    for key in samples(text.as_str().unwrap()).keys() {
+        if let Some((_, labels)) = key.split_once('{') {
+            for label in labels.trim_end_matches('}').split(',') {
+                let name = label.split('=').next().unwrap();
+                assert_eq!(name, "class", "label {label} in {key}");
+            }
+        }
+    }
+}
