@@ -16,6 +16,9 @@ fn resource(rtype: &str, pid: &str) -> Value {
         "Observation" => observation(pid, "8867-4", "2024-01-01", 70),
         "Condition" => json!({"resourceType": "Condition", "subject": subject,
             "code": {"text": "asthma"}}),
+        "MedicationRequest" => json!({"resourceType": "MedicationRequest", "status": "active",
+            "intent": "order", "subject": subject,
+            "medicationCodeableConcept": {"text": "salbutamol"}}),
         "Communication" => json!({"resourceType": "Communication", "status": "completed",
             "subject": subject}),
         "Consent" => json!({"resourceType": "Consent", "status": "inactive",
@@ -129,17 +132,18 @@ async fn every_role_and_interaction_over_http() {
         "Patient",
         "Observation",
         "Condition",
+        "MedicationRequest",
         "Communication",
         "Consent",
         "Appointment",
         "Practitioner",
     ];
     let mut text =
-        String::from("                                     read srch hist crea updt dele\n");
+        String::from("                                         read srch hist crea updt dele\n");
     for (label, who, pid) in rows {
         for rtype in types {
             let cells = row(h, who, rtype, pid).await;
-            text.push_str(&format!("{label:<22} {rtype:<14}"));
+            text.push_str(&format!("{label:<22} {rtype:<18}"));
             for c in cells {
                 text.push_str(&format!(" {c:>4}"));
             }
@@ -147,77 +151,87 @@ async fn every_role_and_interaction_over_http() {
         }
     }
     expect_test::expect![[r#"
-                                             read srch hist crea updt dele
-        physician in care      Patient           Y    Y    Y    N    Y    -
-        physician in care      Observation       Y    Y    Y    Y    Y    Y
-        physician in care      Condition         Y    Y    Y    Y    Y    Y
-        physician in care      Communication     Y    Y    Y    Y    Y    Y
-        physician in care      Consent           Y    Y    Y    N    N    N
-        physician in care      Appointment       Y    Y    Y    Y    Y    N
-        physician in care      Practitioner      Y    Y    Y    N    N    N
-        physician not in care  Patient           N    N    N    N    N    -
-        physician not in care  Observation       N    N    N    N    N    N
-        physician not in care  Condition         N    N    N    N    N    N
-        physician not in care  Communication     N    N    N    N    N    N
-        physician not in care  Consent           N    N    N    N    N    N
-        physician not in care  Appointment       N    N    N    N    N    N
-        physician not in care  Practitioner      Y    Y    Y    N    N    N
-        nurse in care          Patient           Y    Y    Y    N    N    -
-        nurse in care          Observation       Y    Y    Y    Y    Y    N
-        nurse in care          Condition         Y    Y    Y    N    N    N
-        nurse in care          Communication     Y    Y    Y    N    N    N
-        nurse in care          Consent           Y    Y    Y    N    N    N
-        nurse in care          Appointment       Y    Y    Y    N    N    N
-        nurse in care          Practitioner      Y    Y    Y    N    N    N
-        nurse not in care      Patient           N    N    N    N    N    -
-        nurse not in care      Observation       N    N    N    N    N    N
-        nurse not in care      Condition         N    N    N    N    N    N
-        nurse not in care      Communication     N    N    N    N    N    N
-        nurse not in care      Consent           N    N    N    N    N    N
-        nurse not in care      Appointment       N    N    N    N    N    N
-        nurse not in care      Practitioner      Y    Y    Y    N    N    N
-        receptionist           Patient           Y    Y    Y    Y    Y    -
-        receptionist           Observation       N    N    N    N    N    N
-        receptionist           Condition         N    N    N    N    N    N
-        receptionist           Communication     N    N    N    N    N    N
-        receptionist           Consent           N    N    N    N    N    N
-        receptionist           Appointment       Y    Y    Y    Y    Y    N
-        receptionist           Practitioner      Y    Y    Y    N    N    N
-        lab technician         Patient           N    N    N    N    N    -
-        lab technician         Observation       N    N    N    N    N    N
-        lab technician         Condition         N    N    N    N    N    N
-        lab technician         Communication     N    N    N    N    N    N
-        lab technician         Consent           N    N    N    N    N    N
-        lab technician         Appointment       N    N    N    N    N    N
-        lab technician         Practitioner      Y    Y    Y    N    N    N
-        auditor                Patient           N    N    N    N    N    -
-        auditor                Observation       N    N    N    N    N    N
-        auditor                Condition         N    N    N    N    N    N
-        auditor                Communication     N    N    N    N    N    N
-        auditor                Consent           N    N    N    N    N    N
-        auditor                Appointment       N    N    N    N    N    N
-        auditor                Practitioner      Y    Y    Y    N    N    N
-        admin                  Patient           N    N    N    N    N    -
-        admin                  Observation       N    N    N    N    N    N
-        admin                  Condition         N    N    N    N    N    N
-        admin                  Communication     N    N    N    N    N    N
-        admin                  Consent           N    N    N    N    N    N
-        admin                  Appointment       N    N    N    N    N    N
-        admin                  Practitioner      Y    Y    Y    Y    Y    N
-        patient, own chart     Patient           Y    Y    Y    N    N    -
-        patient, own chart     Observation       Y    Y    Y    N    N    N
-        patient, own chart     Condition         Y    Y    Y    N    N    N
-        patient, own chart     Communication     Y    Y    Y    N    N    N
-        patient, own chart     Consent           Y    Y    Y    Y    Y    Y
-        patient, own chart     Appointment       Y    Y    Y    N    N    N
-        patient, own chart     Practitioner      N    N    N    N    N    N
-        patient, other chart   Patient           N    N    N    N    N    -
-        patient, other chart   Observation       N    N    N    N    N    N
-        patient, other chart   Condition         N    N    N    N    N    N
-        patient, other chart   Communication     N    N    N    N    N    N
-        patient, other chart   Consent           N    N    N    N    N    N
-        patient, other chart   Appointment       N    N    N    N    N    N
-        patient, other chart   Practitioner      N    N    N    N    N    N
+                                                 read srch hist crea updt dele
+        physician in care      Patient               Y    Y    Y    N    Y    -
+        physician in care      Observation           Y    Y    Y    Y    Y    Y
+        physician in care      Condition             Y    Y    Y    Y    Y    Y
+        physician in care      MedicationRequest     Y    Y    Y    Y    Y    Y
+        physician in care      Communication         Y    Y    Y    Y    Y    Y
+        physician in care      Consent               Y    Y    Y    N    N    N
+        physician in care      Appointment           Y    Y    Y    Y    Y    N
+        physician in care      Practitioner          Y    Y    Y    N    N    N
+        physician not in care  Patient               N    N    N    N    N    -
+        physician not in care  Observation           N    N    N    N    N    N
+        physician not in care  Condition             N    N    N    N    N    N
+        physician not in care  MedicationRequest     N    N    N    N    N    N
+        physician not in care  Communication         N    N    N    N    N    N
+        physician not in care  Consent               N    N    N    N    N    N
+        physician not in care  Appointment           N    N    N    N    N    N
+        physician not in care  Practitioner          Y    Y    Y    N    N    N
+        nurse in care          Patient               Y    Y    Y    N    N    -
+        nurse in care          Observation           Y    Y    Y    Y    Y    N
+        nurse in care          Condition             Y    Y    Y    N    N    N
+        nurse in care          MedicationRequest     Y    Y    Y    N    N    N
+        nurse in care          Communication         Y    Y    Y    N    N    N
+        nurse in care          Consent               Y    Y    Y    N    N    N
+        nurse in care          Appointment           Y    Y    Y    N    N    N
+        nurse in care          Practitioner          Y    Y    Y    N    N    N
+        nurse not in care      Patient               N    N    N    N    N    -
+        nurse not in care      Observation           N    N    N    N    N    N
+        nurse not in care      Condition             N    N    N    N    N    N
+        nurse not in care      MedicationRequest     N    N    N    N    N    N
+        nurse not in care      Communication         N    N    N    N    N    N
+        nurse not in care      Consent               N    N    N    N    N    N
+        nurse not in care      Appointment           N    N    N    N    N    N
+        nurse not in care      Practitioner          Y    Y    Y    N    N    N
+        receptionist           Patient               Y    Y    Y    Y    Y    -
+        receptionist           Observation           N    N    N    N    N    N
+        receptionist           Condition             N    N    N    N    N    N
+        receptionist           MedicationRequest     N    N    N    N    N    N
+        receptionist           Communication         N    N    N    N    N    N
+        receptionist           Consent               N    N    N    N    N    N
+        receptionist           Appointment           Y    Y    Y    Y    Y    N
+        receptionist           Practitioner          Y    Y    Y    N    N    N
+        lab technician         Patient               N    N    N    N    N    -
+        lab technician         Observation           N    N    N    N    N    N
+        lab technician         Condition             N    N    N    N    N    N
+        lab technician         MedicationRequest     N    N    N    N    N    N
+        lab technician         Communication         N    N    N    N    N    N
+        lab technician         Consent               N    N    N    N    N    N
+        lab technician         Appointment           N    N    N    N    N    N
+        lab technician         Practitioner          Y    Y    Y    N    N    N
+        auditor                Patient               N    N    N    N    N    -
+        auditor                Observation           N    N    N    N    N    N
+        auditor                Condition             N    N    N    N    N    N
+        auditor                MedicationRequest     N    N    N    N    N    N
+        auditor                Communication         N    N    N    N    N    N
+        auditor                Consent               N    N    N    N    N    N
+        auditor                Appointment           N    N    N    N    N    N
+        auditor                Practitioner          Y    Y    Y    N    N    N
+        admin                  Patient               N    N    N    N    N    -
+        admin                  Observation           N    N    N    N    N    N
+        admin                  Condition             N    N    N    N    N    N
+        admin                  MedicationRequest     N    N    N    N    N    N
+        admin                  Communication         N    N    N    N    N    N
+        admin                  Consent               N    N    N    N    N    N
+        admin                  Appointment           N    N    N    N    N    N
+        admin                  Practitioner          Y    Y    Y    Y    Y    N
+        patient, own chart     Patient               Y    Y    Y    N    N    -
+        patient, own chart     Observation           Y    Y    Y    N    N    N
+        patient, own chart     Condition             Y    Y    Y    N    N    N
+        patient, own chart     MedicationRequest     Y    Y    Y    N    N    N
+        patient, own chart     Communication         Y    Y    Y    N    N    N
+        patient, own chart     Consent               Y    Y    Y    Y    Y    Y
+        patient, own chart     Appointment           Y    Y    Y    N    N    N
+        patient, own chart     Practitioner          N    N    N    N    N    N
+        patient, other chart   Patient               N    N    N    N    N    -
+        patient, other chart   Observation           N    N    N    N    N    N
+        patient, other chart   Condition             N    N    N    N    N    N
+        patient, other chart   MedicationRequest     N    N    N    N    N    N
+        patient, other chart   Communication         N    N    N    N    N    N
+        patient, other chart   Consent               N    N    N    N    N    N
+        patient, other chart   Appointment           N    N    N    N    N    N
+        patient, other chart   Practitioner          N    N    N    N    N    N
     "#]]
     .assert_eq(&text);
 }
