@@ -126,3 +126,34 @@ fn the_checks_find_what_they_look_for() {
     let code = line.split("//").next().unwrap();
     assert!(code.contains("std::fs") && !code.contains("std::env"));
 }
+
+/// ARCHITECTURE's HTTP invariant: routes, status codes, headers and media types are decided
+/// only in the server's `api.rs` (and `api/`) and `outcome.rs`.
+#[test]
+fn only_the_api_and_outcome_modules_speak_http() {
+    let src = crate_dir("medvault-server").join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let allowed = |f: &Path| {
+        let rel = f.strip_prefix(&src).unwrap();
+        rel == Path::new("api.rs") || rel == Path::new("outcome.rs") || rel.starts_with("api")
+    };
+    let mut checked = 0;
+    for file in files.iter().filter(|f| !allowed(f)) {
+        checked += 1;
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap_or("");
+            for pattern in ["StatusCode", "HeaderMap", "HeaderValue", "http::", "axum::"] {
+                assert!(
+                    !line.contains(pattern),
+                    "{}:{}: `{pattern}` outside api.rs, api/ and outcome.rs",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} files checked");
+}
