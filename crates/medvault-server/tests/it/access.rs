@@ -1437,56 +1437,91 @@ async fn break_glass_is_for_people_and_its_reason_is_in_the_ledger() {
     assert_eq!(purposes, ["cardiac arrest in bay 3"]);
 }
 
+/// The policy's reason for a refusal, from the OperationOutcome's diagnostics.
+fn reason(r: &Resp) -> String {
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.json);
+    r.json["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Every way in to a resource, not only read and search by `patient=`, is decided the same
 /// way: history of a type or an instance, an old version, searches posted as forms, naming
-/// several patients, by `subject` or by `_id`, and writes of every kind.
+/// several patients, by `subject` or by `_id`, and writes of every kind. Each route that
+/// names a chart is shown to work on the caller's own chart first, so its refusal on the
+/// other chart is the policy's decision about that chart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_to_another_chart_is_refused() {
     let w = world().await;
     let h = &w.h;
     let (pid, other) = (w.pid.as_str(), w.other_pid.as_str());
+    let own_obs = w.obs.as_str();
     let other_obs = put(h, observation(other, "8867-4", "2024-03-03", 91));
     let form = "application/x-www-form-urlencoded";
-    // The patient themself, and the GP (in care of `pid` only). The stranger is in nobody's
-    // care and is refused even `pid`'s chart (see above).
     for (who, caller) in [("patient", &w.patient), ("gp", &w.gp)] {
-        // Each can search their own chart, so the refusals below are the policy's.
-        let r = caller
-            .call(h, "GET", &format!("/fhir/Observation?patient={pid}"), None)
-            .await;
-        assert_eq!(
-            r.json["entry"].as_array().map(Vec::len),
-            Some(1),
-            "{who}: {}",
-            r.json
-        );
-        let r = caller
-            .call_raw(
-                h,
-                "POST",
-                "/fhir/Observation/_search",
-                form,
-                &format!("patient={pid}"),
-            )
-            .await;
-        assert_eq!(
-            r.json["entry"].as_array().map(Vec::len),
-            Some(1),
-            "{who}: {}",
-            r.json
-        );
+        // Reads that name one chart: allowed on the caller's own, refused on the other.
+        for (own, theirs) in [
+            (
+                format!("/fhir/Observation/{own_obs}/_history"),
+                format!("/fhir/Observation/{other_obs}/_history"),
+            ),
+            (
+                format!("/fhir/Observation/{own_obs}/_history/1"),
+                format!("/fhir/Observation/{other_obs}/_history/1"),
+            ),
+            (
+                format!("/fhir/Patient/{pid}/_history"),
+                format!("/fhir/Patient/{other}/_history"),
+            ),
+            (
+                format!("/fhir/Observation?subject=Patient/{pid}"),
+                format!("/fhir/Observation?subject=Patient/{other}"),
+            ),
+        ] {
+            let r = caller.call(h, "GET", &own, None).await;
+            assert_eq!(r.status, StatusCode::OK, "{who} GET {own}: {}", r.json);
+            let r = caller.call(h, "GET", &theirs, None).await;
+            let why = reason(&r);
+            assert!(
+                why.contains("not-own-compartment") || why.contains("not-in-care"),
+                "{who} GET {theirs}: {why}"
+            );
+        }
+        for (own, theirs) in [
+            (format!("patient={pid}"), format!("patient={other}")),
+            (
+                format!("subject=Patient/{pid}"),
+                format!("subject=Patient/{other}"),
+            ),
+        ] {
+            let r = caller
+                .call_raw(h, "POST", "/fhir/Observation/_search", form, &own)
+                .await;
+            assert_eq!(
+                r.json["entry"].as_array().map(Vec::len),
+                Some(1),
+                "{who} _search {own}: {}",
+                r.json
+            );
+            let r = caller
+                .call_raw(h, "POST", "/fhir/Observation/_search", form, &theirs)
+                .await;
+            let why = reason(&r);
+            assert!(
+                why.contains("not-own-compartment") || why.contains("not-in-care"),
+                "{who} _search {theirs}: {why}"
+            );
+        }
+        // Routes that name no single chart are refused whatever they would find (a filtered
+        // answer's paging would still tell how much is hidden), and lists of patients are
+        // not a chart.
         for path in [
-            format!("/fhir/Observation/{other_obs}/_history"),
-            format!("/fhir/Observation/{other_obs}/_history/1"),
-            format!("/fhir/Patient/{other}/_history"),
-            // A whole type's history or search would have to be filtered, and its paging
-            // would still tell how much is hidden.
             "/fhir/Observation/_history".to_string(),
             "/fhir/Patient/_history".to_string(),
             "/fhir/Patient".to_string(),
             format!("/fhir/Patient?_id={other}"),
             format!("/fhir/Observation?_id={other_obs}"),
-            format!("/fhir/Observation?subject=Patient/{other}"),
             format!("/fhir/Observation?patient={pid},{other}"),
             format!("/fhir/Observation?patient={other}&patient={pid}"),
         ] {
@@ -1498,12 +1533,7 @@ async fn every_route_to_another_chart_is_refused() {
                 r.json
             );
         }
-        for body in [
-            format!("patient={other}"),
-            format!("subject=Patient/{other}"),
-            format!("patient={pid},{other}"),
-            String::new(),
-        ] {
+        for body in [format!("patient={pid},{other}"), String::new()] {
             let r = caller
                 .call_raw(h, "POST", "/fhir/Observation/_search", form, &body)
                 .await;
@@ -1518,43 +1548,49 @@ async fn every_route_to_another_chart_is_refused() {
         for path in [
             format!("/fhir/Observation?patient={pid}&subject=Patient/{other}"),
             format!("/fhir/Observation?patient={pid}&_id={other_obs}"),
+            format!("/fhir/Observation?patient={pid}&patient={other}"),
         ] {
             let r = caller.call(h, "GET", &path, None).await;
+            if r.status == StatusCode::FORBIDDEN {
+                continue;
+            }
             assert_eq!(r.status, StatusCode::OK, "{who} GET {path}: {}", r.json);
             assert_eq!(r.json["total"], 0, "{who} GET {path}: {}", r.json);
-            assert_eq!(r.json["entry"].as_array().map(Vec::len), Some(0));
         }
-        // Writes of every kind to the other chart's resource.
-        let mut moved = observation(other, "8867-4", "2024-03-03", 1);
-        moved["id"] = json!(other_obs);
-        caller
-            .call(
-                h,
-                "PUT",
-                &format!("/fhir/Observation/{other_obs}"),
-                Some(moved),
-            )
-            .await
-            .assert_outcome(StatusCode::FORBIDDEN);
-        caller
-            .call_with(
-                h,
-                "PATCH",
-                &format!("/fhir/Observation/{other_obs}"),
-                Some(json!([{"op": "replace", "path": "/status", "value": "cancelled"}])),
-                &[("content-type", "application/json-patch+json")],
-            )
-            .await
-            .assert_outcome(StatusCode::FORBIDDEN);
-        caller
-            .call(h, "DELETE", &format!("/fhir/Observation/{other_obs}"), None)
-            .await
-            .assert_outcome(StatusCode::FORBIDDEN);
     }
-    // Nothing was changed: the resource is still version 1, as it was written.
+    // Writes, by the GP, who may write in their own chart: the same PUT, PATCH and DELETE
+    // work there and are refused on the other chart's resource, including a PUT that
+    // would move it into the GP's own chart. (The patient may write nothing clinical at
+    // all: see `others_are_refused_by_role_or_relationship`.)
+    let gp = &w.gp;
+    let mine = put(h, observation(pid, "8867-4", "2024-03-04", 72));
+    let patch = json!([{"op": "replace", "path": "/status", "value": "amended"}]);
+    let patch_type = [("content-type", "application/json-patch+json")];
+    for (id, expect) in [(mine.as_str(), true), (other_obs.as_str(), false)] {
+        let mut moved = observation(pid, "8867-4", "2024-03-03", 1);
+        moved["id"] = json!(id);
+        let path = format!("/fhir/Observation/{id}");
+        let answers = [
+            gp.call(h, "PUT", &path, Some(moved)).await,
+            gp.call_with(h, "PATCH", &path, Some(patch.clone()), &patch_type)
+                .await,
+            gp.call(h, "DELETE", &path, None).await,
+        ];
+        for r in answers {
+            if expect {
+                assert!(r.status.is_success(), "gp on {id}: {} {}", r.status, r.json);
+            } else {
+                let why = reason(&r);
+                assert!(why.contains("not-in-care"), "gp on {id}: {why}");
+            }
+        }
+    }
+    // Nothing of the other chart was changed: still version 1, as it was written.
     let stored = h.repo.read("Observation", &other_obs).unwrap();
     assert_eq!(stored.version, 1);
-    assert_eq!(stored.resource.unwrap()["status"], "final");
+    let stored = stored.resource.unwrap();
+    assert_eq!(stored["status"], "final");
+    assert_eq!(stored["subject"]["reference"], format!("Patient/{other}"));
 }
 
 /// Break-glass never opens a chart without the patient's notice: when the notice (a
