@@ -470,7 +470,7 @@ impl Ledger {
             }
         }
         if problem.is_none() {
-            problem = self.extend_from_leaves(&mut frontier, base, size)?;
+            problem = self.extend_from_leaves(keys, &mut frontier, base, size)?;
         }
         if let Some(why) = problem {
             self.mark_compromised(why);
@@ -487,8 +487,13 @@ impl Ledger {
 
     /// Push leaves `from..to` onto `frontier`, comparing every subtree hash they complete with
     /// the stored one; also refuse stored hashes beyond the end (left by deleted entries).
+    /// Each entry must open under the ledger key with its leaf the hash of its contents: a
+    /// row planted in the database (completing no stored subtree) would otherwise join the
+    /// tree and be signed with the next checkpoint. These are the entries since the latest
+    /// checkpoint, at most `checkpoint_every` of them in a healthy ledger.
     fn extend_from_leaves(
         &self,
+        keys: &Keys,
         frontier: &mut Frontier,
         from: u64,
         to: u64,
@@ -502,6 +507,11 @@ impl Ledger {
             for rec in chunk {
                 if rec.index != next {
                     return Ok(Some(format!("ledger entry {next} is missing")));
+                }
+                if open_entry(keys, &rec).is_err() {
+                    return Ok(Some(format!(
+                        "ledger entry {next} does not open under the ledger key or its leaf is not its hash"
+                    )));
                 }
                 let completed = frontier
                     .push(Hash::from_bytes(rec.leaf))

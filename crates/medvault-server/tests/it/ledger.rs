@@ -406,58 +406,121 @@ async fn if_the_ledger_cannot_be_written_the_action_fails() {
     assert!(!r.json.to_string().contains("Fay"), "{}", r.json);
 }
 
-/// The same for a large create-only transaction, which is prepared while it is written
-/// (`bundle.rs`, `PIPELINE_MIN`): if its ledger entries cannot be written, none of its
-/// resources is stored and the answer is an error.
+/// A large create-only transaction is prepared while it is written (`bundle.rs`,
+/// `PIPELINE_MIN`): its ledger entries go in first, then its versions as they are ready.
+/// If the ledger cannot be written, or the store refuses a version half-way through the
+/// stream, nothing of it is stored, its ledger entries included, and the answer is an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn if_the_ledger_cannot_be_written_a_pipelined_transaction_stores_nothing() {
+async fn a_pipelined_transaction_that_fails_stores_nothing() {
     let h = Harness::unsealed();
     let pid = h.create(patient("Fail", "Fay", "1970-01-01")).await;
     let raw = rusqlite::Connection::open(h.db_path()).unwrap();
-    raw.execute(
-        "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES (1, zeroblob(32), X'00')",
-        [],
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let bundle = || {
+        let entries: Vec<_> = (0..40)
+            .map(|i| {
+                json!({
+                    "resource": observation(&pid, "8867-4", "2024-01-01", 60 + i),
+                    "request": {"method": "POST", "url": "Observation"},
+                })
+            })
+            .collect();
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    };
+    let observations = "SELECT count(*) FROM resource_version WHERE rtype = 'Observation'";
+
+    // Half-way through the stream: the 21st Observation's insert is refused.
+    raw.execute_batch(
+        "CREATE TRIGGER half_way BEFORE INSERT ON resource_version
+         WHEN NEW.rtype = 'Observation'
+          AND (SELECT count(*) FROM resource_version WHERE rtype = 'Observation') >= 20
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
     )
     .unwrap();
-    let entries: Vec<_> = (0..40)
-        .map(|i| {
-            json!({
-                "resource": observation(&pid, "8867-4", "2024-01-01", 60 + i),
-                "request": {"method": "POST", "url": "Observation"},
-            })
-        })
-        .collect();
-    let log_rows = |raw: &rusqlite::Connection| -> i64 {
-        raw.query_row("SELECT count(*) FROM posting_log", [], |r| r.get(0))
-            .unwrap()
-    };
-    let logged = log_rows(&raw);
-    let before = h.repo.pipelined_commits();
-    let r = h
-        .call(
-            "POST",
-            "/fhir",
-            Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})),
-        )
-        .await;
+    let (entries_before, logged) = (
+        count("SELECT count(*) FROM ledger_entry"),
+        count("SELECT count(*) FROM posting_log"),
+    );
+    let (pipelined, retried) = (h.repo.pipelined_commits(), h.repo.retried_commits());
+    let r = h.call("POST", "/fhir", Some(bundle())).await;
     assert!(!r.status.is_success(), "{}", r.json);
     assert_eq!(r.json["resourceType"], "OperationOutcome");
-    assert!(
-        h.repo.pipelined_commits() > before,
-        "the pipelined path was not taken"
-    );
-    let observations: i64 = raw
-        .query_row(
-            "SELECT count(*) FROM resource_version WHERE rtype = 'Observation'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
     assert_eq!(
-        observations, 0,
-        "no write of the transaction may have landed"
+        h.repo.pipelined_commits(),
+        pipelined + 1,
+        "not the pipelined path"
     );
-    assert_eq!(log_rows(&raw), logged, "nor its search tokens");
+    assert_eq!(h.repo.retried_commits(), retried, "answered by a retry");
+    assert_eq!(
+        count(observations),
+        0,
+        "a version of the transaction landed"
+    );
+    // Of the transaction's 40 creates, none is in the ledger: only the failed request is,
+    // as the one refusal the server answered.
+    let added: Vec<_> = entries(&h)[usize::try_from(entries_before).unwrap()..]
+        .iter()
+        .map(summary)
+        .collect();
+    eprintln!("ADDED {added:?}");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_ne!(added[0].3, Outcome::Allow, "{added:?}");
+    assert_eq!(
+        count("SELECT count(*) FROM posting_log"),
+        logged,
+        "its search tokens landed"
+    );
+}
+
+/// An entry planted after the latest checkpoint, with a leaf of the attacker's choosing, is
+/// found when the tree is rebuilt (after an unseal, or when the store refuses an append
+/// because another writer took its index), whichever subtrees it would complete: the
+/// ledger is marked compromised, `/healthz` says so, and nothing more is signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_planted_after_the_latest_checkpoint_is_found_when_the_tree_is_rebuilt() {
+    // Planted at an even index it completes no subtree; at an odd one it does.
+    for n in [6u64, 7] {
+        let h = ledger_of(n);
+        let checkpoints = h.data.store.latest_checkpoint().unwrap().unwrap().size;
+        assert!(checkpoints < n);
+        sql(
+            &h,
+            &format!(
+                "INSERT INTO ledger_entry (idx, leaf, envelope) VALUES ({n}, zeroblob(32), X'00')"
+            ),
+        );
+        // The next append conflicts with the planted row; the retry rebuilds the tree.
+        let r = h
+            .call(
+                "POST",
+                "/fhir/Patient",
+                Some(patient("Plant", "Pia", "1970-01-01")),
+            )
+            .await;
+        let why = h.repo.ledger().compromised();
+        assert!(
+            why.as_deref()
+                .is_some_and(|w| w.contains(&format!("entry {n}"))),
+            "{n}: {} {why:?}",
+            r.status
+        );
+        h.call("GET", "/healthz", None)
+            .await
+            .assert_outcome(StatusCode::SERVICE_UNAVAILABLE);
+        // Whatever is appended after it, not one more checkpoint is signed.
+        for _ in 0..6 {
+            h.call("GET", "/fhir/Patient?family=plant", None).await;
+        }
+        let keys = h.repo.vault().keys().unwrap();
+        // (A tick may fail too: the stored hashes do not cover the planted entry.)
+        let _ = h.repo.ledger().tick(&keys);
+        assert_eq!(
+            h.data.store.latest_checkpoint().unwrap().unwrap().size,
+            checkpoints,
+            "{n}: a checkpoint was signed over the planted entry"
+        );
+        assert_eq!(first_bad(&h), Some(n));
+    }
 }
 
 /// A ledger of `n` entries recorded one by one, with a checkpoint every 5.
