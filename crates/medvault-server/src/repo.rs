@@ -1766,6 +1766,33 @@ fn fits(v: &Value, limit: usize) -> bool {
 mod tests {
     use medvault_crypto::DeterministicRandom;
 
+    /// A version's envelope opens only under the AAD of its own type, id, version and
+    /// owner: change any one and it does not (the type too, which the integration tests
+    /// cannot tell from the content check after decryption).
+    #[test]
+    fn an_envelope_opens_only_under_its_own_type_id_version_and_owner() {
+        use medvault_crypto::{envelope::AeadKey, SecretKey};
+        let rng = DeterministicRandom::new(3);
+        let key = AeadKey::new(&SecretKey::generate(&rng).unwrap(), 1);
+        let aad = super::resource_aad("Observation", "x", 1, b"owner-a");
+        let sealed = key.seal(&aad, b"{}", &rng).unwrap();
+        assert!(key.open(&aad, &sealed).is_ok());
+        for other in [
+            super::resource_aad("Condition", "x", 1, b"owner-a"),
+            super::resource_aad("Observation", "y", 1, b"owner-a"),
+            super::resource_aad("Observation", "x", 2, b"owner-a"),
+            super::resource_aad("Observation", "x", 1, b"owner-b"),
+            // The separators keep fields from running into each other.
+            super::resource_aad("Observatio", "nx", 1, b"owner-a"),
+        ] {
+            assert!(
+                key.open(&other, &sealed).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(&other)
+            );
+        }
+    }
+
     /// However planning ends (a refusal, a panic, fewer jobs than announced, or success),
     /// the helper waiting for published jobs ends too; the request's thread would
     /// otherwise wait for it forever.

@@ -313,8 +313,10 @@ async fn a_wrapped_data_key_moved_to_another_patient_fails() {
     );
 }
 
-/// The AAD binds the resource type too: two resources with the same id, version and patient
-/// that differ only in their type cannot take each other's place.
+/// Two resources with the same id, version and patient that differ only in their type
+/// cannot take each other's place. (Both the AAD, which binds the type, and the check that
+/// the decrypted content names its row's type refuse this; `repo.rs`'s unit test
+/// `an_envelope_opens_only_under_its_own_type_id_version_and_owner` tests the AAD alone.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ciphertexts_swapped_across_types_fail_the_read() {
     let h = Harness::unsealed();
