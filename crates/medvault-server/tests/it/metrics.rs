@@ -104,26 +104,52 @@ async fn metrics_count_answers_and_carry_no_identifiers() {
 async fn unauthenticated_answers_name_no_account_patient_or_path() {
     let w = crate::access::world().await;
     let h = &w.h;
-    for (user, path) in [
-        (&w.gp, format!("/fhir/Patient/{}", w.pid)),
+    let before = metrics(h).await;
+    for (user, path, status) in [
+        (&w.gp, format!("/fhir/Patient/{}", w.pid), 200),
         (
             &w.gp,
             format!("/fhir/Observation?patient={}&code=8867-4", w.pid),
+            200,
         ),
-        (&w.stranger, format!("/fhir/Observation/{}", w.obs)),
-        (&w.patient, format!("/fhir/Patient/{}", w.other_pid)),
-        (&w.reception, "/fhir/Patient/no-such-chart-zz9".to_string()),
-        (&w.admin, "/auth/whoami".to_string()),
+        (&w.stranger, format!("/fhir/Observation/{}", w.obs), 403),
+        (&w.patient, format!("/fhir/Patient/{}", w.other_pid), 403),
+        (
+            &w.reception,
+            "/fhir/Patient/no-such-chart-zz9".to_string(),
+            404,
+        ),
+        (&w.admin, "/auth/whoami".to_string(), 200),
     ] {
-        user.call(h, "GET", &path, None).await;
+        let r = user.call(h, "GET", &path, None).await;
+        assert_eq!(r.status.as_u16(), status, "{path}: {}", r.json);
     }
+    let after = metrics(h).await;
+    let grew = |class: &str| {
+        let key = format!("medvault_http_responses_total{{class=\"{class}\"}}");
+        after[&key] - before[&key]
+    };
+    // The traffic above, and the first /metrics call, was counted.
+    assert_eq!(grew("2xx"), 4);
+    assert_eq!(grew("4xx"), 3);
+    let keys = h.repo.vault().keys().unwrap();
+    let ids: Vec<String> = ["gp", "stranger", "rec", "cara", "admin"]
+        .iter()
+        .map(|login| {
+            medvault_server::accounts::load_by_login(&*h.data.store, &keys, login)
+                .unwrap()
+                .unwrap()
+                .id()
+                .to_string()
+        })
+        .collect();
     let mut answers = String::new();
     for path in ["/metrics", "/healthz", "/sys/health", "/sys/seal-status"] {
         let r = h.call("GET", path, None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
         answers.push_str(&r.json.to_string());
     }
-    for secret in [
+    for secret in ids.iter().map(String::as_str).chain([
         w.pid.as_str(),
         w.other_pid.as_str(),
         w.obs.as_str(),
@@ -136,7 +162,7 @@ async fn unauthenticated_answers_name_no_account_patient_or_path() {
         "Practitioner/",
         "Care",
         "Cara",
-    ] {
+    ]) {
         assert!(!answers.contains(secret), "{secret:?} in {answers}");
     }
     let text = h.call("GET", "/metrics", None).await.json;
