@@ -137,6 +137,12 @@ async fn the_data_directory_holds_no_key_share_token_or_login() {
     let root =
         medvault_crypto::shamir::combine(&[parsed[0].share().clone(), parsed[1].share().clone()])
             .unwrap();
+    // It is the vault's root: its check value is the one the vault stores.
+    let stored = medvault_store::Store::vault(&*h.data.store)
+        .unwrap()
+        .unwrap();
+    let root_key = medvault_crypto::SecretKey::from_slice(&root).unwrap();
+    assert_eq!(root_key.check_value(), stored.check_value);
     let bytes = files_bytes(&h);
     // The scan sees the identity tables: the registration token is there, as its hash.
     let token_hash = medvault_crypto::keys::sha256(token.as_bytes());
@@ -163,6 +169,27 @@ async fn the_data_directory_holds_no_key_share_token_or_login() {
     ] {
         secrets.push((login.into(), login.as_bytes().to_vec()));
         secrets.push((login.into(), login.to_lowercase().into_bytes()));
+    }
+    // Keys also as hex and base64, the forms they would take if written as text.
+    use base64::Engine as _;
+    let keys_only: Vec<(String, Vec<u8>)> = secrets
+        .iter()
+        .filter(|(what, _)| what.contains("key") || what.contains("value"))
+        .cloned()
+        .collect();
+    for (what, raw) in keys_only {
+        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        secrets.push((format!("{what} (hex)"), hex.into_bytes()));
+        for engine in [
+            base64::engine::general_purpose::STANDARD_NO_PAD,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        ] {
+            // The first 30 bytes' 40 characters: the same whatever padding follows.
+            secrets.push((
+                format!("{what} (base64)"),
+                engine.encode(&raw[..30]).into_bytes(),
+            ));
+        }
     }
     for (what, needle) in &secrets {
         assert!(needle.len() >= 12, "{what} is too short to look for");
