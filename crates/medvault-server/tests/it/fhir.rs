@@ -1537,3 +1537,43 @@ fn create_only_transactions_race(size: usize) {
         }
     }
 }
+
+/// A version's row never points at a blob that was not stored: when the blob store refuses
+/// the write, the create fails and no row is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resource_whose_blob_cannot_be_stored_is_not_created() {
+    let h = Harness::unsealed();
+    // Where the blobs of DocumentReferences go, a file: nothing can be created under it
+    // (as root too, which file permissions would not stop).
+    let resources = h.data.path.join("blobs").join("resources");
+    std::fs::create_dir_all(&resources).unwrap();
+    std::fs::write(resources.join("DocumentReference"), b"in the way").unwrap();
+    let doc = json!({
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": {"contentType": "text/plain",
+            "data": base64_of(&"x".repeat(400 * 1024))}}],
+    });
+    let r = h.call("POST", "/fhir/DocumentReference", Some(doc)).await;
+    assert!(r.status.is_server_error(), "{} {}", r.status, r.json);
+    assert_eq!(r.json["resourceType"], "OperationOutcome");
+    let conn = rusqlite::Connection::open(h.db_path()).unwrap();
+    let rows: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM resource_version WHERE rtype = 'DocumentReference'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 0);
+    // A small one (inline, no blob) is still created: the refusal was the blob store's.
+    let small = json!({
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "subject": {"reference": "Patient/p1"},
+        "content": [{"attachment": {"contentType": "text/plain", "data": base64_of("ok")}}],
+    });
+    let r = h.call("POST", "/fhir/DocumentReference", Some(small)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+}
