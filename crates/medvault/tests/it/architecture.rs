@@ -105,6 +105,25 @@ fn code_of(line: &str) -> &str {
     line
 }
 
+/// No line of `file`'s code (before its unit tests, outside comments) names any of
+/// `patterns`.
+fn assert_absent(file: &Path, patterns: &[&str], why: &str) {
+    let text = std::fs::read_to_string(file).unwrap();
+    // Unit tests at the end of a file may use anything.
+    let code = text.split("#[cfg(test)]").next().unwrap_or("");
+    for (n, line) in code.lines().enumerate() {
+        let line = code_of(line);
+        for pattern in patterns {
+            assert!(
+                !line.contains(pattern),
+                "{}:{}: `{pattern}` {why}",
+                file.display(),
+                n + 1
+            );
+        }
+    }
+}
+
 #[test]
 fn the_pure_crates_do_no_io() {
     for (name, allowed) in PURE {
@@ -117,20 +136,7 @@ fn the_pure_crates_do_no_io() {
             dir.display()
         );
         for file in &files {
-            let text = std::fs::read_to_string(file).unwrap();
-            // Unit tests at the end of a file may use anything.
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            for (n, line) in code.lines().enumerate() {
-                let line = code_of(line);
-                for pattern in FORBIDDEN {
-                    assert!(
-                        !line.contains(pattern),
-                        "{}:{}: `{pattern}` in a crate that does no I/O",
-                        file.display(),
-                        n + 1
-                    );
-                }
-            }
+            assert_absent(file, FORBIDDEN, "in a crate that does no I/O");
         }
         let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         let deps = dependencies(&manifest);
@@ -171,19 +177,11 @@ fn only_the_api_and_outcome_modules_speak_http() {
     let mut checked = 0;
     for file in files.iter().filter(|f| !allowed(f)) {
         checked += 1;
-        let text = std::fs::read_to_string(file).unwrap();
-        let code = text.split("#[cfg(test)]").next().unwrap_or("");
-        for (n, line) in code.lines().enumerate() {
-            let line = code_of(line);
-            for pattern in ["StatusCode", "HeaderMap", "HeaderValue", "http::", "axum::"] {
-                assert!(
-                    !line.contains(pattern),
-                    "{}:{}: `{pattern}` outside api.rs, api/ and outcome.rs",
-                    file.display(),
-                    n + 1
-                );
-            }
-        }
+        assert_absent(
+            file,
+            &["StatusCode", "HeaderMap", "HeaderValue", "http::", "axum::"],
+            "outside api.rs, api/ and outcome.rs",
+        );
     }
     assert!(checked >= 10, "only {checked} files checked");
 }
