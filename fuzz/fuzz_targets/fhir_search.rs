@@ -12,8 +12,9 @@
 //! `Type.param` and has candidate tokens, `_count` ≤ 1000), and index soundness: a resource
 //! that `matches` a query (the exact post-filter) must also carry one of each clause's
 //! candidate tokens, or the index would never have found it (dates outside the years
-//! 1800..=2200 are exempt, as the crate documents); and, for a resource the input brings,
-//! a search for any string, token or reference value it holds finds it.
+//! 1800..=2200 are exempt, as the crate documents); for a resource the input brings, a
+//! search for any string, token or reference value it holds finds it; and an error names
+//! only parameters, modifiers and types the crate defines, never a key or value as sent.
 
 #![no_main]
 
@@ -24,9 +25,11 @@ mod examples;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use medvault_fhir::search::MAX_COUNT;
+use medvault_fhir::search::{
+    is_known_modifier, is_known_search_name, MAX_COUNT, UNREPEATED_MODIFIER,
+};
 use medvault_fhir::{
-    index_entries, matches, parse_search, search_param, ParamKind, SUPPORTED_TYPES,
+    index_entries, matches, parse_search, search_param, FhirError, ParamKind, SUPPORTED_TYPES,
 };
 use medvault_fuzz::{mode_and_rest, parts};
 use serde_json::Value;
@@ -109,11 +112,34 @@ fn stored_values_are_found(rtype: &str, resource: &Value) {
     }
 }
 
+/// An error repeats only names this crate defines (parameters, modifiers, the type asked
+/// for), never a key or value as sent: those may be data (a value joined to its name by an
+/// encoded `=`, or a bare value).
+fn errors_repeat_only_known_names(rtype: &str, e: &FhirError) {
+    let known_key = |k: &str| match k.split_once(':') {
+        None => is_known_search_name(k),
+        Some((n, m)) => {
+            is_known_search_name(n) && (is_known_modifier(m) || m == UNREPEATED_MODIFIER)
+        }
+    };
+    match e {
+        FhirError::UnknownParam(None) => {}
+        FhirError::UnknownParam(Some(n))
+        | FhirError::BadParamValue(n)
+        | FhirError::UnsupportedPrefix { param: n, .. } => {
+            assert!(is_known_search_name(n), "{e}")
+        }
+        FhirError::UnsupportedParam(k) => assert!(known_key(k), "{e}"),
+        FhirError::UnsupportedType(t) => assert_eq!(t, rtype, "{e}"),
+    }
+}
+
 fn check(rtype: &str, query: &str, resources: &[Value]) {
     let _ = medvault_server::fuzzing::search(rtype, query);
     let pairs = medvault_server::repo::parse_query_string(query);
-    let Ok(q) = parse_search(rtype, &pairs) else {
-        return;
+    let q = match parse_search(rtype, &pairs) {
+        Ok(q) => q,
+        Err(e) => return errors_repeat_only_known_names(rtype, &e),
     };
     assert_eq!(q.resource_type, rtype);
     assert!(q.count.is_none_or(|c| c <= MAX_COUNT));

@@ -885,6 +885,65 @@ fn date_clause_tokens(bounds: &[DateBound]) -> Vec<String> {
     out
 }
 
+/// Special parameters this server handles.
+const HANDLED_SPECIAL: &[&str] = &[
+    "_id",
+    "_lastUpdated",
+    "_count",
+    "_offset",
+    "_format",
+    "_pretty",
+];
+
+/// FHIR R4's search modifiers (a reference's modifier may also be a resource type).
+const MODIFIERS: &[&str] = &[
+    "missing",
+    "exact",
+    "contains",
+    "text",
+    "not",
+    "above",
+    "below",
+    "in",
+    "not-in",
+    "of-type",
+    "identifier",
+    "type",
+    "iterate",
+];
+
+/// Whether an error may repeat `name`: a parameter some supported type defines, or one of
+/// FHIR's special parameters. Any other key came from the query as sent, and may be data.
+pub fn is_known_search_name(name: &str) -> bool {
+    HANDLED_SPECIAL.contains(&name)
+        || UNSUPPORTED_SPECIAL.contains(&name)
+        || crate::SUPPORTED_TYPES
+            .iter()
+            .any(|t| search_param(t, name).is_some())
+}
+
+/// Whether an error may repeat the modifier `m`: one FHIR R4 defines, or a supported
+/// resource type (a reference's modifier).
+pub fn is_known_modifier(m: &str) -> bool {
+    MODIFIERS.contains(&m) || crate::is_supported_type(m)
+}
+
+/// The text an error repeats for a modifier it may not: none of the modifier itself.
+pub const UNREPEATED_MODIFIER: &str = "(a modifier FHIR does not define; not repeated)";
+
+fn known_name(name: &str) -> Option<String> {
+    is_known_search_name(name).then(|| name.to_owned())
+}
+
+/// A known parameter name with its modifier, the modifier repeated only if it is known.
+fn with_modifier(name: String, modifier: Option<&str>) -> String {
+    match modifier {
+        None => name,
+        Some(m) if is_known_modifier(m) => format!("{name}:{m}"),
+        Some(_) => format!("{name}:{UNREPEATED_MODIFIER}"),
+    }
+}
+
 /// Parameters recognised as FHIR features this server does not implement.
 const UNSUPPORTED_SPECIAL: &[&str] = &[
     "_sort",
@@ -944,7 +1003,10 @@ pub fn parse_search(
                 continue;
             }
             if UNSUPPORTED_SPECIAL.contains(&name) || modifier.is_some() {
-                return Err(FhirError::UnsupportedParam(key.clone()));
+                return Err(match known_name(name) {
+                    Some(name) => FhirError::UnsupportedParam(with_modifier(name, modifier)),
+                    None => FhirError::UnknownParam(None),
+                });
             }
             match name {
                 "_id" => {
@@ -975,17 +1037,22 @@ pub fn parse_search(
                     q.count = Some(n);
                 }
                 "_offset" => q.offset = value.trim().parse().map_err(|_| bad())?,
-                _ => return Err(FhirError::UnknownParam(name.to_owned())),
+                _ => return Err(FhirError::UnknownParam(known_name(name))),
             }
             continue;
         }
         let def = search_param(resource_type, name)
-            .ok_or_else(|| FhirError::UnknownParam(name.to_owned()))?;
+            .ok_or_else(|| FhirError::UnknownParam(known_name(name)))?;
         let field = format!("{resource_type}.{name}");
         let exact_string = match (def.kind, modifier) {
             (_, None) => false,
             (ParamKind::String, Some("exact")) => true,
-            _ => return Err(FhirError::UnsupportedParam(key.clone())),
+            _ => {
+                return Err(FhirError::UnsupportedParam(with_modifier(
+                    name.into(),
+                    modifier,
+                )))
+            }
         };
         match def.kind {
             ParamKind::Token => {

@@ -280,12 +280,39 @@ fn query_snapshots() {
     );
 }
 
+/// Keys that carry data (a value joined to its name by an encoded `=`, a bare value, data in
+/// a modifier) are never repeated in an error, whatever form they take.
+#[test]
+fn errors_never_repeat_a_key_this_server_does_not_define() {
+    let cases: &[(&str, &str)] = &[
+        ("Patient", "family=Smith"),
+        ("Patient", "birthdate=1970-01-01"),
+        ("Patient", "123-45-6789"),
+        ("Patient", "smith"),
+        ("Patient", "name:exact=John Smith"),
+        ("Patient", "identifier:Smith"),
+        ("Patient", "_id:Smith"),
+        ("Patient", "_smith"),
+        ("Patient", "_sort:Smith"),
+        ("Observation", "code:Smith=1"),
+    ];
+    for (rt, key) in cases {
+        let Err(e) = parse_search(rt, &pairs(&[(key, "")])) else {
+            panic!("{key} was accepted");
+        };
+        let text = e.to_string();
+        for word in ["Smith", "smith", "1970", "6789"] {
+            assert!(!text.contains(word), "{key}: {text}");
+        }
+    }
+}
+
 #[test]
 fn query_errors() {
     let err = |rt: &str, q: &[(&str, &str)]| parse_search(rt, &pairs(q)).err();
     assert_eq!(
         err("Patient", &[("shoe-size", "42")]),
-        Some(FhirError::UnknownParam("shoe-size".into()))
+        Some(FhirError::UnknownParam(None))
     );
     assert_eq!(
         err("Patient", &[("_sort", "name")]),
@@ -305,7 +332,22 @@ fn query_errors() {
     );
     assert_eq!(
         err("Patient", &[("_bogus", "1")]),
-        Some(FhirError::UnknownParam("_bogus".into()))
+        Some(FhirError::UnknownParam(None))
+    );
+    // A name some other type defines is repeated, as a client's likely mix-up.
+    assert_eq!(
+        err("Patient", &[("code", "x")]),
+        Some(FhirError::UnknownParam(Some("code".into())))
+    );
+    assert_eq!(
+        err("Patient", &[("_sort:x", "name")]),
+        Some(FhirError::UnsupportedParam(
+            "_sort:(a modifier FHIR does not define; not repeated)".into()
+        ))
+    );
+    assert_eq!(
+        err("Observation", &[("subject:Patient", "1")]),
+        Some(FhirError::UnsupportedParam("subject:Patient".into()))
     );
     assert_eq!(
         err("Spaceship", &[]),
