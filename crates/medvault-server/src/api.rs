@@ -375,12 +375,22 @@ fn describe(method: &Method, path: &str) -> Option<(&'static str, String, String
         (&Method::POST, ["Patient", _, "$break-glass"]) => "break-glass",
         _ => "other",
     };
-    let rtype = segs.first().copied().unwrap_or("").to_string();
-    let id = match segs.get(1) {
-        Some(&"_history") | Some(&"_search") | None => String::new(),
-        Some(id) => id.to_string(),
-    };
-    Some((action, rtype, id))
+    // Only a supported type and a well-formed id go into the ledger: the path is the
+    // client's text, from anyone (refusals are recorded before authentication), and what
+    // is not an id may be data.
+    let rtype = segs
+        .first()
+        .copied()
+        .filter(|t| medvault_fhir::is_supported_type(t));
+    let id = segs
+        .get(1)
+        .copied()
+        .filter(|id| rtype.is_some() && medvault_fhir::is_valid_id(id));
+    Some((
+        action,
+        rtype.unwrap_or_default().to_string(),
+        id.unwrap_or_default().to_string(),
+    ))
 }
 
 /// Every FHIR request ends in the ledger: writes inside their own commit (marked

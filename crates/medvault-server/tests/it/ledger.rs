@@ -113,6 +113,39 @@ async fn every_request_is_recorded_with_its_outcome_and_patient() {
     assert!(all.iter().all(|e| !e.resource_id.as_str().contains('=')));
 }
 
+/// The path is the client's text: only a supported type and a well-formed id from it reach
+/// the ledger, so data typed into a path (a name, a birth date) is not kept there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_supported_type_and_a_well_formed_id_from_the_path_are_recorded() {
+    let h = Harness::unsealed();
+    for path in [
+        "/fhir/Smith%20John/1970-01-01",
+        "/fhir/Patient/Smith%20John",
+        "/fhir/Patient/Smith,John/_history",
+        "/fhir/Smith=John",
+    ] {
+        let r = h.call("GET", path, None).await;
+        assert!(r.status.is_client_error(), "{path}: {}", r.status);
+    }
+    let r = h.call("GET", "/fhir/Patient/no-such-patient", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let all = entries(&h);
+    let got: Vec<_> = all
+        .iter()
+        .map(|e| (e.resource_type.as_str(), e.resource_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("", ""),
+            ("Patient", ""),
+            ("Patient", ""),
+            ("", ""),
+            ("Patient", "no-such-patient")
+        ]
+    );
+}
+
 /// A transaction's writes are recorded in their own commit, one entry per patient (and one
 /// for resources of no patient) naming every resource it wrote for them, then the request's
 /// summary.
