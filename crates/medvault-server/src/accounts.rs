@@ -471,11 +471,33 @@ pub fn register(
                 Err(AccountError::BadToken)
             } else {
                 match check_token_state(store, &grant) {
-                    Ok(true) => Err(AccountError::Taken),
+                    // The national id is someone's already. That spends the token, or its
+                    // holder could ask again and again, with new login names, whether a
+                    // given national id has an account here.
+                    Ok(true) => {
+                        spend(store, keys, &grant)?;
+                        Err(AccountError::Taken)
+                    }
                     _ => Err(AccountError::BadToken),
                 }
             }
         }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Revoke the grant's token (if still open): a refused registration that must not be
+/// repeated with the same token.
+fn spend(store: &dyn Store, keys: &Keys, grant: &Grant) -> Result<(), AccountError> {
+    let Some(t) = &grant.token else {
+        return Ok(());
+    };
+    let mut spent = t.clone();
+    spent.state = "revoked".into();
+    spent.mac = token_mac(keys, &spent);
+    match store.update_registration_token(&spent, "open") {
+        // Used or revoked meanwhile: spent either way.
+        Ok(()) | Err(StoreError::Conflict) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -548,6 +570,8 @@ pub fn issue_reset_token(
 
 /// Use a reset token: the login name and national id must be the account's own; the
 /// token is used up first, then the new password file (and key bundle) replace the old.
+/// A wrong login name or national id spends the token too: its holder gets one try, not
+/// as many guesses at the account's national id as they care to make.
 fn reset(
     store: &dyn Store,
     keys: &Keys,
@@ -567,6 +591,7 @@ fn reset(
         &account.record.national_id,
     );
     if !(same_login && same_person) {
+        spend(store, keys, &grant)?;
         return Err(AccountError::BadToken);
     }
     let mut used = token.clone();

@@ -162,16 +162,35 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
         3_600_000,
     )
     .unwrap();
-    assert!(matches!(
-        register(&h, &setup, &t2, "nurse.one", "nid-d"),
-        Err(AccountError::Taken)
-    ));
+    // A login name already taken leaves the token usable (pick another name)...
     assert!(matches!(
         register(&h, &setup, &t2, "DR.ONE", "NID-F"),
         Err(AccountError::Taken)
     ));
-    // The refused registrations left the token usable.
     register(&h, &setup, &t2, "nurse.one", "NID-F").unwrap();
+    // ...but a national id already registered spends it: a token's holder cannot ask, with
+    // one new login name after another, which national ids have accounts here.
+    let t3 = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Nurse,
+        "Practitioner/n-2",
+        3_600_000,
+    )
+    .unwrap();
+    assert!(matches!(
+        register(&h, &setup, &t3, "nurse.two", "nid-d"),
+        Err(AccountError::Taken)
+    ));
+    for (login, nid) in [("nurse.three", "NID-D"), ("nurse.two", "NID-H")] {
+        assert!(matches!(
+            register(&h, &setup, &t3, login, nid),
+            Err(AccountError::BadToken)
+        ));
+    }
 
     // Expiry and revocation.
     let short = accounts::issue_token(
