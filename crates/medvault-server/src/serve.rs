@@ -287,8 +287,11 @@ fn webhook_alert(url: String, server: String, kind: &'static str) -> crate::ledg
                 "server": server,
                 "reason": reason,
             });
+            // An answer that is not 2xx comes back as a response, so its status is logged
+            // as a number (ureq's error text for it is fine, but see below).
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(std::time::Duration::from_secs(10)))
+                .http_status_as_error(false)
                 .build()
                 .new_agent();
             match agent
@@ -296,11 +299,34 @@ fn webhook_alert(url: String, server: String, kind: &'static str) -> crate::ledg
                 .header("Content-Type", "application/json")
                 .send(body.to_string())
             {
-                Ok(_) => tracing::warn!(kind, "alert sent to the webhook"),
-                Err(e) => tracing::error!(kind, error = %e, "alert webhook failed"),
+                Ok(r) if r.status().is_success() => {
+                    tracing::warn!(kind, "alert sent to the webhook")
+                }
+                Ok(r) => tracing::error!(
+                    kind,
+                    status = r.status().as_u16(),
+                    "alert webhook refused the alert"
+                ),
+                // Not the error's text: some of ureq's errors repeat the URL, which often
+                // holds the webhook's secret.
+                Err(e) => {
+                    tracing::error!(kind, error = webhook_failure(&e), "alert webhook failed")
+                }
             }
         });
     })
+}
+
+/// What went wrong with a webhook POST, in words that never include its URL.
+fn webhook_failure(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(_) => "timed out".into(),
+        ureq::Error::HostNotFound => "host not found".into(),
+        ureq::Error::ConnectionFailed => "connection failed".into(),
+        ureq::Error::Io(io) => format!("I/O error ({})", io.kind()),
+        ureq::Error::Tls(_) => "TLS error".into(),
+        _ => "the request failed".into(),
+    }
 }
 
 /// Sign a ledger checkpoint when one is due by time, even if no request arrives.

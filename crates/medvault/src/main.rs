@@ -555,6 +555,9 @@ fn run(cli: Cli) -> Result<()> {
             phi_read_window_seconds,
             sqlite_cache_mib,
         } => {
+            if let Some(url) = &alert_webhook {
+                check_webhook_url(url)?;
+            }
             let tls = match (tls_cert, tls_key) {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
@@ -778,6 +781,19 @@ fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()>
         "\nOne-time bootstrap token for the first admin account:\n  {}",
         token.as_str()
     );
+    Ok(())
+}
+
+/// `--alert-webhook` must be an http(s) URL with a host: checked at start, so that a typo is
+/// not found only when the first alert (a compromised ledger) cannot be sent. The URL is
+/// not repeated: a webhook's URL often holds its secret.
+fn check_webhook_url(url: &str) -> Result<()> {
+    let ok = ureq::http::Uri::try_from(url).is_ok_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    });
+    if !ok {
+        bail!("--alert-webhook must be an http:// or https:// URL with a host");
+    }
     Ok(())
 }
 

@@ -378,6 +378,28 @@ fn serve_refuses_unsafe_or_missing_setups() {
         "",
     ));
     assert!(err.contains("threshold"), "{err}");
+    // A webhook URL that could never be used is refused at start, and not repeated (a
+    // webhook's URL often holds its secret).
+    for bad in [
+        "hooks.example/T0/secret-part",
+        "ftp://hooks.example/secret-part",
+        "https:///secret-part",
+    ] {
+        let err = fails(&medvault(
+            &[
+                "serve",
+                "--data-dir",
+                d,
+                "--listen",
+                "127.0.0.1:0",
+                "--alert-webhook",
+                bad,
+            ],
+            "",
+        ));
+        assert!(err.contains("--alert-webhook must be"), "{err}");
+        assert!(!err.contains("secret-part"), "{err}");
+    }
 }
 
 #[test]
