@@ -155,8 +155,9 @@ impl LedgerAppend {
 }
 
 /// An account row. `mac` authenticates every other field under the server's integrity key;
-/// the store only keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// the store only keeps it. Its `Debug` leaves out the blind tokens, the password file and
+/// the key bundle, so an account printed into a log gives nothing to attack offline.
+#[derive(Clone, PartialEq, Eq)]
 pub struct AccountRecord {
     pub id: String,
     /// Blind-index token of the normalized login name.
@@ -174,6 +175,21 @@ pub struct AccountRecord {
     /// The user's key bundle, encrypted by the client under its OPAQUE export key.
     pub key_bundle: Option<Vec<u8>>,
     pub mac: [u8; 32],
+}
+
+impl std::fmt::Debug for AccountRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let len = |b: &Option<Vec<u8>>| b.as_ref().map(Vec::len);
+        f.debug_struct("AccountRecord")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("link", &self.link)
+            .field("disabled", &self.disabled)
+            .field("generation", &self.generation)
+            .field("password_file_len", &len(&self.password_file))
+            .field("key_bundle_len", &len(&self.key_bundle))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A registration token row (only the token's hash is stored).

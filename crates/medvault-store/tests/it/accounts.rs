@@ -262,3 +262,22 @@ fn clients_have_unique_ids_and_names_and_optimistic_updates() {
     assert_conflict(store.update_client(&next, 1));
     assert_eq!(store.client("c1").unwrap(), Some(next));
 }
+
+/// An account printed with `{:?}` shows its id, role, link and state, and none of the bytes
+/// of its login or national-id tokens, password file or key bundle.
+#[test]
+fn an_account_row_prints_without_its_tokens_or_password_file() {
+    let mut a = account("acct-1", 0xA7, 0xB8, "physician");
+    a.password_file = Some(vec![0xC9; 64]);
+    a.key_bundle = Some(vec![0xDA; 48]);
+    let text = format!("{a:?}");
+    assert!(
+        text.contains("acct-1") && text.contains("physician"),
+        "{text}"
+    );
+    assert!(text.contains("password_file_len: Some(64)"), "{text}");
+    for byte in [0xA7u8, 0xB8, 0xC9, 0xDA] {
+        assert!(!text.contains(&byte.to_string()), "{byte} in {text}");
+        assert!(!text.contains(&format!("{byte:x}")), "{byte:x} in {text}");
+    }
+}
