@@ -18,8 +18,8 @@ pub const HEADER_LEN: usize = 18;
 /// Length of the AES-GCM authentication tag that ends every envelope.
 pub const TAG_LEN: usize = 16;
 
-/// Largest single copy `seal` makes: glibc's smallest `rep movsb` threshold (2 KiB, for
-/// 16-byte vectors; 4 KiB with AVX2).
+/// Largest single copy `seal` makes: below glibc's default `rep movsb` threshold on CPUs
+/// with fast short `rep movsb` (2,112 bytes; Zen 3 is one), higher on others.
 const COPY_PIECE: usize = 2048;
 
 const KEY_ID_RANGE: std::ops::Range<usize> = 2..6;
@@ -69,8 +69,8 @@ impl AeadKey {
         out.extend_from_slice(&nonce);
         // Copied in pieces: the body starts 18 bytes into the buffer, and glibc copies a
         // large block with `rep movsb`, which on AMD Zen 3 is slow into a destination so
-        // placed (`bench aead`: 16 KiB seals at 0.30 of raw ring's speed, 0.82 in pieces).
-        // Pieces no larger than glibc's threshold for it are copied with vector moves.
+        // placed (`bench aead`: 16 KiB seals at 0.22-0.30 of raw ring's speed, 0.81-0.83 in
+        // pieces). Pieces below glibc's threshold for it are copied with vector moves.
         for piece in plaintext.chunks(COPY_PIECE) {
             out.extend_from_slice(piece);
         }

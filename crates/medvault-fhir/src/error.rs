@@ -27,6 +27,6 @@ pub enum FhirError {
         prefix: &'static str,
     },
     /// A resource type that is not in [`crate::SUPPORTED_TYPES`].
-    #[error("unsupported resource type: {0}")]
-    UnsupportedType(String),
+    #[error("unsupported resource type")]
+    UnsupportedType,
 }

@@ -909,7 +909,6 @@ const MODIFIERS: &[&str] = &[
     "of-type",
     "identifier",
     "type",
-    "iterate",
 ];
 
 /// Whether an error may repeat `name`: a parameter some supported type defines, or one of
@@ -982,7 +981,7 @@ pub fn parse_search(
     pairs: &[(String, String)],
 ) -> Result<SearchQuery, FhirError> {
     if !crate::is_supported_type(resource_type) {
-        return Err(FhirError::UnsupportedType(resource_type.to_owned()));
+        return Err(FhirError::UnsupportedType);
     }
     let mut q = SearchQuery {
         resource_type: resource_type.to_owned(),

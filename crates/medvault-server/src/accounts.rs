@@ -32,7 +32,7 @@ pub enum AccountError {
     Forged,
     #[error("the registration token is unknown, used, revoked or expired")]
     BadToken,
-    #[error("this login name or national id is already registered")]
+    #[error("this login name or national id is already registered (a national id that is spends the registration token)")]
     Taken,
     #[error("invalid {0}")]
     Invalid(&'static str),
@@ -473,10 +473,14 @@ pub fn register(
                 match check_token_state(store, &grant) {
                     // The national id is someone's already. That spends the token, or its
                     // holder could ask again and again, with new login names, whether a
-                    // given national id has an account here.
+                    // given national id has an account here. Only the request that spends
+                    // it hears so: others racing on the same token find it spent.
                     Ok(true) => {
-                        spend(store, keys, &grant)?;
-                        Err(AccountError::Taken)
+                        if spend(store, keys, &grant)? {
+                            Err(AccountError::Taken)
+                        } else {
+                            Err(AccountError::BadToken)
+                        }
                     }
                     _ => Err(AccountError::BadToken),
                 }
@@ -486,18 +490,19 @@ pub fn register(
     }
 }
 
-/// Revoke the grant's token (if still open): a refused registration that must not be
-/// repeated with the same token.
-fn spend(store: &dyn Store, keys: &Keys, grant: &Grant) -> Result<(), AccountError> {
+/// Revoke the grant's token, if it is still open: a refused registration that must not be
+/// repeated with the same token. `true` if this call revoked it; `false` if it was used or
+/// revoked already (by a request racing this one, say).
+fn spend(store: &dyn Store, keys: &Keys, grant: &Grant) -> Result<bool, AccountError> {
     let Some(t) = &grant.token else {
-        return Ok(());
+        return Ok(false);
     };
     let mut spent = t.clone();
     spent.state = "revoked".into();
     spent.mac = token_mac(keys, &spent);
     match store.update_registration_token(&spent, "open") {
-        // Used or revoked meanwhile: spent either way.
-        Ok(()) | Err(StoreError::Conflict) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(StoreError::Conflict) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
@@ -568,10 +573,11 @@ pub fn issue_reset_token(
     Ok(text)
 }
 
-/// Use a reset token: the login name and national id must be the account's own; the
-/// token is used up first, then the new password file (and key bundle) replace the old.
-/// A wrong login name or national id spends the token too: its holder gets one try, not
-/// as many guesses at the account's national id as they care to make.
+/// Use a reset token: the login name and national id must be the account's own. The token
+/// is used up first, before they are compared, so a wrong login name or national id spends
+/// it too: its holder gets one try (even with requests in parallel), not as many guesses
+/// at the account's national id as they care to make. Then the new password file (and key
+/// bundle) replace the old.
 fn reset(
     store: &dyn Store,
     keys: &Keys,
@@ -585,15 +591,6 @@ fn reset(
         return Err(AccountError::BadToken);
     };
     let account = load(store, keys, id)?.ok_or(AccountError::BadToken)?;
-    let same_login = constant_time_eq(&login_token(keys, login)?, &account.record.login);
-    let same_person = constant_time_eq(
-        &national_token(keys, national_id)?,
-        &account.record.national_id,
-    );
-    if !(same_login && same_person) {
-        spend(store, keys, &grant)?;
-        return Err(AccountError::BadToken);
-    }
     let mut used = token.clone();
     used.state = "used".into();
     used.mac = token_mac(keys, &used);
@@ -603,6 +600,14 @@ fn reset(
             StoreError::Conflict => AccountError::BadToken,
             e => e.into(),
         })?;
+    let same_login = constant_time_eq(&login_token(keys, login)?, &account.record.login);
+    let same_person = constant_time_eq(
+        &national_token(keys, national_id)?,
+        &account.record.national_id,
+    );
+    if !(same_login && same_person) {
+        return Err(AccountError::BadToken);
+    }
     let updated = update(store, keys, &account, |r| {
         r.password_file = Some(password_file);
         r.key_bundle = key_bundle;

@@ -287,8 +287,7 @@ fn webhook_alert(url: String, server: String, kind: &'static str) -> crate::ledg
                 "server": server,
                 "reason": reason,
             });
-            // An answer that is not 2xx comes back as a response, so its status is logged
-            // as a number (ureq's error text for it is fine, but see below).
+            // An answer that is not 2xx comes back as a response: its status is logged.
             let agent = ureq::Agent::config_builder()
                 .timeout_global(Some(std::time::Duration::from_secs(10)))
                 .http_status_as_error(false)
@@ -324,7 +323,7 @@ fn webhook_failure(e: &ureq::Error) -> String {
         ureq::Error::HostNotFound => "host not found".into(),
         ureq::Error::ConnectionFailed => "connection failed".into(),
         ureq::Error::Io(io) => format!("I/O error ({})", io.kind()),
-        ureq::Error::Tls(_) => "TLS error".into(),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => "TLS error".into(),
         _ => "the request failed".into(),
     }
 }

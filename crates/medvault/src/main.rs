@@ -274,7 +274,8 @@ fn admin(ca_cert: Option<&Path>, command: AdminCommand) -> Result<()> {
             )?;
             println!("{}", r["token"].as_str().unwrap_or(""));
             eprintln!(
-                "password-reset token for account {} (one use, until {}); the owner runs \
+                "password-reset token for account {} (one try: a wrong login or national id \
+                 spends it; until {}); the owner runs \
                  `medvault register --token ... --login THEIR-LOGIN --national-id THEIR-ID`",
                 r["account"].as_str().unwrap_or("?"),
                 r["expires"].as_str().unwrap_or("?")
@@ -792,7 +793,9 @@ fn check_webhook_url(url: &str) -> Result<()> {
         matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
     });
     if !ok {
-        bail!("--alert-webhook must be an http:// or https:// URL with a host");
+        bail!(
+            "--alert-webhook (or MEDVAULT_ALERT_WEBHOOK) must be an http:// or https:// URL with a host"
+        );
     }
     Ok(())
 }

@@ -191,6 +191,66 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
             Err(AccountError::BadToken)
         ));
     }
+    // Requests racing on one token with national ids that have accounts: only the one that
+    // spends the token hears "taken"; the others find it spent.
+    let t4 = accounts::issue_token(
+        store,
+        &keys,
+        &SystemRandom::new(),
+        T0,
+        &admin,
+        Role::Nurse,
+        "Practitioner/n-3",
+        3_600_000,
+    )
+    .unwrap();
+    let racers = 6;
+    let prepared: Vec<_> = (0..racers)
+        .map(|i| {
+            let login = format!("racer.{i}");
+            let grant = accounts::check_token(store, &keys, h.clock_now(), &t4).unwrap();
+            let file = opaque_register(&setup, &login, "correct horse battery staple");
+            (login, grant, file)
+        })
+        .collect();
+    let start = std::sync::Barrier::new(racers);
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let runs: Vec<_> = prepared
+            .into_iter()
+            .enumerate()
+            .map(|(i, (login, grant, file))| {
+                let (keys, start) = (&keys, &start);
+                scope.spawn(move || {
+                    start.wait();
+                    let nid = ["NID-D", "NID-F"][i % 2];
+                    let r = accounts::register(
+                        store,
+                        keys,
+                        &SystemRandom::new(),
+                        grant,
+                        &login,
+                        nid,
+                        file,
+                        None,
+                    );
+                    match r {
+                        Err(AccountError::Taken) => "taken",
+                        Err(AccountError::BadToken) => "spent",
+                        _ => "other",
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(
+        (
+            outcomes.iter().filter(|o| **o == "taken").count(),
+            outcomes.iter().filter(|o| **o == "spent").count()
+        ),
+        (1, racers - 1),
+        "{outcomes:?}"
+    );
 
     // Expiry and revocation.
     let short = accounts::issue_token(

@@ -114,7 +114,8 @@ async fn every_request_is_recorded_with_its_outcome_and_patient() {
 }
 
 /// The path is the client's text: only a supported type and a well-formed id from it reach
-/// the ledger, so data typed into a path (a name, a birth date) is not kept there.
+/// the ledger; text of any other shape (a name with a space or comma, `=`) is not kept.
+/// (An id-shaped name or date under a supported type is still recorded as an id.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_supported_type_and_a_well_formed_id_from_the_path_are_recorded() {
     let h = Harness::unsealed();

@@ -397,7 +397,7 @@ fn serve_refuses_unsafe_or_missing_setups() {
             ],
             "",
         ));
-        assert!(err.contains("--alert-webhook must be"), "{err}");
+        assert!(err.contains("must be an http:// or https:// URL"), "{err}");
         assert!(!err.contains("secret-part"), "{err}");
     }
 }
