@@ -32,7 +32,9 @@ pub enum AccountError {
     Forged,
     #[error("the registration token is unknown, used, revoked or expired")]
     BadToken,
-    #[error("this login name or national id is already registered (a national id that is spends the registration token)")]
+    #[error(
+        "this login name or national id is already registered (if it is the national id, the registration token is now spent)"
+    )]
     Taken,
     #[error("invalid {0}")]
     Invalid(&'static str),
