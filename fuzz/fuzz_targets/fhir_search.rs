@@ -115,7 +115,7 @@ fn stored_values_are_found(rtype: &str, resource: &Value) {
 /// An error repeats only names this crate defines (parameters, modifiers), never a key,
 /// value or type as sent: those may be data (a value joined to its name by an
 /// encoded `=`, or a bare value).
-fn errors_repeat_only_known_names(rtype: &str, e: &FhirError) {
+fn errors_repeat_only_known_names(e: &FhirError) {
     let known_key = |k: &str| match k.split_once(':') {
         None => is_known_search_name(k),
         Some((n, m)) => {
@@ -139,7 +139,7 @@ fn check(rtype: &str, query: &str, resources: &[Value]) {
     let pairs = medvault_server::repo::parse_query_string(query);
     let q = match parse_search(rtype, &pairs) {
         Ok(q) => q,
-        Err(e) => return errors_repeat_only_known_names(rtype, &e),
+        Err(e) => return errors_repeat_only_known_names(&e),
     };
     assert_eq!(q.resource_type, rtype);
     assert!(q.count.is_none_or(|c| c <= MAX_COUNT));
