@@ -123,22 +123,26 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
 
     let admin = register(&h, &setup, &h.bootstrap, "Admin@Example.org", "NID-A").unwrap();
     assert_eq!(admin.role(), Role::Admin);
+    // A one-hour registration token the admin issues for `role` and `link`.
+    let hour_token = |role: Role, link: &str| {
+        accounts::issue_token(
+            store,
+            &keys,
+            &SystemRandom::new(),
+            T0,
+            &admin,
+            role,
+            link,
+            3_600_000,
+        )
+        .unwrap()
+    };
     assert!(matches!(
         register(&h, &setup, &h.bootstrap, "second-admin", "NID-B"),
         Err(AccountError::BadToken)
     ));
 
-    let t = accounts::issue_token(
-        store,
-        &keys,
-        &SystemRandom::new(),
-        T0,
-        &admin,
-        Role::Physician,
-        "Practitioner/dr-1",
-        3_600_000,
-    )
-    .unwrap();
+    let t = hour_token(Role::Physician, "Practitioner/dr-1");
     let doc = register(&h, &setup, &t, "dr.one", "NID-D").unwrap();
     assert_eq!(
         (doc.role(), doc.link()),
@@ -151,17 +155,7 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
         Err(AccountError::BadToken)
     ));
     // One account per national id, and per login name (case-insensitive).
-    let t2 = accounts::issue_token(
-        store,
-        &keys,
-        &SystemRandom::new(),
-        T0,
-        &admin,
-        Role::Nurse,
-        "Practitioner/n-1",
-        3_600_000,
-    )
-    .unwrap();
+    let t2 = hour_token(Role::Nurse, "Practitioner/n-1");
     // A login name already taken leaves the token usable (pick another name)...
     assert!(matches!(
         register(&h, &setup, &t2, "DR.ONE", "NID-F"),
@@ -170,17 +164,7 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
     register(&h, &setup, &t2, "nurse.one", "NID-F").unwrap();
     // ...but a national id already registered spends it: a token's holder cannot ask, with
     // one new login name after another, which national ids have accounts here.
-    let t3 = accounts::issue_token(
-        store,
-        &keys,
-        &SystemRandom::new(),
-        T0,
-        &admin,
-        Role::Nurse,
-        "Practitioner/n-2",
-        3_600_000,
-    )
-    .unwrap();
+    let t3 = hour_token(Role::Nurse, "Practitioner/n-2");
     assert!(matches!(
         register(&h, &setup, &t3, "nurse.two", "nid-d"),
         Err(AccountError::Taken)
@@ -193,17 +177,7 @@ async fn bootstrap_admin_then_role_bound_one_time_tokens() {
     }
     // Requests racing on one token with national ids that have accounts: only the one that
     // spends the token hears "taken"; the others find it spent.
-    let t4 = accounts::issue_token(
-        store,
-        &keys,
-        &SystemRandom::new(),
-        T0,
-        &admin,
-        Role::Nurse,
-        "Practitioner/n-3",
-        3_600_000,
-    )
-    .unwrap();
+    let t4 = hour_token(Role::Nurse, "Practitioner/n-3");
     let racers = 6;
     let prepared: Vec<_> = (0..racers)
         .map(|i| {
