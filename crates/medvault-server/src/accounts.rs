@@ -108,7 +108,10 @@ impl Account {
     }
 }
 
-fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+/// Append `bytes` with its length before it (u64, big-endian): how the identity rows' MACs
+/// (accounts, tokens, clients, grants, refresh tokens) and the replay cache's keys frame
+/// variable-length fields, so no two field lists share an encoding.
+pub(crate) fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
     out.extend_from_slice(bytes);
 }

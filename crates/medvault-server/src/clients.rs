@@ -55,8 +55,7 @@ impl Client {
 fn client_mac(keys: &Keys, r: &ClientRecord) -> [u8; 32] {
     let mut m = b"medvault/client/v1".to_vec();
     for text in [&r.id, &r.name, &r.role, &r.link, &r.jwk] {
-        m.extend_from_slice(&(text.len() as u64).to_be_bytes());
-        m.extend_from_slice(text.as_bytes());
+        crate::accounts::push_field(&mut m, text.as_bytes());
     }
     m.push(u8::from(r.bearer));
     m.push(u8::from(r.disabled));

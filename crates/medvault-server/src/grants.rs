@@ -13,8 +13,7 @@ fn patient_token(keys: &Keys, patient: &str) -> [u8; 16] {
 
 fn grant_mac(keys: &Keys, g: &GrantRecord) -> [u8; 32] {
     let mut m = b"medvault/break-glass-grant/v1".to_vec();
-    m.extend_from_slice(&(g.account.len() as u64).to_be_bytes());
-    m.extend_from_slice(g.account.as_bytes());
+    crate::accounts::push_field(&mut m, g.account.as_bytes());
     m.extend_from_slice(&g.patient);
     m.extend_from_slice(&g.issued_ms.to_be_bytes());
     m.extend_from_slice(&g.expires_ms.to_be_bytes());

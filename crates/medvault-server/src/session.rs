@@ -109,8 +109,7 @@ impl ReplayCache {
 fn replay_key(kind: &[u8], issuer: &str, jti: &str) -> [u8; 32] {
     let mut m = Vec::with_capacity(24 + kind.len() + issuer.len() + jti.len());
     for part in [kind, issuer.as_bytes(), jti.as_bytes()] {
-        m.extend_from_slice(&(part.len() as u64).to_be_bytes());
-        m.extend_from_slice(part);
+        accounts::push_field(&mut m, part);
     }
     sha256(&m)
 }
@@ -145,8 +144,7 @@ fn refresh_mac(keys: &Keys, r: &RefreshTokenRecord) -> [u8; 32] {
     m.extend_from_slice(&r.hash);
     m.extend_from_slice(&r.family);
     for text in [&r.account, &r.jkt] {
-        m.extend_from_slice(&(text.len() as u64).to_be_bytes());
-        m.extend_from_slice(text.as_bytes());
+        accounts::push_field(&mut m, text.as_bytes());
     }
     m.extend_from_slice(&r.issued_ms.to_be_bytes());
     m.extend_from_slice(&r.expires_ms.to_be_bytes());
