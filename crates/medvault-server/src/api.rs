@@ -680,6 +680,12 @@ async fn blocking<T: Send + 'static>(
 
 /// Accept FHIR JSON or plain JSON (and JSON Patch where asked); parse the body.
 fn json_body(headers: &HeaderMap, body: &Bytes, allow_patch: bool) -> Result<Value, Response> {
+    json_content_type(headers, allow_patch)?;
+    parse_json(body)
+}
+
+/// Refuse a body that is not FHIR JSON or plain JSON (or JSON Patch where asked).
+fn json_content_type(headers: &HeaderMap, allow_patch: bool) -> Result<(), Response> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -701,6 +707,10 @@ fn json_body(headers: &HeaderMap, body: &Bytes, allow_patch: bool) -> Result<Val
             ),
         ));
     }
+    Ok(())
+}
+
+fn parse_json(body: &Bytes) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|_| bad_request("the request body is not valid JSON"))
 }
 
@@ -1888,13 +1898,21 @@ async fn bundle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let value = match json_body(&headers, &body, false) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    // Each write is recorded in the transaction's own commit; the bundle as a whole gets a
-    // summary entry from `record_fhir`.
-    match blocking(&state, move |r| r.bundle(&audit, value, &caller)).await {
+    if let Err(r) = json_content_type(&headers, false) {
+        return r;
+    }
+    // Parsed on the thread that runs the Bundle, which then frees the tree where it was
+    // allocated (see `bundle::free_here`), and off the async threads (a large Bundle takes
+    // milliseconds). Each write is recorded in the transaction's own commit; the bundle as
+    // a whole gets a summary entry from `record_fhir`.
+    let repo = state.repo.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let value = parse_json(&body)?;
+        repo.bundle(&audit, value, &caller).map_err(repo_error)
+    })
+    .await
+    .unwrap_or_else(|_| Err(repo_error(RepoError::Internal("worker failed"))));
+    match run {
         Ok((b, refused)) => {
             // Reads inside the bundle returned these patients' data.
             let patients = audit_patients(&b, None);

@@ -896,7 +896,7 @@ fn run_transaction(
     // 4. One atomic commit for all writes.
     let stored = repo.commit_all(&keys, audit, writes, pending, locked)?;
     let answered = answer(repo, &entries, plans, &write_slot, &stored, None);
-    free_later((stored, entries));
+    free_here((stored, entries));
     answered
 }
 
@@ -955,15 +955,19 @@ fn run_pipelined(
         |s: &Stored| write_entry(s, true),
     )?;
     let answered = answer(repo, &entries, plans, &write_slot, &stored, made);
-    free_later((stored, entries));
+    free_here((stored, entries));
     answered
 }
 
-/// Free a transaction's parsed resources on the pool: the caller waits for the answer, not
-/// for the memory (dropping every entry's JSON tree was 7% of the calling thread's profile on
-/// carebundle transactions).
-fn free_later<T: Send + 'static>(leftovers: T) {
-    rayon::spawn(move || drop(leftovers));
+/// Free a transaction's parsed resources here, on the thread that parsed them (the API
+/// parses a Bundle on the thread that runs it). Freed on another thread, as they once were
+/// to keep the drop off the answer's path, each of a JSON tree's many small blocks went back
+/// through the allocator's cross-thread path, a contended atomic on a cache line the owning
+/// thread was using: `mi_free_block_delayed_mt` alone took 18% of the pool thread's time on
+/// generated Bundles, and the process used 10-14% more CPU than it does with this drop
+/// (BENCHMARKS.md, `bench ingest`).
+fn free_here<T>(leftovers: T) {
+    drop(leftovers);
 }
 
 /// Whether a transaction must hold the write lock from planning to its answer (see

@@ -1336,6 +1336,9 @@ struct Pipeline<J> {
     ready: (Mutex<()>, std::sync::Condvar),
 }
 
+/// How long a pipeline thread spins before it sleeps (`Pipeline::sleep_while`).
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// What a claim found.
 enum Claim {
     /// A job was claimed and prepared (its result is in its slot).
@@ -1423,8 +1426,20 @@ impl<J> Pipeline<J> {
     }
 
     /// Sleep while `pending()` holds (rechecked after counting this thread as waiting); a
-    /// timeout only as a backstop.
+    /// timeout only as a backstop. Spins for up to `SPIN` first: what it waits for is
+    /// usually a few microseconds away (the job the other thread is preparing, or the next
+    /// one being planned), and a sleep costs more than that on both sides (a futex wait, the
+    /// other thread's futex wake, and on a VM the wake of an idle virtual CPU).
     fn sleep_while(&self, pending: impl Fn() -> bool) {
+        let start = std::time::Instant::now();
+        while pending() {
+            if start.elapsed() >= SPIN {
+                break;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
         let guard = lock(&self.ready.0);
         self.waiting.fetch_add(1, Ordering::SeqCst);
         if pending() {

@@ -577,6 +577,27 @@ async fn invalid_input_is_refused_with_operation_outcomes_and_stores_nothing() {
         .body(axum::body::Body::from("{not json"))
         .unwrap();
     h.raw(req).await.assert_outcome(StatusCode::BAD_REQUEST);
+    // The same at the base, where a Bundle is parsed on the thread that runs it.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/fhir")
+        .header("content-type", "application/fhir+json")
+        .body(axum::body::Body::from("{not json"))
+        .unwrap();
+    let r = h.raw(req).await;
+    r.assert_outcome(StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json["issue"][0]["diagnostics"],
+        "the request body is not valid JSON"
+    );
+    h.call_with(
+        "POST",
+        "/fhir",
+        Some(json!({"resourceType": "Bundle", "type": "transaction", "entry": []})),
+        &[("content-type", "text/plain")],
+    )
+    .await
+    .assert_outcome(StatusCode::UNSUPPORTED_MEDIA_TYPE);
     h.call_with(
         "POST",
         "/fhir/Patient",
