@@ -645,8 +645,10 @@ pub fn for_each_index_entry(resource: &Value, mut f: impl FnMut(&str, &str)) {
 
 // ================================================================ queries
 
-/// A parsed search query.
-#[derive(Debug, Clone)]
+/// A parsed search query. Its `Debug` (and [`Clause`]'s) names the parameters and counts
+/// the values, never shows them: they are what was searched for (names, identifiers, birth
+/// dates, codes).
+#[derive(Clone)]
 pub struct SearchQuery {
     /// The resource type searched.
     pub resource_type: String,
@@ -662,8 +664,21 @@ pub struct SearchQuery {
     pub offset: usize,
 }
 
+impl std::fmt::Debug for SearchQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchQuery")
+            .field("resource_type", &self.resource_type)
+            .field("clauses", &self.clauses)
+            .field("ids", &self.ids.as_ref().map(Vec::len))
+            .field("last_updated", &self.last_updated.len())
+            .field("count", &self.count)
+            .field("offset", &self.offset)
+            .finish()
+    }
+}
+
 /// One index clause.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Clause {
     /// `Type.param`, e.g. `Observation.code`.
     pub field: String,
@@ -671,6 +686,16 @@ pub struct Clause {
     pub any_of: Vec<String>,
     /// If set, the server must also apply [`matches`] after decryption.
     pub exact: Option<ExactFilter>,
+}
+
+impl std::fmt::Debug for Clause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clause")
+            .field("field", &self.field)
+            .field("any_of", &self.any_of.len())
+            .field("exact", &self.exact.is_some())
+            .finish()
+    }
 }
 
 /// Exact post-filters for clauses whose index tokens are approximate.

@@ -169,7 +169,8 @@ impl Outcome {
 }
 
 /// One audited event. Every field is bounded, so [`Entry::encode`] is infallible.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `Debug` shows what the event was, not whom it concerns: see its impl.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
     /// Unix time in seconds.
     pub time: i64,
@@ -202,6 +203,24 @@ pub struct Entry {
     /// Further resources the same decision covered, for the same patient and in the same
     /// request (a transaction's creates for one patient are one entry).
     pub more: MoreResources,
+}
+
+/// Who acted and on what kind of record, never the ids, addresses or free text: a `{:?}`
+/// in a log line or a failed assertion must not carry a patient id, a resource id, an IP
+/// address or a break-glass reason (which can hold clinical detail).
+impl fmt::Debug for Entry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Entry")
+            .field("time", &self.time)
+            .field("role", &self.role)
+            .field("action", &self.action)
+            .field("resource_type", &self.resource_type)
+            .field("outcome", &self.outcome)
+            .field("purpose", &self.purpose)
+            .field("break_glass", &self.break_glass)
+            .field("more", &self.more.0.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Entry {

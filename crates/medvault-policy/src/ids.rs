@@ -108,8 +108,15 @@ pub const MAX_BREAK_GLASS_REASON_LEN: usize = 1024;
 
 /// The reason a clinician states when invoking break-glass: non-blank, at most
 /// [`MAX_BREAK_GLASS_REASON_LEN`] bytes, no control characters (it is shown to the patient).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Its `Debug` gives only the length: the text can hold clinical detail.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct BreakGlassReason(String);
+
+impl fmt::Debug for BreakGlassReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BreakGlassReason(<{} bytes>)", self.0.len())
+    }
+}
 
 impl BreakGlassReason {
     /// Accepts `reason` after trimming surrounding whitespace.

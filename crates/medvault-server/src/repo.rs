@@ -77,8 +77,9 @@ impl From<VaultError> for RepoError {
 
 pub type Result<T> = std::result::Result<T, RepoError>;
 
-/// A stored resource version as returned to callers.
-#[derive(Debug, Clone)]
+/// A stored resource version as returned to callers. Its `Debug` leaves the resource out
+/// (it is the patient's data).
+#[derive(Clone)]
 pub struct Stored {
     pub rtype: String,
     pub id: String,
@@ -104,6 +105,21 @@ pub struct Page {
     pub total: u64,
     pub offset: usize,
     pub count: usize,
+}
+
+impl std::fmt::Debug for Stored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stored")
+            .field("rtype", &self.rtype)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("updated_ms", &self.updated_ms)
+            .field(
+                "resource",
+                &self.resource.as_ref().map(|_| format_args!("<redacted>")),
+            )
+            .finish()
+    }
 }
 
 /// Progress of re-wrapping data keys after a rotation.

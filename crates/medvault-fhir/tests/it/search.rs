@@ -614,3 +614,25 @@ fn string_and_token_queries_meet_index() {
         assert!(matches(&q, &p));
     }
 }
+
+#[test]
+fn a_query_s_debug_output_names_parameters_but_not_values() {
+    let q = parse_search(
+        "Patient",
+        &pairs(&[
+            ("family", "Zimmermann"),
+            ("birthdate", "ge1961-04-12"),
+            ("identifier", "urn:oid:2.16.840.1.113883.4.1|123-45-6789"),
+            ("_id", "p-77"),
+        ]),
+    );
+    let Ok(q) = q else {
+        panic!("the query parses: {:?}", q.err());
+    };
+    let text = format!("{q:?}");
+    for hidden in ["immermann", "1961", "123-45-6789", "p-77"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    assert!(text.contains("Patient.family"), "{text}");
+    assert!(text.contains("Patient.birthdate"), "{text}");
+}

@@ -347,3 +347,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn debug_output_names_the_event_but_not_whom_or_what_it_concerns() {
+    let mut e = sample_with_more();
+    e.break_glass = true;
+    e.reason = t("patient unconscious, suspected overdose");
+    let text = format!("{e:?}");
+    for hidden in [
+        "dr.alice", "obs-42", "pat-7", "10.0.0.5", "curl/8", "ehr-web", "overdose", "obs-43",
+        "enc-1",
+    ] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    expect![[r#"Entry { time: 1700000000, role: "clinician", action: "create", resource_type: "Observation", outcome: Allow, purpose: "TREAT", break_glass: true, more: 2, .. }"#]]
+        .assert_eq(&text);
+}

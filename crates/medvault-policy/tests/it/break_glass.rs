@@ -222,3 +222,11 @@ fn other_roles_cannot_break_glass() {
         assert!(!read.break_glass_available(), "{:?}", subject.role());
     }
 }
+
+#[test]
+fn a_reason_s_debug_output_gives_only_its_length() {
+    let r = BreakGlassReason::new("unconscious, suspected overdose").unwrap();
+    assert_eq!(format!("{r:?}"), "BreakGlassReason(<31 bytes>)");
+    // Display is how it reaches the ledger and the patient's view: the text itself.
+    assert_eq!(r.to_string(), "unconscious, suspected overdose");
+}
