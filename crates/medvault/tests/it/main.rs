@@ -842,3 +842,53 @@ fn register_log_in_and_sign_requests_from_the_cli() {
     ));
     assert!(err.contains("session has ended"), "{err}");
 }
+
+/// The server's own environment, as the kernel holds it (`/proc/PID/environ`).
+#[cfg(target_os = "linux")]
+fn environ_of(server: &Server) -> Vec<String> {
+    std::fs::read(format!("/proc/{}/environ", server.child.id()))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_server_runs_with_mimalloc_returning_freed_memory_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("dev");
+    let server = start(&["--dev", "--data-dir", d.to_str().unwrap()]);
+    // Same process (the exec keeps the pid), now with the option set, and serving, still
+    // under its own name (what `ps`, `pgrep` and `bench load` find it by).
+    assert!(environ_of(&server).contains(&"MIMALLOC_PURGE_DELAY=0".to_string()));
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", server.child.id())).unwrap();
+    assert_eq!(comm.trim(), "medvault");
+    let (code, _) = http("GET", &format!("{}/sys/health", server.url), None);
+    assert_eq!(code, 200);
+    drop(server);
+
+    // An operator's own setting is kept.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--data-dir", d.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MEDVAULT_LOG", "warn")
+        .env("MIMALLOC_PURGE_DELAY", "25")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("medvault listening on "), "{first}");
+    let server = Server {
+        child,
+        url: String::new(),
+    };
+    let env = environ_of(&server);
+    assert!(
+        env.contains(&"MIMALLOC_PURGE_DELAY=25".to_string()),
+        "{env:?}"
+    );
+    assert!(!env.contains(&"MIMALLOC_PURGE_DELAY=0".to_string()));
+}
