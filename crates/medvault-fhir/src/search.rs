@@ -720,8 +720,9 @@ pub enum DatePrefix {
     Le,
 }
 
-/// One date bound: the prefix and the query value's range at its precision.
-#[derive(Debug, Clone)]
+/// One date bound: the prefix and the query value's range at its precision. Its `Debug`
+/// shows the prefix only (a searched date can be a birth date).
+#[derive(Clone)]
 pub struct DateBound {
     /// Comparison.
     pub prefix: DatePrefix,
@@ -729,6 +730,14 @@ pub struct DateBound {
     pub start: Day,
     /// Last day covered by the query value.
     pub end: Day,
+}
+
+impl std::fmt::Debug for DateBound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DateBound")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DateBound {

@@ -205,9 +205,9 @@ pub struct Entry {
     pub more: MoreResources,
 }
 
-/// Who acted and on what kind of record, never the ids, addresses or free text: a `{:?}`
-/// in a log line or a failed assertion must not carry a patient id, a resource id, an IP
-/// address or a break-glass reason (which can hold clinical detail).
+/// What kind of event it was, never the ids, addresses or free text: a `{:?}` in a log
+/// line or a failed assertion must not carry a patient id, a resource id, an IP address or
+/// a break-glass reason (which can hold clinical detail, and is recorded as the purpose).
 impl fmt::Debug for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Entry")
@@ -216,7 +216,7 @@ impl fmt::Debug for Entry {
             .field("action", &self.action)
             .field("resource_type", &self.resource_type)
             .field("outcome", &self.outcome)
-            .field("purpose", &self.purpose)
+            .field("purpose_len", &self.purpose.as_ref().len())
             .field("break_glass", &self.break_glass)
             .field("more", &self.more.0.len())
             .finish_non_exhaustive()

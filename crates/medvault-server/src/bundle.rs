@@ -964,7 +964,7 @@ fn run_pipelined(
 /// to keep the drop off the answer's path, each of a JSON tree's many small blocks went back
 /// through the allocator's cross-thread path, a contended atomic on a cache line the owning
 /// thread was using: `mi_free_block_delayed_mt` alone took 18% of the pool thread's time on
-/// generated Bundles, and the process used 10-14% more CPU than it does with this drop
+/// generated Bundles, and the process used 4-11% more CPU than it does with this drop
 /// (BENCHMARKS.md, `bench ingest`).
 fn free_here<T>(leftovers: T) {
     drop(leftovers);

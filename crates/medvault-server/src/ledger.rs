@@ -117,8 +117,9 @@ impl Audit {
     }
 }
 
-/// One access decision.
-#[derive(Clone, Debug)]
+/// One access decision. Its `Debug` leaves out the ids and the reason, as the ledger
+/// `Entry`'s does.
+#[derive(Clone)]
 pub struct Event {
     pub action: String,
     pub resource_type: String,
@@ -128,6 +129,17 @@ pub struct Event {
     pub outcome: Outcome,
     pub reason: String,
     pub break_glass: bool,
+}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("action", &self.action)
+            .field("resource_type", &self.resource_type)
+            .field("outcome", &self.outcome)
+            .field("break_glass", &self.break_glass)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Event {

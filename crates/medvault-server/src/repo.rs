@@ -77,8 +77,8 @@ impl From<VaultError> for RepoError {
 
 pub type Result<T> = std::result::Result<T, RepoError>;
 
-/// A stored resource version as returned to callers. Its `Debug` leaves the resource out
-/// (it is the patient's data).
+/// A stored resource version as returned to callers. Its `Debug` leaves out the id (a
+/// Patient's is the patient's) and the resource (the patient's data).
 #[derive(Clone)]
 pub struct Stored {
     pub rtype: String,
@@ -111,14 +111,13 @@ impl std::fmt::Debug for Stored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stored")
             .field("rtype", &self.rtype)
-            .field("id", &self.id)
             .field("version", &self.version)
             .field("updated_ms", &self.updated_ms)
             .field(
                 "resource",
                 &self.resource.as_ref().map(|_| format_args!("<redacted>")),
             )
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -1352,9 +1351,6 @@ struct Pipeline<J> {
     ready: (Mutex<()>, std::sync::Condvar),
 }
 
-/// How long a pipeline thread spins before it sleeps (`Pipeline::sleep_while`).
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
 /// What a claim found.
 enum Claim {
     /// A job was claimed and prepared (its result is in its slot).
@@ -1442,20 +1438,8 @@ impl<J> Pipeline<J> {
     }
 
     /// Sleep while `pending()` holds (rechecked after counting this thread as waiting); a
-    /// timeout only as a backstop. Spins for up to `SPIN` first: what it waits for is
-    /// usually a few microseconds away (the job the other thread is preparing, or the next
-    /// one being planned), and a sleep costs more than that on both sides (a futex wait, the
-    /// other thread's futex wake, and on a VM the wake of an idle virtual CPU).
+    /// timeout only as a backstop.
     fn sleep_while(&self, pending: impl Fn() -> bool) {
-        let start = std::time::Instant::now();
-        while pending() {
-            if start.elapsed() >= SPIN {
-                break;
-            }
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-        }
         let guard = lock(&self.ready.0);
         self.waiting.fetch_add(1, Ordering::SeqCst);
         if pending() {

@@ -513,37 +513,48 @@ enum KeysCommand {
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The allocator option the server and the benchmarks run with: mimalloc hands memory it
-/// no longer uses back to the OS as soon as it is freed. With mimalloc's default (10 ms, a
-/// delay each further free extends, so a busy thread keeps postponing it), a server's
-/// resident memory kept rising through a 10-minute soak (BENCHMARKS.md, `bench load`).
+/// no longer uses back to the OS as soon as it is freed. With its default (after 10 ms,
+/// and only when the thread next works in that part of its heap), and with any other delay
+/// tried, a server's resident memory kept rising through a 10-minute soak; with none it
+/// levelled off, at the cost of some ingest speed (BENCHMARKS.md, `bench load`).
 #[cfg(all(feature = "mimalloc", target_os = "linux"))]
 const PURGE_DELAY: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "0");
 
 /// mimalloc reads its options from the environment once, before `main`, and setting one
 /// from Rust takes `unsafe` code, which this workspace forbids. So a `serve` or `bench`
 /// process started without [`PURGE_DELAY`] executes itself again, once, with it set (an
-/// operator's own setting of it is kept). Nothing has been opened or written yet when this
-/// runs; if the exec fails, the process goes on with mimalloc's defaults and says so.
+/// operator's own setting of it, or of its older name, is kept). Nothing has been opened or
+/// written yet when this runs. An exec that fails ends the process: std has already reset
+/// SIGPIPE to its default for the new image by then, and a server left running that way
+/// would die the first time a client hung up mid-answer.
 #[cfg(all(feature = "mimalloc", target_os = "linux"))]
 fn with_allocator_options() {
     use std::os::unix::process::CommandExt;
     let (name, value) = PURGE_DELAY;
-    if std::env::var_os(name).is_some() {
+    if std::env::var_os(name).is_some() || std::env::var_os("MIMALLOC_RESET_DELAY").is_some() {
         return;
     }
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_else(|| "medvault".into());
-    // The executable's own path, not `/proc/self/exe`: the kernel names a process after
-    // the file it executes, and `ps`, `pgrep` and `bench load` look for "medvault".
-    let err = match std::env::current_exe() {
-        Ok(exe) => std::process::Command::new(exe)
-            .arg0(argv0)
-            .args(args)
-            .env(name, value)
-            .exec(),
-        Err(e) => e,
+    // The executable's path, not `/proc/self/exe`: the kernel names a process after the
+    // file it executes, and `bench load` finds its server by that name (this process's).
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            // Nothing was changed yet: go on with mimalloc's defaults.
+            eprintln!(
+                "warning: could not run with {name}={value} ({e}); memory may grow under load"
+            );
+            return;
+        }
     };
-    eprintln!("warning: could not run with {name}={value} ({err}); memory may grow under load");
+    let err = std::process::Command::new(exe)
+        .arg0(argv0)
+        .args(args)
+        .env(name, value)
+        .exec();
+    eprintln!("error: could not re-execute with {name}={value}: {err}; set {name} (e.g. to {value}) to start without it");
+    std::process::exit(1);
 }
 
 #[cfg(not(all(feature = "mimalloc", target_os = "linux")))]

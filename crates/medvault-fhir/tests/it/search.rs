@@ -624,15 +624,24 @@ fn a_query_s_debug_output_names_parameters_but_not_values() {
             ("birthdate", "ge1961-04-12"),
             ("identifier", "urn:oid:2.16.840.1.113883.4.1|123-45-6789"),
             ("_id", "p-77"),
+            ("_lastUpdated", "ge2020-01-01"),
         ]),
     );
     let Ok(q) = q else {
         panic!("the query parses: {:?}", q.err());
     };
     let text = format!("{q:?}");
-    for hidden in ["immermann", "1961", "123-45-6789", "p-77"] {
+    for hidden in ["immermann", "1961", "123-45-6789", "p-77", "2020"] {
         assert!(!text.contains(hidden), "{hidden} in {text}");
     }
     assert!(text.contains("Patient.family"), "{text}");
     assert!(text.contains("Patient.birthdate"), "{text}");
+    assert!(text.contains("last_updated: 1"), "{text}");
+    // The birth date's exact filter, printed on its own, shows the prefix only.
+    let exact: Vec<String> = q
+        .clauses
+        .iter()
+        .filter_map(|c| c.exact.as_ref().map(|e| format!("{e:?}")))
+        .collect();
+    assert_eq!(exact, ["Date([DateBound { prefix: Ge, .. }])"]);
 }

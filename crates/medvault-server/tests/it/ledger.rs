@@ -940,3 +940,30 @@ async fn a_failed_group_commit_fails_every_request_in_it() {
     assert!(results.iter().all(Result::is_err), "{results:?}");
     assert_eq!(h.data.store.ledger_size().unwrap(), size);
 }
+
+#[test]
+fn events_and_stored_versions_keep_ids_and_data_out_of_debug_output() {
+    let e = Event::new("read", "Patient", "pat-4471", Outcome::Allow)
+        .patient("pat-4471")
+        .reason("seen in clinic 12");
+    let text = format!("{e:?}");
+    for hidden in ["pat-4471", "clinic 12"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    assert!(
+        text.contains("\"read\"") && text.contains("Allow"),
+        "{text}"
+    );
+    let s = medvault_server::repo::Stored {
+        rtype: "Patient".into(),
+        id: "pat-4471".into(),
+        version: 3,
+        updated_ms: 0,
+        resource: Some(json!({"resourceType": "Patient", "name": [{"family": "Zimmermann"}]})),
+    };
+    let text = format!("{s:?}");
+    for hidden in ["pat-4471", "Zimmermann"] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+    }
+    assert!(text.contains("version: 3"), "{text}");
+}

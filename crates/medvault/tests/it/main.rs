@@ -844,7 +844,7 @@ fn register_log_in_and_sign_requests_from_the_cli() {
 }
 
 /// The server's own environment, as the kernel holds it (`/proc/PID/environ`).
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "mimalloc"))]
 fn environ_of(server: &Server) -> Vec<String> {
     std::fs::read(format!("/proc/{}/environ", server.child.id()))
         .unwrap()
@@ -853,12 +853,31 @@ fn environ_of(server: &Server) -> Vec<String> {
         .collect()
 }
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", feature = "mimalloc"))]
 #[test]
 fn the_server_runs_with_mimalloc_returning_freed_memory_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("dev");
-    let server = start(&["--dev", "--data-dir", d.to_str().unwrap()]);
+    // Started without the option, whatever this test's own environment holds.
+    let mut child = Command::new(BIN)
+        .args(["serve", "--dev", "--data-dir", d.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MEDVAULT_LOG", "warn")
+        .env_remove("MIMALLOC_PURGE_DELAY")
+        .env_remove("MIMALLOC_RESET_DELAY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("medvault listening on ")
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
+        .to_string();
+    std::thread::spawn(move || for _ in lines {});
+    let server = Server { child, url };
     // Same process (the exec keeps the pid), now with the option set, and serving, still
     // under its own name (what `ps`, `pgrep` and `bench load` find it by).
     assert!(environ_of(&server).contains(&"MIMALLOC_PURGE_DELAY=0".to_string()));
