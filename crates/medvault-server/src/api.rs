@@ -678,10 +678,13 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// What a request body that does not parse as JSON is told.
+const NOT_JSON: &str = "the request body is not valid JSON";
+
 /// Accept FHIR JSON or plain JSON (and JSON Patch where asked); parse the body.
 fn json_body(headers: &HeaderMap, body: &Bytes, allow_patch: bool) -> Result<Value, Response> {
     json_content_type(headers, allow_patch)?;
-    parse_json(body)
+    serde_json::from_slice(body).map_err(|_| bad_request(NOT_JSON))
 }
 
 /// Refuse a body that is not FHIR JSON or plain JSON (or JSON Patch where asked).
@@ -708,10 +711,6 @@ fn json_content_type(headers: &HeaderMap, allow_patch: bool) -> Result<(), Respo
         ));
     }
     Ok(())
-}
-
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
-    serde_json::from_slice(body).map_err(|_| bad_request("the request body is not valid JSON"))
 }
 
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, Response> {
@@ -1905,14 +1904,12 @@ async fn bundle(
     // allocated (see `bundle::free_here`), and off the async threads (a large Bundle takes
     // milliseconds). Each write is recorded in the transaction's own commit; the bundle as
     // a whole gets a summary entry from `record_fhir`.
-    let repo = state.repo.clone();
-    let run = tokio::task::spawn_blocking(move || {
-        let value = parse_json(&body)?;
-        repo.bundle(&audit, value, &caller).map_err(repo_error)
-    })
-    .await
-    .unwrap_or_else(|_| Err(repo_error(RepoError::Internal("worker failed"))));
-    match run {
+    let run = blocking(&state, move |r| {
+        let value =
+            serde_json::from_slice(&body).map_err(|_| RepoError::BadRequest(NOT_JSON.into()))?;
+        r.bundle(&audit, value, &caller)
+    });
+    match run.await {
         Ok((b, refused)) => {
             // Reads inside the bundle returned these patients' data.
             let patients = audit_patients(&b, None);

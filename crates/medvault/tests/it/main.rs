@@ -31,11 +31,19 @@ impl Drop for Server {
 }
 
 fn start(args: &[&str]) -> Server {
-    let mut child = Command::new(BIN)
+    start_with(args, |_| {})
+}
+
+/// `start`, with `env` adjusting the server's environment first.
+fn start_with(args: &[&str], env: impl FnOnce(&mut Command)) -> Server {
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .args(args)
         .args(["--listen", "127.0.0.1:0"])
-        .env("MEDVAULT_LOG", "warn")
+        .env("MEDVAULT_LOG", "warn");
+    env(&mut command);
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(if std::env::var_os("MEDVAULT_TEST_SERVER_LOG").is_some() {
             Stdio::inherit()
@@ -858,26 +866,12 @@ fn environ_of(server: &Server) -> Vec<String> {
 fn the_server_runs_with_mimalloc_returning_freed_memory_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("dev");
+    let args = ["--dev", "--data-dir", d.to_str().unwrap()];
     // Started without the option, whatever this test's own environment holds.
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--data-dir", d.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("MEDVAULT_LOG", "warn")
-        .env_remove("MIMALLOC_PURGE_DELAY")
-        .env_remove("MIMALLOC_RESET_DELAY")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let url = first
-        .strip_prefix("medvault listening on ")
-        .and_then(|r| r.split(' ').next())
-        .unwrap_or_else(|| panic!("unexpected first line: {first}"))
-        .to_string();
-    std::thread::spawn(move || for _ in lines {});
-    let server = Server { child, url };
+    let server = start_with(&args, |c| {
+        c.env_remove("MIMALLOC_PURGE_DELAY")
+            .env_remove("MIMALLOC_RESET_DELAY");
+    });
     // Same process (the exec keeps the pid), now with the option set, and serving, still
     // under its own name (what `ps`, `pgrep` and `bench load` find it by).
     assert!(environ_of(&server).contains(&"MIMALLOC_PURGE_DELAY=0".to_string()));
@@ -888,22 +882,9 @@ fn the_server_runs_with_mimalloc_returning_freed_memory_at_once() {
     drop(server);
 
     // An operator's own setting is kept.
-    let mut child = Command::new(BIN)
-        .args(["serve", "--dev", "--data-dir", d.to_str().unwrap()])
-        .args(["--listen", "127.0.0.1:0"])
-        .env("MEDVAULT_LOG", "warn")
-        .env("MIMALLOC_PURGE_DELAY", "25")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("medvault listening on "), "{first}");
-    let server = Server {
-        child,
-        url: String::new(),
-    };
+    let server = start_with(&args, |c| {
+        c.env("MIMALLOC_PURGE_DELAY", "25");
+    });
     let env = environ_of(&server);
     assert!(
         env.contains(&"MIMALLOC_PURGE_DELAY=25".to_string()),
