@@ -48,8 +48,8 @@ pub const WRITER_CACHE_MIB: u32 = 16;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
 
 /// Rows (one per commit that wrote search tokens) the posting log holds before it is merged
-/// into the blind index. More means fewer, cheaper merges; every search looks up its tokens
-/// in each row.
+/// into the blind index, by the next commit, before it adds its own. More means fewer,
+/// cheaper merges; every search looks up its tokens in each row.
 pub const POSTING_MERGE_EVERY: usize = 32;
 
 /// The posting log is also merged once its rows hold this many bytes (a few huge Bundles).
@@ -96,8 +96,9 @@ impl SqliteStore {
         })
     }
 
-    /// Merge the posting log into the blind index once it holds `commits` rows (default
-    /// [`POSTING_MERGE_EVERY`]; tests use small numbers to exercise both places).
+    /// Merge the posting log into the blind index at the start of a commit that finds
+    /// `commits` rows in it (default [`POSTING_MERGE_EVERY`]; tests use small numbers to
+    /// exercise both places).
     pub fn set_posting_merge_every(&self, commits: usize) {
         self.merge_every.store(commits.max(1), Ordering::Relaxed);
     }
@@ -171,6 +172,14 @@ impl SqliteStore {
     ) -> Result<()> {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // A full posting log is merged first, before this commit's own row is added: a
+        // pipelined commit is still preparing its versions on another core now, where at
+        // the end the merge would add to the commit's wait.
+        let (rows, bytes) = posting_log_size(&tx)?;
+        let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+        if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
+            merge_posting_log(&tx)?;
+        }
         if !ledger.is_empty() {
             append_ledger(&tx, ledger)?;
         }
@@ -293,20 +302,19 @@ impl SqliteStore {
             }
             // One log row for the whole commit: a sequential append, where posting each
             // token to the blind index would dirty pages all over it.
-            new_tokens.sort_unstable();
+            // By token bytes, then seq (the log row's order), compared as integers rather
+            // than through a byte-wise compare call per pair.
+            new_tokens.sort_unstable_by_key(|&(token, seq)| (u128::from_be_bytes(token), seq));
             new_tokens.dedup();
             postings.flush_log()?;
             if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
                 tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
                     .execute(params![first, posting::encode_pairs(&new_tokens)])?;
-            }
-            let (rows, bytes): (i64, i64) = tx
-                .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-            // Merged early if a few huge Bundles fill it: every search reads the whole log.
-            if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
-                merge_posting_log(&tx)?;
+                // Merged at once if a few huge Bundles fill it: every search reads the
+                // whole log.
+                if posting_log_size(&tx)?.1 >= POSTING_LOG_MAX_BYTES {
+                    merge_posting_log(&tx)?;
+                }
             }
         }
         // With synchronous=FULL the commit is on disk when this returns.
@@ -786,6 +794,13 @@ struct PostingStatements<'c> {
 /// `seq` ranges, so only a damaged or planted row can): the commit that wanted the merge
 /// fails, and so does every later one that does, until the log is repaired. Writing the
 /// pair twice would have left a posting no reader accepts.
+/// The posting log's rows and their bytes.
+fn posting_log_size(tx: &Transaction<'_>) -> Result<(i64, i64)> {
+    Ok(tx
+        .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
 fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
     // (first 8 bytes, last 8 bytes) of the token as big-endian integers, then the seq: the
     // tokens' byte order, with cheap compares, in 24 bytes a pair.

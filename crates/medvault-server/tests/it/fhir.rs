@@ -1479,6 +1479,23 @@ fn a_new_patient_id_that_already_has_a_data_key_is_prepared_again_under_that_key
         .search("Observation", &[("patient".into(), foreseen.clone())])
         .unwrap();
     assert_eq!(found.entries.len(), 20);
+    // The retry prepared each write again from the JSON the first try encrypted (the
+    // parsed resources were freed as the versions went into the store): the values are
+    // the transaction's, the earlier Observation's beside them.
+    let mut values: Vec<i64> = found
+        .entries
+        .iter()
+        .map(|s| {
+            s.resource.as_ref().unwrap()["valueQuantity"]["value"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    values.sort();
+    let mut want: Vec<i64> = (60..79).collect();
+    want.push(120);
+    want.sort();
+    assert_eq!(values, want);
 }
 
 /// Eight writers on the repository, released at once by a barrier; their results in order.
