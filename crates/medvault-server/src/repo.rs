@@ -201,10 +201,6 @@ struct Prepared {
     new: NewVersion,
     blob: Option<(String, Vec<u8>)>,
     stored: Stored,
-    /// The version's JSON as encrypted (`None` for a deletion): a pipelined commit keeps
-    /// it instead of the parsed resource, to prepare the write again should the commit lose
-    /// a race (`commit_pipelined`).
-    plain: Option<zeroize::Zeroizing<Vec<u8>>>,
     /// The patient (bare id) the version belongs to, empty for system data; for the ledger.
     patient: String,
 }
@@ -643,7 +639,6 @@ impl Repository {
                 updated_ms: now_ms,
                 resource: Some(resource),
             },
-            plain: Some(plaintext),
             patient: patient_of_owner(&owner_name),
         })
     }
@@ -664,12 +659,7 @@ impl Repository {
         // Move the versions out (envelopes can be large); `stored` stays for the answer.
         let batch: Vec<NewVersion> = prepared
             .iter_mut()
-            .map(|p| {
-                // Only a pipelined commit needs the JSON again (its retry); here `stored`
-                // keeps the resource.
-                p.plain = None;
-                std::mem::replace(&mut p.new, NewVersion::placeholder())
-            })
+            .map(|p| std::mem::replace(&mut p.new, NewVersion::placeholder()))
             .collect();
         let new_keys = pending.records();
         // One ledger entry per version, committed in the same transaction.
@@ -1262,7 +1252,6 @@ impl Repository {
                 updated_ms: now_ms,
                 resource: None,
             },
-            plain: None,
             patient,
         })
     }
@@ -1545,21 +1534,17 @@ impl<J> Pipeline<J> {
     }
 }
 
-/// A pipelined write's `Stored`, without its parsed resource, which is freed here: on
-/// the writing thread, which parsed it (a cross-thread free is slow, `bundle::free_here`),
-/// while the other thread is still preparing; at the end of the commit, as before, the
-/// frees of a 280-resource Bundle's JSON were a tenth of the writing thread's time, with
-/// the other thread idle. Its JSON as encrypted goes to `plains`, to parse again for a
-/// retry.
-fn keep_for_retry(
-    mut p: Prepared,
-    plains: &mut Vec<Option<zeroize::Zeroizing<Vec<u8>>>>,
-) -> Stored {
-    if p.plain.is_some() {
-        drop(p.stored.resource.take());
-    }
-    plains.push(p.plain.take());
-    p.stored
+/// Run a pipelined commit's COMMIT (`commit`, the store's final durable step) on a pool
+/// thread while this thread frees the transaction's parsed resources, which it parsed: a
+/// free on another thread goes through the allocator's slow cross-thread path (see
+/// `bundle::free_here`), and here the other core would otherwise sit idle through the
+/// COMMIT, while the frees were a tenth of the writing thread's time on 280-resource
+/// Bundles. The scope returns once the COMMIT has run.
+fn free_while_committing(commit: &mut (dyn FnMut() + Send), parsed: Option<Vec<Option<Value>>>) {
+    rayon::in_place_scope(|scope| {
+        scope.spawn(move |_| commit());
+        drop(parsed);
+    });
 }
 
 /// `f()`, with a panic turned into an internal error: for preparation on pool threads, whose
@@ -1612,12 +1597,13 @@ impl Repository {
         self.pipelined.fetch_add(1, Ordering::Relaxed);
         let pipeline = Pipeline::open(count);
         let mut stored: Vec<Stored> = Vec::with_capacity(count);
-        // Each write's JSON, for a retry (`stored` no longer holds the resources).
-        let mut plains: Vec<Option<zeroize::Zeroizing<Vec<u8>>>> = Vec::with_capacity(count);
         // Set once every write is in the store's transaction; the writes then move to the
         // pool task that answers them, and come back here with their answers.
         let mut all_taken = false;
         let answered: Mutex<Option<WritesAnswered<A>>> = Mutex::new(None);
+        // The writes' parsed resources, taken out of them once all are in the store's
+        // transaction, to be freed while the COMMIT runs (`free_while_committing`).
+        let parsed: Mutex<Option<Vec<Option<Value>>>> = Mutex::new(None);
         // Why a streamed commit stopped, when the reason is the repository's own.
         let mut stopped: Option<RepoError> = None;
         let committed = rayon::in_place_scope(|scope| {
@@ -1635,7 +1621,9 @@ impl Repository {
                     let k = stored.len();
                     if k == count {
                         all_taken = true;
-                        let writes = std::mem::take(&mut stored);
+                        let mut writes = std::mem::take(&mut stored);
+                        *lock(&parsed) =
+                            Some(writes.iter_mut().map(|s| s.resource.take()).collect());
                         scope.spawn(move |_| {
                             let each =
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1669,11 +1657,13 @@ impl Repository {
                         }
                     }
                     let new = std::mem::replace(&mut p.new, NewVersion::placeholder());
-                    stored.push(keep_for_retry(p, &mut plains));
+                    stored.push(p.stored);
                     Some(Ok(new))
                 };
                 self.store
-                    .commit_streamed(&new_keys, &mut next, append)
+                    .commit_streamed(&new_keys, &mut next, append, &mut |commit| {
+                        free_while_committing(commit, lock(&parsed).take());
+                    })
                     .map_err(|e| match e {
                         StoreError::Conflict => RepoError::Conflict,
                         StoreError::LedgerConflict => RepoError::Ledger(LedgerError::Conflict),
@@ -1687,7 +1677,7 @@ impl Repository {
                     if !all_taken {
                         for k in stored.len()..count {
                             let PreparedWrite(p) = pipeline.take(k, prepare)?;
-                            stored.push(keep_for_retry(p, &mut plains));
+                            stored.push(p.stored);
                         }
                     }
                     Err(RepoError::Conflict)
@@ -1711,11 +1701,11 @@ impl Repository {
                 Ok((stored, answers))
             }
             Err(RepoError::Conflict) if stored.len() == count => {
-                for (s, plain) in stored.iter_mut().zip(&plains) {
-                    if let (None, Some(plain)) = (&s.resource, plain) {
-                        let resource = serde_json::from_slice(plain)
-                            .map_err(|_| RepoError::Internal("retry parse"))?;
-                        s.resource = Some(resource);
+                // A conflict comes before the COMMIT, so the resources were not freed; they
+                // are only out of the writes if every write was in the transaction by then.
+                if let Some(parsed) = lock(&parsed).take() {
+                    for (s, resource) in stored.iter_mut().zip(parsed) {
+                        s.resource = resource;
                     }
                 }
                 self.prepare_again_locked(keys, audit, stored)

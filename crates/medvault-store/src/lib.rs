@@ -24,6 +24,14 @@ pub use types::{
 /// Result alias for store operations.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// How [`Store::commit_streamed`] makes its transaction durable: it hands the runner one
+/// job, the final durable step (SQLite's COMMIT), and the runner must run it once, on a
+/// thread of its choosing, before it returns. Meanwhile the caller's own thread is free for
+/// work of its own (the server frees the transaction's parsed resources there, with the
+/// other core idle otherwise). A runner that returns without running the job leaves the
+/// transaction uncommitted: it is rolled back and the commit refused (`Abandoned`).
+pub type Finish<'a> = &'a mut dyn FnMut(&mut (dyn FnMut() + Send));
+
 /// The one storage interface. Implementations must make every successful `write` durable
 /// before returning (the server acknowledges a write only after this returns `Ok`).
 ///
@@ -74,12 +82,14 @@ pub trait Store: Send + Sync {
     /// `commit`, with the versions handed over one at a time by `next` while the
     /// transaction is open, so a caller can still be preparing later versions while
     /// earlier ones are written. `None` ends the batch; an `Err` from `next` rolls
-    /// everything back and is returned as the result.
+    /// everything back and is returned as the result. `finish` runs the final durable step
+    /// (see [`Finish`]); the result is that step's.
     fn commit_streamed(
         &self,
         keys: &[DataKeyRecord],
         next: &mut dyn FnMut() -> Option<Result<NewVersion>>,
         ledger: &LedgerAppend,
+        finish: Finish<'_>,
     ) -> Result<()>;
     /// The current version of a resource (including a deletion marker).
     fn current(&self, rtype: &str, id: &str) -> Result<Option<VersionRecord>>;

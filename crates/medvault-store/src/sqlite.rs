@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{
-    params, params_from_iter, Connection, OptionalExtension, Transaction, TransactionBehavior,
+    params, params_from_iter, Connection, DropBehavior, OptionalExtension, Transaction,
+    TransactionBehavior,
 };
 
 use rusqlite::vtab::array::Array;
@@ -18,7 +19,7 @@ use crate::types::{
     LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
     RegistrationTokenRecord, SearchPage, StoreQuery, VaultRecord, VersionRecord,
 };
-use crate::{Result, Store, StoreError};
+use crate::{Finish, Result, Store, StoreError};
 
 /// Migrations in order; the schema version is the number of migrations applied.
 const MIGRATIONS: &[&str] = &[
@@ -169,9 +170,10 @@ impl SqliteStore {
         keys: &[DataKeyRecord],
         versions: impl Iterator<Item = Result<V>>,
         ledger: &LedgerAppend,
+        finish: Finish<'_>,
     ) -> Result<()> {
         let mut conn = self.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // A full posting log is merged first, before this commit's own row is added: a
         // pipelined commit is still preparing its versions on another core now, where at
         // the end the merge would add to the commit's wait.
@@ -302,10 +304,7 @@ impl SqliteStore {
             }
             // One log row for the whole commit: a sequential append, where posting each
             // token to the blind index would dirty pages all over it.
-            // By token bytes, then seq (the log row's order), compared as integers rather
-            // than through a byte-wise compare call per pair.
-            new_tokens.sort_unstable_by_key(|&(token, seq)| (u128::from_be_bytes(token), seq));
-            new_tokens.dedup();
+            posting::sort_pairs(&mut new_tokens);
             postings.flush_log()?;
             if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
                 tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
@@ -317,9 +316,27 @@ impl SqliteStore {
                 }
             }
         }
-        // With synchronous=FULL the commit is on disk when this returns.
-        tx.commit()?;
-        Ok(())
+        // The transaction stays open past `tx`: the COMMIT is run by `finish`, maybe on
+        // another thread, through the connection itself (a `Transaction` cannot be sent).
+        tx.set_drop_behavior(DropBehavior::Ignore);
+        drop(tx);
+        let open = OpenTransaction(&mut conn);
+        let mut outcome: Option<Result<()>> = None;
+        {
+            let conn: &mut Connection = &mut *open.0;
+            // With synchronous=FULL the commit is on disk once the job has run.
+            finish(&mut || {
+                // A unique borrow (the connection is `Send`, not `Sync`).
+                let conn: &mut Connection = &mut *conn;
+                outcome = Some(conn.execute_batch("COMMIT").map_err(StoreError::from));
+            });
+        }
+        if !open.0.is_autocommit() {
+            // Not run, or failed part way (SQLite leaves some failed COMMITs open): nothing
+            // of it may stay half done on the writer.
+            open.0.execute_batch("ROLLBACK")?;
+        }
+        outcome.unwrap_or(Err(StoreError::Abandoned))
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -338,6 +355,21 @@ impl SqliteStore {
         self.readers[start % self.readers.len()]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The writer while a commit's transaction is open outside a `Transaction` (its COMMIT runs
+/// through [`Finish`]): rolled back if it is dropped still open, also when the runner
+/// panics, so the writer is never left inside a transaction.
+struct OpenTransaction<'a>(&'a mut Connection);
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        if !self.0.is_autocommit() {
+            // Nothing to report it to here; a later write finds the writer usable either way
+            // or fails with SQLite's own error.
+            let _ = self.0.execute_batch("ROLLBACK");
+        }
     }
 }
 
@@ -1344,7 +1376,7 @@ impl Store for SqliteStore {
         batch: &[NewVersion],
         ledger: &LedgerAppend,
     ) -> Result<()> {
-        self.commit_from(keys, batch.iter().map(Ok), ledger)
+        self.commit_from(keys, batch.iter().map(Ok), ledger, &mut |commit| commit())
     }
 
     fn commit_streamed(
@@ -1352,8 +1384,9 @@ impl Store for SqliteStore {
         keys: &[DataKeyRecord],
         next: &mut dyn FnMut() -> Option<Result<NewVersion>>,
         ledger: &LedgerAppend,
+        finish: Finish<'_>,
     ) -> Result<()> {
-        self.commit_from(keys, std::iter::from_fn(next), ledger)
+        self.commit_from(keys, std::iter::from_fn(next), ledger, finish)
     }
 
     fn ledger_size(&self) -> Result<u64> {

@@ -105,3 +105,26 @@ fn log_rows_written_from_pairs_are_the_batch_encoding() {
         assert_eq!(decode_batch(&row).unwrap(), batch);
     }
 }
+
+proptest::proptest! {
+    /// `sort_pairs` orders and dedups exactly as a plain sort does, whatever the tokens:
+    /// sharing first bytes (one bucket), spread over them, repeated, with repeated pairs.
+    #[test]
+    fn sorting_pairs_by_bucket_is_a_plain_sort(
+        pairs in proptest::collection::vec(
+            (proptest::array::uniform16(proptest::prop_oneof![
+                proptest::prelude::Just(0u8),
+                proptest::prelude::Just(0xffu8),
+                proptest::prelude::any::<u8>(),
+            ]), 0i64..50),
+            0..400,
+        )
+    ) {
+        let mut want = pairs.clone();
+        want.sort_unstable();
+        want.dedup();
+        let mut got = pairs;
+        medvault_store::posting::sort_pairs(&mut got);
+        proptest::prop_assert_eq!(got, want);
+    }
+}

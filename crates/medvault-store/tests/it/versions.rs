@@ -428,6 +428,7 @@ fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() 
             &[],
             &mut || versions.next().map(Ok),
             &LedgerAppend::default(),
+            &mut |commit| commit(),
         )
         .unwrap();
     assert_eq!(with_token_1(&store), ["a", "b"]);
@@ -444,6 +445,7 @@ fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() 
             })
         },
         &LedgerAppend::default(),
+        &mut |commit| commit(),
     );
     assert!(matches!(r, Err(StoreError::Abandoned)), "{r:?}");
     assert_eq!(store.current("Patient", "d").unwrap(), None);
@@ -458,6 +460,59 @@ fn a_streamed_commit_writes_what_it_is_handed_and_nothing_if_the_writer_stops() 
         &[],
         &mut || again.next().map(Ok),
         &LedgerAppend::default(),
+        &mut |commit| commit(),
     ));
     assert_eq!(store.current("Patient", "e").unwrap(), None);
+}
+
+/// The final COMMIT of a streamed commit runs where its runner puts it: on another thread,
+/// while the calling thread does its own work, the versions are committed as usual. A runner
+/// that returns without running it, or panics, leaves nothing stored and the writer usable.
+#[test]
+fn a_streamed_commit_is_finished_by_its_runner_on_any_thread_or_not_at_all() {
+    use medvault_store::{LedgerAppend, StoreError};
+    let (_dir, store) = open_store();
+    let stream = |store: &medvault_store::SqliteStore,
+                  id: &str,
+                  seq: i64,
+                  finish: medvault_store::Finish<'_>| {
+        let mut versions = vec![create("Patient", id, seq, &[tok(1)])].into_iter();
+        store.commit_streamed(
+            &[],
+            &mut || versions.next().map(Ok),
+            &LedgerAppend::default(),
+            finish,
+        )
+    };
+    // On another thread, while this one works.
+    let mut worked = false;
+    stream(&store, "elsewhere", 1, &mut |commit| {
+        std::thread::scope(|s| {
+            let other = s.spawn(|| {
+                commit();
+                std::thread::current().id()
+            });
+            worked = true;
+            assert_ne!(other.join().unwrap(), std::thread::current().id());
+        })
+    })
+    .unwrap();
+    assert!(worked);
+    assert!(store.current("Patient", "elsewhere").unwrap().is_some());
+    // Never run: refused, nothing stored.
+    let r = stream(&store, "never", 2, &mut |_commit| {});
+    assert!(matches!(r, Err(StoreError::Abandoned)), "{r:?}");
+    assert_eq!(store.current("Patient", "never").unwrap(), None);
+    // A runner that panics: the transaction is rolled back as the panic passes.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        stream(&store, "panicked", 3, &mut |_commit| {
+            panic!("runner failed")
+        })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(store.current("Patient", "panicked").unwrap(), None);
+    // The writer is not left inside either transaction: the next commit succeeds.
+    stream(&store, "after", 4, &mut |commit| commit()).unwrap();
+    assert!(store.current("Patient", "after").unwrap().is_some());
+    assert_eq!(store.current("Patient", "never").unwrap(), None);
 }
