@@ -326,9 +326,13 @@ impl SqliteStore {
             let conn: &mut Connection = &mut *open.0;
             // With synchronous=FULL the commit is on disk once the job has run.
             finish(&mut || {
-                // A unique borrow (the connection is `Send`, not `Sync`).
-                let conn: &mut Connection = &mut *conn;
-                outcome = Some(conn.execute_batch("COMMIT").map_err(StoreError::from));
+                // Once only: a second COMMIT would fail, with no transaction left to end,
+                // and hide the first one's success.
+                if outcome.is_none() {
+                    // A unique borrow (the connection is `Send`, not `Sync`).
+                    let conn: &mut Connection = &mut *conn;
+                    outcome = Some(conn.execute_batch("COMMIT").map_err(StoreError::from));
+                }
             });
         }
         if !open.0.is_autocommit() {

@@ -499,6 +499,13 @@ fn a_streamed_commit_is_finished_by_its_runner_on_any_thread_or_not_at_all() {
     .unwrap();
     assert!(worked);
     assert!(store.current("Patient", "elsewhere").unwrap().is_some());
+    // Run twice: the second run does nothing, and the first one's success stands.
+    stream(&store, "twice", 5, &mut |commit| {
+        commit();
+        commit();
+    })
+    .unwrap();
+    assert!(store.current("Patient", "twice").unwrap().is_some());
     // Never run: refused, nothing stored.
     let r = stream(&store, "never", 2, &mut |_commit| {});
     assert!(matches!(r, Err(StoreError::Abandoned)), "{r:?}");
