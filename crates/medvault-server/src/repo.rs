@@ -85,7 +85,8 @@ pub struct Stored {
     pub id: String,
     pub version: i64,
     pub updated_ms: i64,
-    /// `None` for a deletion (history entries only).
+    /// `None` for a deletion (history entries only), and in the writes a pipelined
+    /// transaction returns for its answer (`Repository::commit_pipelined`).
     pub resource: Option<Value>,
 }
 
@@ -1540,6 +1541,11 @@ impl<J> Pipeline<J> {
 /// `bundle::free_here`), and here the other core would otherwise sit idle through the
 /// COMMIT, while the frees were a tenth of the writing thread's time on 280-resource
 /// Bundles. The scope returns once the COMMIT has run.
+///
+/// The COMMIT waits in rayon's queue behind whatever the pool is doing, while this thread
+/// holds the SQLite writer and the ledger's lock: no rayon job may ever wait on either (or
+/// on the vault's state, which `rotate` holds while it waits for the writer), or this
+/// deadlocks (ARCHITECTURE.md). Today the pool only prepares, answers and commits.
 fn free_while_committing(commit: &mut (dyn FnMut() + Send), parsed: Option<Vec<Option<Value>>>) {
     rayon::in_place_scope(|scope| {
         scope.spawn(move |_| commit());
@@ -1579,10 +1585,12 @@ impl Repository {
     ///
     /// `answer_each` makes each write's part of the answer. Once the last version is in
     /// the store's transaction, a pool thread runs it over the writes while the calling
-    /// thread finishes the commit (the posting log and SQLite's COMMIT, when the pool
-    /// thread has nothing else to do); its results are returned beside the writes if the
-    /// commit succeeds, and dropped otherwise. `None` when they could not be made then (a
-    /// retried commit, or `answer_each` panicked): the caller makes them itself.
+    /// thread writes the posting log; then SQLite's COMMIT runs on a pool thread while the
+    /// calling thread frees the writes' parsed resources (`free_while_committing`), so the
+    /// writes come back without them (`resource` is `None`). Its results are returned
+    /// beside the writes if the commit succeeds, and dropped otherwise. `None` when they
+    /// could not be made then (a retried commit, or `answer_each` panicked): the caller
+    /// makes them itself.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn commit_pipelined<J: Send, A: Send>(
         &self,
@@ -1701,8 +1709,10 @@ impl Repository {
                 Ok((stored, answers))
             }
             Err(RepoError::Conflict) if stored.len() == count => {
-                // A conflict comes before the COMMIT, so the resources were not freed; they
-                // are only out of the writes if every write was in the transaction by then.
+                // A conflict comes before the COMMIT, so the resources were not freed. The
+                // store's conflicts all come before the last version is handed over, when
+                // they are still in the writes; should one ever come later, they are put
+                // back from where they wait for the COMMIT (no test reaches this).
                 if let Some(parsed) = lock(&parsed).take() {
                     for (s, resource) in stored.iter_mut().zip(parsed) {
                         s.resource = resource;

@@ -49,8 +49,8 @@ pub const WRITER_CACHE_MIB: u32 = 16;
 const VERSION_COLUMNS: &str = "rtype, id, version, updated_ms, owner, body, blob_ref";
 
 /// Rows (one per commit that wrote search tokens) the posting log holds before it is merged
-/// into the blind index, by the next commit, before it adds its own. More means fewer,
-/// cheaper merges; every search looks up its tokens in each row.
+/// into the blind index. More means fewer, cheaper merges; every search looks up its tokens
+/// in each row.
 pub const POSTING_MERGE_EVERY: usize = 32;
 
 /// The posting log is also merged once its rows hold this many bytes (a few huge Bundles).
@@ -97,9 +97,8 @@ impl SqliteStore {
         })
     }
 
-    /// Merge the posting log into the blind index at the start of a commit that finds
-    /// `commits` rows in it (default [`POSTING_MERGE_EVERY`]; tests use small numbers to
-    /// exercise both places).
+    /// Merge the posting log into the blind index once it holds `commits` rows (default
+    /// [`POSTING_MERGE_EVERY`]; tests use small numbers to exercise both places).
     pub fn set_posting_merge_every(&self, commits: usize) {
         self.merge_every.store(commits.max(1), Ordering::Relaxed);
     }
@@ -174,14 +173,6 @@ impl SqliteStore {
     ) -> Result<()> {
         let mut conn = self.writer();
         let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // A full posting log is merged first, before this commit's own row is added: a
-        // pipelined commit is still preparing its versions on another core now, where at
-        // the end the merge would add to the commit's wait.
-        let (rows, bytes) = posting_log_size(&tx)?;
-        let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
-        if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
-            merge_posting_log(&tx)?;
-        }
         if !ledger.is_empty() {
             append_ledger(&tx, ledger)?;
         }
@@ -309,11 +300,14 @@ impl SqliteStore {
             if let Some(first) = new_tokens.iter().map(|&(_, seq)| seq).min() {
                 tx.prepare_cached("INSERT INTO posting_log (batch, rev, data) VALUES (?, 0, ?)")?
                     .execute(params![first, posting::encode_pairs(&new_tokens)])?;
-                // Merged at once if a few huge Bundles fill it: every search reads the
-                // whole log.
-                if posting_log_size(&tx)?.1 >= POSTING_LOG_MAX_BYTES {
-                    merge_posting_log(&tx)?;
-                }
+            }
+            let (rows, bytes): (i64, i64) = tx
+                .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let every = i64::try_from(self.merge_every.load(Ordering::Relaxed)).unwrap_or(i64::MAX);
+            // Merged early if a few huge Bundles fill it: every search reads the whole log.
+            if rows >= every || bytes >= POSTING_LOG_MAX_BYTES {
+                merge_posting_log(&tx)?;
             }
         }
         // The transaction stays open past `tx`: the COMMIT is run by `finish`, maybe on
@@ -337,8 +331,13 @@ impl SqliteStore {
         }
         if !open.0.is_autocommit() {
             // Not run, or failed part way (SQLite leaves some failed COMMITs open): nothing
-            // of it may stay half done on the writer.
-            open.0.execute_batch("ROLLBACK")?;
+            // of it may stay half done on the writer. A failed COMMIT's own error is the
+            // one to report (it says why, e.g. a full disk), not the rollback's.
+            let rolled_back = open.0.execute_batch("ROLLBACK");
+            if let Some(Err(e)) = outcome {
+                return Err(e);
+            }
+            rolled_back?;
         }
         outcome.unwrap_or(Err(StoreError::Abandoned))
     }
@@ -830,13 +829,6 @@ struct PostingStatements<'c> {
 /// `seq` ranges, so only a damaged or planted row can): the commit that wanted the merge
 /// fails, and so does every later one that does, until the log is repaired. Writing the
 /// pair twice would have left a posting no reader accepts.
-/// The posting log's rows and their bytes.
-fn posting_log_size(tx: &Transaction<'_>) -> Result<(i64, i64)> {
-    Ok(tx
-        .prepare_cached("SELECT count(*), coalesce(sum(length(data)), 0) FROM posting_log")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
-}
-
 fn merge_posting_log(tx: &Transaction<'_>) -> Result<()> {
     // (first 8 bytes, last 8 bytes) of the token as big-endian integers, then the seq: the
     // tokens' byte order, with cheap compares, in 24 bytes a pair.

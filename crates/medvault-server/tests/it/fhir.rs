@@ -1479,9 +1479,9 @@ fn a_new_patient_id_that_already_has_a_data_key_is_prepared_again_under_that_key
         .search("Observation", &[("patient".into(), foreseen.clone())])
         .unwrap();
     assert_eq!(found.entries.len(), 20);
-    // The retry prepared each write again from the JSON the first try encrypted (the
-    // parsed resources were freed as the versions went into the store): the values are
-    // the transaction's, the earlier Observation's beside them.
+    // The retry prepared each write again from the resources the first try prepared (kept
+    // until the COMMIT, before which a conflict comes): the values are the transaction's,
+    // the earlier Observation's beside them.
     let mut values: Vec<i64> = found
         .entries
         .iter()
