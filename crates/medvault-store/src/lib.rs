@@ -27,10 +27,10 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// How [`Store::commit_streamed`] makes its transaction durable: it hands the runner one
 /// job, the final durable step (SQLite's COMMIT), and the runner must run it, on a thread
 /// of its choosing, before it returns (the job does its work once, however often it is
-/// run). Meanwhile the caller's own thread is free for
-/// work of its own (the server frees the transaction's parsed resources there, with the
-/// other core idle otherwise). A runner that returns without running the job leaves the
-/// transaction uncommitted: it is rolled back and the commit refused (`Abandoned`).
+/// run). Meanwhile the caller's own thread is free for work of its own (the server frees
+/// the transaction's parsed resources there, with the other core idle otherwise). A runner
+/// that returns without running the job leaves the transaction uncommitted: it is rolled
+/// back and the commit refused (`Abandoned`).
 pub type Finish<'a> = &'a mut dyn FnMut(&mut (dyn FnMut() + Send));
 
 /// The one storage interface. Implementations must make every successful `write` durable
