@@ -135,6 +135,109 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
     assert!(out.contains("ledger ok"), "{out}");
 }
 
+/// A transaction Bundle large enough for the pipelined commit (one Patient and 19
+/// Observations of some bulk, all inline), its Patient named `family`.
+fn chart(family: &str) -> Value {
+    let urn = "urn:uuid:33333333-3333-4333-8333-333333333333";
+    let mut entries = vec![json!({
+        "fullUrl": urn,
+        "resource": {"resourceType": "Patient", "name": [{"family": family}]},
+        "request": {"method": "POST", "url": "Patient"}
+    })];
+    for i in 0..19 {
+        entries.push(json!({
+            "resource": {
+                "resourceType": "Observation", "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+                         "text": "x".repeat(1500)},
+                "subject": {"reference": urn},
+                "effectiveDateTime": "2024-03-01",
+                "valueQuantity": {"value": 60 + i, "unit": "/min"}
+            },
+            "request": {"method": "POST", "url": "Observation"}
+        }));
+    }
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// The same for the pipelined transaction, whose COMMIT runs on a pool thread: the disk
+/// fills at that COMMIT (the pages reach the WAL there), the whole Bundle is refused with
+/// the same clear error and none of it is stored, and once there is room again the same
+/// process commits Bundles again; after a restart every acknowledged one is whole.
+#[test]
+fn a_full_disk_refuses_a_whole_transaction_and_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::new(tmp.path(), "6m");
+    let d = disk.dir.join("data");
+    let ds = d.to_str().unwrap();
+    let server = start(&["--dev", "--data-dir", ds]);
+    let agent = agent();
+    let base = format!("{}/fhir", server.url);
+    let count = |family: &str, base: &str| -> (u64, u64) {
+        let get = |url: String| -> Value {
+            let text = agent
+                .get(&url)
+                .call()
+                .unwrap()
+                .into_body()
+                .read_to_string()
+                .unwrap();
+            serde_json::from_str(&text).unwrap()
+        };
+        let patients = get(format!("{base}/Patient?family={family}"));
+        let total = patients["total"].as_u64().unwrap();
+        let observations = match patients["entry"][0]["resource"]["id"].as_str() {
+            Some(id) => get(format!("{base}/Observation?patient={id}&_count=1"))["total"]
+                .as_u64()
+                .unwrap(),
+            None => 0,
+        };
+        (total, observations)
+    };
+    let mut acked = Vec::new();
+    let mut refusal = None;
+    for n in 0..2_000 {
+        // No name a prefix of another: name searches match prefixes.
+        let family = format!("chart{n}x");
+        let (status, v) = post(&agent, &base, &chart(&family));
+        if status == 200 {
+            assert_eq!(v["entry"].as_array().unwrap().len(), 20, "{v}");
+            acked.push(family);
+        } else {
+            refusal = Some((family, status, v));
+            break;
+        }
+    }
+    let (refused, status, outcome) = refusal.expect("the disk never filled up");
+    assert_eq!(status, 507, "{outcome}");
+    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("storage is full") && text.contains("nothing was written"),
+        "{text}"
+    );
+    assert!(acked.len() > 3, "only {} Bundles fit", acked.len());
+    assert_eq!(
+        count(&refused, &base),
+        (0, 0),
+        "part of {refused} was stored"
+    );
+    // Space comes back: the same process commits the refused Bundle, whole.
+    disk.remount("size=64m");
+    let (status, v) = post(&agent, &base, &chart(&refused));
+    assert_eq!(status, 200, "{v}");
+    acked.push(refused);
+    drop(server);
+    let server = start(&["--dev", "--data-dir", ds]);
+    let base = format!("{}/fhir", server.url);
+    for family in &acked {
+        assert_eq!(count(family, &base), (1, 19), "{family} is not whole");
+    }
+    drop(server);
+    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
+    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
+    assert!(out.contains("ledger ok"), "{out}");
+}
+
 #[test]
 fn a_read_only_data_directory_is_refused_at_start_with_one_line() {
     let tmp = tempfile::tempdir().unwrap();
