@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{medvault, ok, start};
+use super::{dev_ledger_verifies, medvault, ok, start};
 
 /// What the server acknowledged.
 #[derive(Clone, Debug)]
@@ -236,9 +236,7 @@ fn acknowledged_writes_survive_sigkill_during_concurrent_ingest() {
         "too few writes were acknowledged to mean anything"
     );
     // The ledger of everything that happened, killed requests included, verifies.
-    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
-    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
-    assert!(out.contains("ledger ok"), "{out}");
+    dev_ledger_verifies(&d);
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{fails, medvault, ok, start};
+use super::{dev_ledger_verifies, fails, http, medvault, start};
 
 /// A tmpfs mounted on a fresh directory, unmounted on drop.
 struct Tmpfs {
@@ -77,6 +77,18 @@ fn get_status(agent: &ureq::Agent, url: &str) -> u16 {
     agent.get(url).call().unwrap().status().as_u16()
 }
 
+/// The answer to a write the full disk refused: 507 with an OperationOutcome that says so
+/// and that nothing was written.
+fn assert_storage_full(status: u16, outcome: &Value) {
+    assert_eq!(status, 507, "{outcome}");
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        text.contains("storage is full") && text.contains("nothing was written"),
+        "{text}"
+    );
+}
+
 fn patient(n: usize) -> Value {
     // Some bulk, so the disk fills in a few hundred writes.
     json!({"resourceType": "Patient", "name": [{"family": format!("full{n}"), "given": ["x".repeat(2000)]}]})
@@ -103,13 +115,7 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
         }
     }
     let (status, outcome) = refusal.expect("the disk never filled up");
-    assert_eq!(status, 507, "{outcome}");
-    assert_eq!(outcome["resourceType"], "OperationOutcome");
-    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
-    assert!(
-        text.contains("storage is full") && text.contains("nothing was written"),
-        "{text}"
-    );
+    assert_storage_full(status, &outcome);
     assert!(acked.len() > 10, "only {} writes fit", acked.len());
     // Still full: refused again, and the server is alive to say so.
     assert_eq!(post(&agent, &url, &patient(0)).0, 507);
@@ -130,9 +136,7 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
         );
     }
     drop(server);
-    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
-    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
-    assert!(out.contains("ledger ok"), "{out}");
+    dev_ledger_verifies(&d);
 }
 
 /// A transaction Bundle large enough for the pipelined commit (one Patient and 19
@@ -174,16 +178,7 @@ fn a_full_disk_refuses_a_whole_transaction_and_recovers() {
     let agent = agent();
     let base = format!("{}/fhir", server.url);
     let count = |family: &str, base: &str| -> (u64, u64) {
-        let get = |url: String| -> Value {
-            let text = agent
-                .get(&url)
-                .call()
-                .unwrap()
-                .into_body()
-                .read_to_string()
-                .unwrap();
-            serde_json::from_str(&text).unwrap()
-        };
+        let get = |url: String| -> Value { http("GET", &url, None).1 };
         let patients = get(format!("{base}/Patient?family={family}"));
         let total = patients["total"].as_u64().unwrap();
         let observations = match patients["entry"][0]["resource"]["id"].as_str() {
@@ -209,12 +204,7 @@ fn a_full_disk_refuses_a_whole_transaction_and_recovers() {
         }
     }
     let (refused, status, outcome) = refusal.expect("the disk never filled up");
-    assert_eq!(status, 507, "{outcome}");
-    let text = outcome["issue"][0]["diagnostics"].as_str().unwrap();
-    assert!(
-        text.contains("storage is full") && text.contains("nothing was written"),
-        "{text}"
-    );
+    assert_storage_full(status, &outcome);
     assert!(acked.len() > 3, "only {} Bundles fit", acked.len());
     assert_eq!(
         count(&refused, &base),
@@ -233,9 +223,7 @@ fn a_full_disk_refuses_a_whole_transaction_and_recovers() {
         assert_eq!(count(family, &base), (1, 19), "{family} is not whole");
     }
     drop(server);
-    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
-    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
-    assert!(out.contains("ledger ok"), "{out}");
+    dev_ledger_verifies(&d);
 }
 
 #[test]

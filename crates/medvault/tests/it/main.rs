@@ -95,6 +95,19 @@ fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `medvault ledger verify` of a `--dev` data directory (the share it keeps on disk on
+/// stdin) succeeds and says the ledger is whole; returns the share.
+fn dev_ledger_verifies(dir: &Path) -> String {
+    let share = std::fs::read_to_string(dir.join("dev-unseal-share")).unwrap();
+    let data_dir = dir.to_str().unwrap();
+    let out = ok(&medvault(
+        &["ledger", "verify", "--data-dir", data_dir],
+        &share,
+    ));
+    assert!(out.contains("ledger ok"), "{out}");
+    share
+}
+
 /// The one-line error of a failed command.
 fn fails(out: &Output) -> String {
     assert!(!out.status.success(), "command unexpectedly succeeded");
@@ -501,9 +514,7 @@ fn ledger_witness_and_verify_catch_a_replaced_database() {
     drop(server);
 
     // Offline verification of the real file, with the share on stdin.
-    let share = std::fs::read_to_string(d.join("dev-unseal-share")).unwrap();
-    let out = ok(&medvault(&["ledger", "verify", "--data-dir", ds], &share));
-    assert!(out.contains("ledger ok"), "{out}");
+    let share = dev_ledger_verifies(&d);
 
     // Someone replaces the database with the older copy and the server writes a different
     // history on top: the witness refuses it.
