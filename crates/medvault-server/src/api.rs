@@ -557,7 +557,7 @@ async fn record_then(
     resp: Response,
 ) -> Response {
     let repo = state.repo.clone();
-    let recorded = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+    let recorded = crate::workers::run(move || -> Result<(), RepoError> {
         let keys = repo.keys()?;
         Ok(repo.ledger().record(&keys, &audit, &events)?)
     })
@@ -580,7 +580,7 @@ async fn record_then(
 async fn record_sys(state: &AppState, audit: Audit, event: Event) {
     let repo = state.repo.clone();
     let queue = state.unrecorded.clone();
-    let r = tokio::task::spawn_blocking(move || -> Result<(), RepoError> {
+    let r = crate::workers::run(move || -> Result<(), RepoError> {
         let mut queue = queue.lock().unwrap_or_else(|e| e.into_inner());
         queue.push((audit, event));
         let keys = repo.keys()?;
@@ -672,7 +672,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Repository) -> Result<T, RepoError> + Send + 'static,
 ) -> Result<T, Response> {
     let repo = state.repo.clone();
-    match tokio::task::spawn_blocking(move || f(&repo)).await {
+    match crate::workers::run(move || f(&repo)).await {
         Ok(r) => r.map_err(repo_error),
         Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
     }
@@ -791,7 +791,7 @@ async fn vault_blocking<T: Send + 'static>(
     f: impl FnOnce(&Vault) -> Result<T, VaultError> + Send + 'static,
 ) -> Result<T, Response> {
     let vault = state.repo.vault().clone();
-    match tokio::task::spawn_blocking(move || f(&vault)).await {
+    match crate::workers::run(move || f(&vault)).await {
         Ok(r) => r.map_err(vault_error),
         Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
     }
@@ -946,7 +946,7 @@ pub fn start_rewrap(state: &AppState) {
         let mut total = 0;
         loop {
             let r = repo.clone();
-            let step = tokio::task::spawn_blocking(move || r.rewrap_step(256)).await;
+            let step = crate::workers::run(move || r.rewrap_step(256)).await;
             let mut s = status.lock().unwrap_or_else(|e| e.into_inner());
             match step {
                 Ok(Ok(RewrapProgress {
@@ -1170,7 +1170,7 @@ async fn auth_step(
         + 'static,
 ) -> Response {
     let st = state.clone();
-    let run = tokio::task::spawn_blocking(move || {
+    let run = crate::workers::run(move || {
         let v: Value = serde_json::from_slice(&body)
             .map_err(|_| AuthFailure::BadRequest("expected a JSON object"))?;
         f(&st, &v)
@@ -1439,7 +1439,7 @@ async fn authenticate(
     let (authz, proof) = (header_text("authorization"), header_text("dpop"));
     let url = format!("{}{path}", state.public_url);
     let (st, method) = (state.clone(), method.to_string());
-    let r = tokio::task::spawn_blocking(move || {
+    let r = crate::workers::run(move || {
         let repo = &st.repo;
         let keys = repo.keys().map_err(|_| SessionError::Store)?;
         let now = u64::try_from(repo.clock().now_ms().div_euclid(1000)).unwrap_or(0);
@@ -1735,7 +1735,7 @@ async fn ledger_blocking<T: Send + 'static>(
     f: impl FnOnce(&Repository) -> Result<T, LedgerError> + Send + 'static,
 ) -> Result<T, Response> {
     let repo = state.repo.clone();
-    match tokio::task::spawn_blocking(move || f(&repo)).await {
+    match crate::workers::run(move || f(&repo)).await {
         Ok(r) => r.map_err(ledger_error),
         Err(_) => Err(repo_error(RepoError::Internal("worker failed"))),
     }

@@ -19,6 +19,7 @@ mod search_time;
 mod serve;
 pub mod session;
 pub mod vault;
+mod workers;
 
 pub use serve::{
     check_listen, open_data_dir, open_data_dir_with_cache, serve, DataDir, ServeError,

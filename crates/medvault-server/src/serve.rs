@@ -255,7 +255,7 @@ fn spawn_ledger_verifier(repo: Arc<Repository>) {
                 continue;
             };
             let (r, v) = (repo.clone(), verifier.clone());
-            let run = tokio::task::spawn_blocking(move || {
+            let run = crate::workers::run(move || {
                 let mut v = v.lock().unwrap_or_else(|e| e.into_inner());
                 if v.first_bad().is_some() {
                     return Ok(None);
@@ -338,7 +338,7 @@ fn spawn_checkpoint_ticker(repo: Arc<Repository>) {
                 continue;
             };
             let r = repo.clone();
-            match tokio::task::spawn_blocking(move || r.ledger().tick(&keys)).await {
+            match crate::workers::run(move || r.ledger().tick(&keys)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(error = %e, "ledger checkpoint failed"),
                 Err(_) => tracing::error!("ledger checkpoint worker failed"),

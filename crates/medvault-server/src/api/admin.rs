@@ -107,7 +107,7 @@ pub(super) async fn account_step(
     audit.actor = account.id().to_string();
     audit.role = account.role().as_str().to_string();
     let st = state.clone();
-    let run = tokio::task::spawn_blocking(move || {
+    let run = crate::workers::run(move || {
         let v: Value = if body.is_empty() {
             json!({})
         } else {

@@ -65,7 +65,7 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     let repo = state.repo.clone();
     // A point lookup (the greatest entry index), off the async threads like every store call.
-    let ledger_size = tokio::task::spawn_blocking(move || repo.store().ledger_size())
+    let ledger_size = crate::workers::run(move || repo.store().ledger_size())
         .await
         .ok()
         .and_then(Result::ok);

@@ -120,7 +120,7 @@ pub(super) async fn token(
         );
     };
     let st = state.clone();
-    let r = tokio::task::spawn_blocking(move || {
+    let r = crate::workers::run(move || {
         let repo = &st.repo;
         let keys = repo.keys().map_err(|_| SessionError::Store)?;
         let url = format!("{}/auth/token", st.public_url);
@@ -217,7 +217,7 @@ async fn client_credentials(
         unverified_client_id, validate_client_assertion, AssertionExpectation,
     };
     let st = state.clone();
-    let run = tokio::task::spawn_blocking(move || -> Result<(crate::clients::Client, String, bool, Option<String>), ClientFailure> {
+    let run = crate::workers::run(move || -> Result<(crate::clients::Client, String, bool, Option<String>), ClientFailure> {
         if f.assertion_type.as_deref() != Some(JWT_BEARER) {
             return Err(ClientFailure::Request(
                 "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer (once)",
@@ -338,7 +338,7 @@ pub(super) async fn logout(
         .unwrap_or(false);
     let st = state.clone();
     let id = who.account.id().to_string();
-    let r = tokio::task::spawn_blocking(move || {
+    let r = crate::workers::run(move || {
         let keys = st.repo.keys().map_err(|_| SessionError::Store)?;
         st.sessions
             .logout(st.repo.store(), &keys, &who, refresh.as_deref(), everywhere)
