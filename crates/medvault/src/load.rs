@@ -277,12 +277,20 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// Seconds since the run started, with the server's resident and anonymous KiB then.
-type RssSamples = Vec<(u64, (u64, u64))>;
+/// Seconds since the run started, with the server's memory and threads then.
+type RssSamples = Vec<(u64, ServerSample)>;
 
 /// The server's resident set and its anonymous part (heap, stacks: what the allocator
-/// holds, as opposed to mapped files), in KiB, from `/proc/PID/status` (Linux).
-fn rss_kib(pid: u32) -> Option<(u64, u64)> {
+/// holds, as opposed to mapped files), in KiB, and its threads (each keeps an allocator heap).
+#[derive(Clone, Copy)]
+struct ServerSample {
+    rss_kib: u64,
+    anon_kib: u64,
+    threads: u64,
+}
+
+/// The server's [`ServerSample`], from `/proc/PID/status` (Linux).
+fn server_sample(pid: u32) -> Option<ServerSample> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| -> Option<u64> {
         status
@@ -293,7 +301,11 @@ fn rss_kib(pid: u32) -> Option<(u64, u64)> {
             .parse()
             .ok()
     };
-    Some((field("VmRSS:")?, field("RssAnon:")?))
+    Some(ServerSample {
+        rss_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:")?,
+        threads: field("Threads:")?,
+    })
 }
 
 /// A small deterministic generator for the operation mix (xorshift64*).
@@ -368,7 +380,7 @@ pub fn run(
         std::thread::spawn(move || {
             let t0 = Instant::now();
             while !stop.load(Ordering::Relaxed) {
-                if let Some(k) = rss_kib(pid) {
+                if let Some(k) = server_sample(pid) {
                     rss.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push((t0.elapsed().as_secs(), k));
@@ -479,23 +491,24 @@ pub fn run(
     }
     let rss = rss.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let (Some(first), Some(last)) = (rss.first(), rss.last()) {
-        let max = rss.iter().map(|r| r.1 .0).max().unwrap_or(0);
+        let max = rss.iter().map(|r| r.1.rss_kib).max().unwrap_or(0);
         println!(
             "server RSS (SQLite page caches up to {} x {cache_mib} + {} MiB): {} MiB at {} s, {} MiB at {} s, max {} MiB ({} samples)",
             medvault_store::READERS,
             cache_mib.min(medvault_store::WRITER_CACHE_MIB),
-            first.1 .0 / 1024,
+            first.1.rss_kib / 1024,
             first.0,
-            last.1 .0 / 1024,
+            last.1.rss_kib / 1024,
             last.0,
             max / 1024,
             rss.len()
         );
-        for (t, (k, anon)) in &rss {
+        for (t, sample) in &rss {
             println!(
-                "  rss t={t:>4}s {:>6} MiB  (anonymous {:>6} MiB)",
-                k / 1024,
-                anon / 1024
+                "  rss t={t:>4}s {:>6} MiB  (anonymous {:>6} MiB)  threads {:>3}",
+                sample.rss_kib / 1024,
+                sample.anon_kib / 1024,
+                sample.threads
             );
         }
     }

@@ -1,6 +1,6 @@
 //! `medvault bench load`: a short run against the server it starts, here under a wrapper
-//! process, reports throughput and the server's own memory, and stops the server with
-//! SIGTERM.
+//! process, reports throughput and the server's own memory and threads, and stops the
+//! server with SIGTERM.
 
 use crate::{medvault, ok};
 
@@ -50,6 +50,20 @@ fn bench_load_reports_the_wrapped_servers_memory_and_stops_it() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("unexpected RSS line: {line}"));
     assert!(first_mib >= 8, "{line}");
+    // Each sample also counts the server's threads (its async threads and more; the
+    // single-threaded wrapper has one).
+    let threads: Vec<u64> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("rss t="))
+        .map(|l| {
+            l.rsplit("threads ")
+                .next()
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no thread count: {l}"))
+        })
+        .collect();
+    assert!(!threads.is_empty(), "{text}");
+    assert!(threads.iter().all(|&n| n >= 3), "{text}");
     // The scratch directory is gone, and no process still serves it.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
