@@ -30,11 +30,18 @@ pub struct WorkerFailed;
 pub fn run<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, WorkerFailed>> + Send + 'static {
-    static WORKERS: OnceLock<Workers> = OnceLock::new();
     WORKERS
         .get_or_init(|| Workers::new(KEEP_ALIVE, MAX_THREADS))
         .run(f)
 }
+
+/// The process's worker threads alive now, busy or idle (for `/metrics`).
+pub fn threads() -> usize {
+    WORKERS.get().map_or(0, Workers::threads)
+}
+
+/// The process's one pool: every server in it shares its threads.
+static WORKERS: OnceLock<Workers> = OnceLock::new();
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -96,7 +103,6 @@ impl Workers {
     }
 
     /// Threads alive now.
-    #[cfg(test)]
     fn threads(&self) -> usize {
         lock(&self.shared.state).threads
     }

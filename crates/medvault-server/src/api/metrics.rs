@@ -125,6 +125,13 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     );
     metric(
         &mut out,
+        "medvault_worker_threads",
+        "gauge",
+        "Threads alive, busy or idle, that run the server's blocking work; idle ones exit after 10 s.",
+        &[("", crate::workers::threads() as u64)],
+    );
+    metric(
+        &mut out,
         "medvault_refused_unseal_shares_total",
         "counter",
         "Unseal shares refused (wrong, duplicate or malformed).",
