@@ -240,8 +240,21 @@ pub async fn serve(
             server.serve(service).await?;
         }
     }
+    // Jobs whose callers are gone (a client that hung up, connections closed at the end of
+    // the grace period, the ledger's background work) finish before the process exits, as
+    // tokio's blocking pool made it wait for them; bounded, so one stuck job cannot hold
+    // the exit. Answered work is already durable either way.
+    let drained = tokio::task::spawn_blocking(|| crate::workers::drain(SHUTDOWN_DRAIN))
+        .await
+        .unwrap_or(false);
+    if !drained {
+        tracing::warn!("worker jobs were still running at exit; they were cut short");
+    }
     Ok(())
 }
+
+/// How long a stopping server waits for its worker jobs to finish.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Verify the ledger in the background: everything once after start (as soon as the vault
 /// is unsealed), then every new entry. A failure marks the ledger compromised and alerts.

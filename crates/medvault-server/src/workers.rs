@@ -26,7 +26,8 @@ pub struct WorkerFailed;
 /// Run `f` on a worker thread; the future waits for its result without blocking the async
 /// thread. The job is handed over at once, before the future is first polled. It runs inside
 /// the caller's tokio runtime (`Handle::current` works in it), and to the end even if the
-/// caller stops waiting (a client that hangs up does not cut a write short).
+/// caller stops waiting (a client that hangs up does not cut a write short; a stopping
+/// server waits for such jobs, up to a bound, through [`drain`]).
 pub fn run<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> impl std::future::Future<Output = Result<T, WorkerFailed>> + Send + 'static {
@@ -38,6 +39,12 @@ pub fn run<T: Send + 'static>(
 /// The process's worker threads alive now, busy or idle (for `/metrics`).
 pub fn threads() -> usize {
     WORKERS.get().map_or(0, Workers::threads)
+}
+
+/// Wait until no job is running or queued, at most `timeout`; `false` if some still were.
+/// For a process that is about to exit.
+pub fn drain(timeout: Duration) -> bool {
+    WORKERS.get().is_none_or(|w| w.drain(timeout))
 }
 
 /// The process's one pool: every server in it shares its threads.
@@ -52,6 +59,8 @@ pub(crate) struct Workers {
 
 struct Shared {
     state: Mutex<State>,
+    /// Notified when `State::jobs` falls to 0.
+    all_done: Condvar,
     keep_alive: Duration,
     max_threads: usize,
 }
@@ -61,8 +70,33 @@ struct State {
     queue: VecDeque<Job>,
     /// Idle threads, the most recently idle last: a job goes to the last one.
     idle: Vec<Arc<Slot>>,
-    /// Threads alive, busy or idle.
+    /// Threads alive, busy or idle, and threads being started.
     threads: usize,
+    /// Jobs submitted and not yet run to the end or dropped (see [`Counted`]).
+    jobs: usize,
+}
+
+/// Held by each job for as long as it exists: counts it in `State::jobs` until it has run
+/// (its answer sent) or was dropped unrun, however that happens.
+struct Counted(Arc<Shared>);
+
+impl Counted {
+    fn new(shared: &Arc<Shared>) -> Counted {
+        lock(&shared.state).jobs += 1;
+        Counted(shared.clone())
+    }
+}
+
+impl Drop for Counted {
+    // Never dropped while the state lock is held (queued jobs are dropped after it is
+    // released), or this would deadlock.
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.jobs -= 1;
+        if state.jobs == 0 {
+            self.0.all_done.notify_all();
+        }
+    }
 }
 
 /// Where an idle thread waits for the job handed to it.
@@ -79,7 +113,9 @@ impl Workers {
                     queue: VecDeque::new(),
                     idle: Vec::new(),
                     threads: 0,
+                    jobs: 0,
                 }),
+                all_done: Condvar::new(),
                 keep_alive,
                 max_threads: max_threads.max(1),
             }),
@@ -93,7 +129,10 @@ impl Workers {
     ) -> impl std::future::Future<Output = Result<T, WorkerFailed>> + Send + 'static {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Handle::try_current().ok();
+        let counted = Counted::new(&self.shared);
         self.submit(Box::new(move || {
+            // Dropped last, once the answer is sent (or the job unwound).
+            let _counted = counted;
             let _entered = runtime.as_ref().map(|r| r.enter());
             // A panic unwinds through here and drops `tx`: the caller sees `WorkerFailed`.
             // The caller may have stopped waiting; the job has still run.
@@ -105,6 +144,25 @@ impl Workers {
     /// Threads alive now.
     fn threads(&self) -> usize {
         lock(&self.shared.state).threads
+    }
+
+    /// See [`drain`].
+    pub(crate) fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.shared.state);
+        while state.jobs > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .shared
+                .all_done
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 
     fn submit(&self, job: Job) {
@@ -126,12 +184,22 @@ impl Workers {
             Ok(_) => drop(start_tx.send(job)),
             Err(e) => {
                 tracing::error!(error = %e, "could not start a worker thread");
-                lock(&self.shared.state).threads -= 1;
-                // To a thread that is idle or busy now; with none alive the job is dropped,
+                let stranded = {
+                    let mut state = lock(&self.shared.state);
+                    state.threads -= 1;
+                    // Jobs queued while this thread was counted wait for a thread; with
+                    // none left, maybe none ever starts: their callers are told
+                    // `WorkerFailed` (dropped after the lock is released).
+                    if state.threads == 0 {
+                        std::mem::take(&mut state.queue)
+                    } else {
+                        VecDeque::new()
+                    }
+                };
+                drop(stranded);
+                // To a thread that is idle, busy or starting; with none, the job is dropped
                 // and its caller told `WorkerFailed`.
-                if let Some(job) = self.hand_over(job, false) {
-                    drop(job);
-                }
+                drop(self.hand_over(job, false));
             }
         }
     }
@@ -156,8 +224,9 @@ impl Workers {
         if state.threads == 0 {
             return Some(job);
         }
-        // A busy thread takes it when it is done (a thread only goes idle, and so only
-        // exits, when the queue is empty).
+        // A busy thread takes it when it is done, or a starting one when it has run its
+        // first job (a thread only goes idle, and so only exits, when the queue is empty;
+        // the last one that fails to start drops the queue).
         state.queue.push_back(job);
         None
     }
@@ -232,27 +301,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)] // tests: a panic is the failure report
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    /// A lost job fails the test instead of hanging it.
+    async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(30), f)
+            .await
+            .expect("a job was lost")
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_answer_and_a_panic_is_the_jobs_failure_only() {
-        let workers = Workers::new(Duration::from_secs(10), 4);
-        assert_eq!(workers.run(|| 6 * 7).await.unwrap(), 42);
-        let failed = workers.run(|| -> u32 { panic!("a job that panics") }).await;
+        // One thread at most: later jobs queue for it instead of starting another, so a
+        // thread the panic had ended would show as a hang.
+        let workers = Workers::new(Duration::from_secs(10), 1);
+        assert_eq!(within(workers.run(|| 6 * 7)).await.unwrap(), 42);
+        let failed = within(workers.run(|| -> u32 { panic!("a job that panics") })).await;
         assert!(failed.is_err());
-        // The thread that caught the panic is still there and still works.
-        assert_eq!(workers.threads(), 1);
         assert_eq!(
-            workers.run(|| "still working").await.unwrap(),
+            within(workers.run(|| "still working")).await.unwrap(),
             "still working"
         );
+        assert_eq!(workers.threads(), 1);
         // Jobs run inside the caller's runtime (the repository's blob reads rely on it).
-        let inside = workers
-            .run(|| tokio::runtime::Handle::try_current().is_ok())
-            .await;
+        let inside = within(workers.run(|| tokio::runtime::Handle::try_current().is_ok())).await;
         assert!(inside.unwrap());
     }
 
@@ -273,7 +348,7 @@ mod tests {
                 })
             })
             .collect();
-        let done: Vec<usize> = futures_join_all(jobs).await;
+        let done: Vec<usize> = within(join_all(jobs)).await;
         assert_eq!(done, (0..10).collect::<Vec<_>>());
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert_eq!(workers.threads(), 2);
@@ -295,13 +370,13 @@ mod tests {
                 })
             })
             .collect();
-        futures_join_all(burst).await;
+        within(join_all(burst)).await;
         assert_eq!(workers.threads(), 8);
         // One job every 10 ms: each of eight threads taken in turn would get one every 80 ms.
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut fewest = usize::MAX;
         while Instant::now() < deadline {
-            workers.run(|| ()).await.unwrap();
+            within(workers.run(|| ())).await.unwrap();
             fewest = fewest.min(workers.threads());
             if fewest == 1 {
                 break;
@@ -311,8 +386,65 @@ mod tests {
         assert_eq!(fewest, 1, "idle threads did not exit under a steady load");
     }
 
-    /// Await every future, in order (the crate does without the `futures` crate).
-    async fn futures_join_all<T: Send + 'static>(
+    /// Jobs handed over just as their threads time out: a keep-alive of 200 µs, and four
+    /// threads submitting at gaps around it. Every job answers (a job handed to a thread
+    /// that then exits would be dropped, and its caller told `WorkerFailed`), and once the
+    /// jobs stop every thread exits and the count comes back to 0.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hand_overs_racing_the_keep_alive_lose_nothing() {
+        let workers = Arc::new(Workers::new(Duration::from_micros(200), 8));
+        let runtime = tokio::runtime::Handle::current();
+        let submitters: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (workers, runtime) = (workers.clone(), runtime.clone());
+                std::thread::spawn(move || {
+                    for i in 0..1500u64 {
+                        let job = workers.run(move || t * 10_000 + i);
+                        assert_eq!(runtime.block_on(job).unwrap(), t * 10_000 + i);
+                        std::thread::sleep(Duration::from_micros((i * 7 + t * 13) % 400));
+                    }
+                })
+            })
+            .collect();
+        within(tokio::task::spawn_blocking(move || {
+            for s in submitters {
+                s.join().unwrap();
+            }
+        }))
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while workers.threads() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(workers.threads(), 0);
+        assert!(workers.drain(Duration::ZERO));
+    }
+
+    /// A stopping server waits for jobs whose callers stopped waiting, up to its bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drain_waits_for_running_jobs_up_to_its_bound() {
+        let workers = Workers::new(Duration::from_secs(10), 4);
+        let finished = Arc::new(AtomicBool::new(false));
+        let (release, hold) = std::sync::mpsc::channel::<()>();
+        let f = finished.clone();
+        // Nobody awaits this job's answer, as when a client hangs up.
+        drop(workers.run(move || {
+            let _ = hold.recv();
+            std::thread::sleep(Duration::from_millis(50));
+            f.store(true, Ordering::SeqCst);
+        }));
+        assert!(!workers.drain(Duration::from_millis(50)), "the job is held");
+        release.send(()).unwrap();
+        assert!(workers.drain(Duration::from_secs(20)));
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "drain returned before the job ended"
+        );
+    }
+
+    /// Await every job, in order (the crate does without the `futures` crate).
+    async fn join_all<T: Send + 'static>(
         jobs: Vec<impl std::future::Future<Output = Result<T, WorkerFailed>> + Send + 'static>,
     ) -> Vec<T> {
         let handles: Vec<_> = jobs.into_iter().map(tokio::spawn).collect();
