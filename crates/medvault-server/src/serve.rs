@@ -159,8 +159,9 @@ pub fn check_listen(
     Ok(())
 }
 
-/// Serve until Ctrl-C / SIGTERM. `ready` is called with the bound address and base URL
-/// once the socket accepts connections.
+/// Serve until Ctrl-C / SIGTERM, then let open requests finish (up to 10 s) and the worker
+/// pool's jobs (up to [`SHUTDOWN_DRAIN`] more). `ready` is called with the bound address
+/// and base URL once the socket accepts connections.
 pub async fn serve(
     repo: Arc<Repository>,
     opts: ServeOptions,
@@ -240,10 +241,12 @@ pub async fn serve(
             server.serve(service).await?;
         }
     }
-    // Jobs whose callers are gone (a client that hung up, connections closed at the end of
-    // the grace period, the ledger's background work) finish before the process exits, as
-    // tokio's blocking pool made it wait for them; bounded, so one stuck job cannot hold
-    // the exit. Answered work is already durable either way.
+    // Let the worker pool's jobs finish before the process exits: those whose callers are
+    // gone (a client that hung up, connections closed at the end of the grace period) and
+    // the ledger's background work, which may still submit more. tokio's runtime waited
+    // for its blocking pool without a bound; a short one keeps a stop within what service
+    // managers allow. Answered work is durable either way, and a job cut short is a
+    // rolled-back transaction, as after a crash.
     let drained = tokio::task::spawn_blocking(|| crate::workers::drain(SHUTDOWN_DRAIN))
         .await
         .unwrap_or(false);
@@ -254,7 +257,7 @@ pub async fn serve(
 }
 
 /// How long a stopping server waits for its worker jobs to finish.
-const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Verify the ledger in the background: everything once after start (as soon as the vault
 /// is unsealed), then every new entry. A failure marks the ledger compromised and alerts.

@@ -127,7 +127,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         &mut out,
         "medvault_worker_threads",
         "gauge",
-        "Threads alive, busy or idle, that run the server's blocking work; idle ones exit after 10 s.",
+        "Threads (busy, idle or starting) that run the server's blocking work; idle ones exit after 10 s.",
         &[("", crate::workers::threads() as u64)],
     );
     metric(
