@@ -89,6 +89,22 @@ fn assert_storage_full(status: u16, outcome: &Value) {
     );
 }
 
+/// Write with `write(n)` for n = 0, 1, ... (at most `limit` times) until one is refused:
+/// what the acknowledged writes returned, and the refused one's number, status and answer.
+fn write_until_refused<T>(
+    limit: usize,
+    mut write: impl FnMut(usize) -> Result<T, (u16, Value)>,
+) -> (Vec<T>, usize, u16, Value) {
+    let mut acked = Vec::new();
+    for n in 0..limit {
+        match write(n) {
+            Ok(ack) => acked.push(ack),
+            Err((status, answer)) => return (acked, n, status, answer),
+        }
+    }
+    panic!("the disk never filled up");
+}
+
 fn patient(n: usize) -> Value {
     // Some bulk, so the disk fills in a few hundred writes.
     json!({"resourceType": "Patient", "name": [{"family": format!("full{n}"), "given": ["x".repeat(2000)]}]})
@@ -103,18 +119,13 @@ fn a_full_disk_is_a_clear_error_that_loses_nothing_and_recovers() {
     let server = start(&["--dev", "--data-dir", ds]);
     let agent = agent();
     let url = format!("{}/fhir/Patient", server.url);
-    let mut acked = Vec::new();
-    let mut refusal = None;
-    for n in 0..20_000 {
+    let (mut acked, _, status, outcome) = write_until_refused(20_000, |n| {
         let (status, v) = post(&agent, &url, &patient(n));
-        if status == 201 {
-            acked.push(v["id"].as_str().unwrap().to_string());
-        } else {
-            refusal = Some((status, v));
-            break;
+        match status {
+            201 => Ok(v["id"].as_str().unwrap().to_string()),
+            _ => Err((status, v)),
         }
-    }
-    let (status, outcome) = refusal.expect("the disk never filled up");
+    });
     assert_storage_full(status, &outcome);
     assert!(acked.len() > 10, "only {} writes fit", acked.len());
     // Still full: refused again, and the server is alive to say so.
@@ -189,21 +200,19 @@ fn a_full_disk_refuses_a_whole_transaction_and_recovers() {
         };
         (total, observations)
     };
-    let mut acked = Vec::new();
-    let mut refusal = None;
-    for n in 0..2_000 {
-        // No name a prefix of another: name searches match prefixes.
-        let family = format!("chart{n}x");
-        let (status, v) = post(&agent, &base, &chart(&family));
-        if status == 200 {
-            assert_eq!(v["entry"].as_array().unwrap().len(), 20, "{v}");
-            acked.push(family);
-        } else {
-            refusal = Some((family, status, v));
-            break;
+    // No name a prefix of another: name searches match prefixes.
+    let family = |n: usize| format!("chart{n}x");
+    let (mut acked, refused, status, outcome) = write_until_refused(2_000, |n| {
+        let (status, v) = post(&agent, &base, &chart(&family(n)));
+        match status {
+            200 => {
+                assert_eq!(v["entry"].as_array().unwrap().len(), 20, "{v}");
+                Ok(family(n))
+            }
+            _ => Err((status, v)),
         }
-    }
-    let (refused, status, outcome) = refusal.expect("the disk never filled up");
+    });
+    let refused = family(refused);
     assert_storage_full(status, &outcome);
     assert!(acked.len() > 3, "only {} Bundles fit", acked.len());
     assert_eq!(
