@@ -13,7 +13,8 @@ mod types;
 pub use blob::BlobStore;
 pub use error::{StoreError, Unavailable};
 pub use sqlite::{
-    uuid_text, SqliteStore, DEFAULT_CACHE_MIB, POSTING_MERGE_EVERY, READERS, WRITER_CACHE_MIB,
+    uuid_text, SqliteStore, DEFAULT_CACHE_MIB, PAGE_SIZE, POSTING_MERGE_EVERY, READERS,
+    WRITER_CACHE_MIB,
 };
 pub use types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,

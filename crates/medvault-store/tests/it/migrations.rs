@@ -2,7 +2,7 @@
 
 use medvault_store::{SqliteStore, Store, StoreError, StoreQuery};
 
-use crate::common::{create, db_path, open_store, raw, record, vault_record};
+use crate::common::{create, db_path, open_store, raw, record, tok, vault_record};
 
 /// The schema version this store migrates to (the number of migrations).
 const LATEST: i64 = 10;
@@ -102,6 +102,56 @@ fn open_puts_the_file_in_wal_mode() {
 
     drop(store);
     assert_eq!(journal_mode(&raw(&path)), "wal");
+}
+
+fn page_size(conn: &rusqlite::Connection) -> i64 {
+    conn.pragma_query_value(None, "page_size", |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_new_database_gets_large_pages_and_an_old_one_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+
+    // A new file: created with medvault's page size, not SQLite's default.
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .write(&[create("Patient", "p1", 1, &[tok(1)])])
+        .unwrap();
+    drop(store);
+    assert_eq!(page_size(&raw(&path)), i64::from(medvault_store::PAGE_SIZE));
+    assert_ne!(medvault_store::PAGE_SIZE, 4096);
+
+    // A database an older medvault made, with SQLite's default 4 KiB pages and already in
+    // WAL mode: it keeps them (SQLite cannot change a WAL database's page size), and it
+    // migrates and works as before.
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = db_path(&old_dir);
+    {
+        let conn = raw(&old);
+        assert_eq!(page_size(&conn), 4096);
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        schema_at(&conn, 8);
+    }
+    let store = SqliteStore::open(&old).unwrap();
+    store
+        .write(&[create("Patient", "p2", 1, &[tok(2)])])
+        .unwrap();
+    let found = store
+        .search_all(&StoreQuery {
+            rtype: "Patient".into(),
+            all_of: vec![vec![tok(2)]],
+            ids: None,
+            updated_from_ms: None,
+            updated_until_ms: None,
+        })
+        .unwrap();
+    assert_eq!(crate::common::ids(&found), ["p2"]);
+    drop(store);
+    let conn = raw(&old);
+    assert_eq!(page_size(&conn), 4096);
+    assert_eq!(user_version(&conn), LATEST);
 }
 
 #[test]

@@ -117,7 +117,7 @@ pub fn run(
     let mut picked = vec![Sample::default(); samples];
 
     std::fs::create_dir_all(scratch)?;
-    let mut plain = Plain::open(&scratch.join("plain.db"), true)?;
+    let mut plain = Plain::open(&scratch.join("plain.db"), true, None)?;
     let (dd, rng_sys, vault) = super::unsealed_vault(&scratch.join("medvault"))?;
     let repo = Repository::new(
         dd.store.clone(),
@@ -332,9 +332,16 @@ pub(super) struct Plain {
 
 impl Plain {
     /// A new table at `path`; with `search_columns`, also patient and code columns for the
-    /// search baseline (filled for Observations, indexed only after ingest).
-    pub(super) fn open(path: &Path, search_columns: bool) -> Result<Plain> {
+    /// search baseline (filled for Observations, indexed only after ingest). `page_size`
+    /// overrides SQLite's default 4096 (a plain database's).
+    pub(super) fn open(path: &Path, search_columns: bool, page_size: Option<u32>) -> Result<Plain> {
         let conn = rusqlite::Connection::open(path)?;
+        if let Some(n) = page_size {
+            // Before WAL mode, which fixes the page size.
+            conn.pragma_update(None, "page_size", n)?;
+            let set: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+            anyhow::ensure!(set == n, "SQLite kept page size {set}, not {n}");
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(if search_columns {

@@ -47,6 +47,12 @@ pub enum BenchCommand {
         /// their rows in parallel and take turns at its one SQLite writer).
         #[arg(long, default_value_t = 1)]
         clients: usize,
+        /// Give the baseline's database this page size in bytes (a power of two from 512 to
+        /// 65536) instead of SQLite's default 4096; medvault's own is
+        /// `medvault_store::PAGE_SIZE` (16384). With both the same, the ratio leaves out
+        /// what the page size alone changes.
+        #[arg(long, value_name = "BYTES", value_parser = parse_page_size)]
+        baseline_page_size: Option<u32>,
         /// Scratch directory (default: the system temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -193,6 +199,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             rounds,
             from,
             clients,
+            baseline_page_size,
             dir,
         } => {
             let data = match from {
@@ -200,7 +207,11 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 None => generated(bundles, patients, observations),
             };
             let scratch = scratch_dir(dir, "ingest");
-            blocking(move || ingest(&scratch, &data, rounds.max(1), clients.max(1))).map(drop)
+            let rounds = rounds.max(1);
+            blocking(move || {
+                ingest_with(&scratch, &data, rounds, clients.max(1), baseline_page_size)
+            })
+            .map(drop)
         }
         BenchCommand::Aead { mib } => aead::run(mib.max(1)).map(drop),
         BenchCommand::Dataset {
@@ -300,11 +311,35 @@ pub struct IngestFigures {
     pub median_ratio: f64,
 }
 
+/// A page size SQLite accepts: it silently ignores any other, which would leave the
+/// baseline at its default while the output claimed otherwise.
+fn parse_page_size(s: &str) -> std::result::Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("not a number of bytes: {s:?}"))?;
+    if (512..=65536).contains(&n) && n.is_power_of_two() {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not a power of two from 512 to 65536"))
+    }
+}
+
 fn ingest(
     scratch: &std::path::Path,
     data: &[Value],
     rounds: usize,
     clients: usize,
+) -> Result<IngestFigures> {
+    ingest_with(scratch, data, rounds, clients, None)
+}
+
+/// `ingest`, with the baseline's database at `baseline_page_size` if given.
+fn ingest_with(
+    scratch: &std::path::Path,
+    data: &[Value],
+    rounds: usize,
+    clients: usize,
+    baseline_page_size: Option<u32>,
 ) -> Result<IngestFigures> {
     let resources: usize = data
         .iter()
@@ -315,13 +350,21 @@ fn ingest(
         data.len()
     );
     println!("machine: {}", machine());
+    println!(
+        "page size: medvault {} bytes, baseline {}",
+        medvault_store::PAGE_SIZE,
+        baseline_page_size.map_or_else(
+            || "4096 bytes (SQLite's default)".to_owned(),
+            |n| format!("{n} bytes")
+        )
+    );
     let mut best_plain = 0.0f64;
     let mut best_full = 0.0f64;
     let mut ratios = Vec::with_capacity(rounds);
     let mut full_rates = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         let dir = scratch.join(format!("round-{round}"));
-        let plain = plain_sqlite(&dir.join("plain"), data, clients)?;
+        let plain = plain_sqlite(&dir.join("plain"), data, clients, baseline_page_size)?;
         let full = full_path(&dir.join("medvault"), data, clients)?;
         let _ = std::fs::remove_dir_all(&dir);
         let plain_rate = resources as f64 / plain;
@@ -376,9 +419,14 @@ fn machine() -> String {
 /// Baseline: the same JSON inserted into one table, same durability settings, no crypto or
 /// indexes. With several clients, each serializes its Bundle's rows on its own thread and
 /// then waits its turn at the one connection (SQLite has one writer).
-fn plain_sqlite(dir: &std::path::Path, data: &[Value], clients: usize) -> Result<f64> {
+fn plain_sqlite(
+    dir: &std::path::Path,
+    data: &[Value],
+    clients: usize,
+    page_size: Option<u32>,
+) -> Result<f64> {
     std::fs::create_dir_all(dir)?;
-    let mut plain = dataset::Plain::open(&dir.join("plain.db"), false)?;
+    let mut plain = dataset::Plain::open(&dir.join("plain.db"), false, page_size)?;
     if clients == 1 {
         let start = Instant::now();
         for bundle in data {

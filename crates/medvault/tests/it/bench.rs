@@ -1,8 +1,60 @@
 //! `medvault bench load`: a short run against the server it starts, here under a wrapper
 //! process, reports throughput and the server's own memory and threads, and stops the
-//! server with SIGTERM.
+//! server with SIGTERM. `medvault bench ingest`: both sides' page sizes as asked.
 
-use crate::{medvault, ok};
+use crate::{fails, medvault, ok};
+
+#[test]
+fn bench_ingest_gives_the_baseline_the_page_size_asked_for_and_refuses_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().to_str().unwrap();
+    let small = [
+        "bench",
+        "ingest",
+        "--bundles",
+        "2",
+        "--patients",
+        "2",
+        "--observations",
+        "1",
+        "--rounds",
+        "1",
+        "--dir",
+        scratch,
+    ];
+    let text = ok(&medvault(&small, ""));
+    assert!(
+        text.contains("page size: medvault 16384 bytes, baseline 4096 bytes (SQLite's default)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ratio full/baseline, median of 1 rounds"),
+        "{text}"
+    );
+
+    // The baseline's database is checked to have the page size asked for (SQLite would
+    // ignore it silently if it came after WAL mode).
+    let text = ok(&medvault(
+        &[&small[..], &["--baseline-page-size", "8192"]].concat(),
+        "",
+    ));
+    assert!(
+        text.contains("page size: medvault 16384 bytes, baseline 8192 bytes"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ratio full/baseline, median of 1 rounds"),
+        "{text}"
+    );
+
+    // A size SQLite would ignore is refused before anything runs.
+    for bad in ["1000", "256", "131072", "big"] {
+        let out = medvault(&[&small[..], &["--baseline-page-size", bad]].concat(), "");
+        let line = fails(&out);
+        assert!(line.contains("--baseline-page-size"), "{line}");
+        assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+    }
+}
 
 #[test]
 fn bench_load_reports_the_wrapped_servers_memory_and_stops_it() {
