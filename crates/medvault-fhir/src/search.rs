@@ -339,6 +339,36 @@ impl TokenSink<'_> {
         let _ = self.buf.write_fmt(args);
         (self.emit)(self.buf);
     }
+
+    /// `tag:` and the numbers joined by `-`, each zero-padded to its width: the same text
+    /// as `format_args!("{tag}:{:04}-{:02}", ..)`, which [`put_fmt`](Self::put_fmt) is
+    /// still used for when a number is negative or wider than its width.
+    fn put_padded(&mut self, tag: u8, fields: &[(i32, usize)]) {
+        self.buf.clear();
+        self.buf.push(char::from(tag));
+        self.buf.push(':');
+        for (i, &(n, width)) in fields.iter().enumerate() {
+            if i > 0 {
+                self.buf.push('-');
+            }
+            let Some(n) = u32::try_from(n)
+                .ok()
+                .filter(|&n| n < 10u32.pow(width as u32))
+            else {
+                use std::fmt::Write;
+                // Writing into a String cannot fail.
+                let _ = write!(self.buf, "{n:0width$}");
+                continue;
+            };
+            let mut div = 10u32.pow(width as u32 - 1);
+            while div > 0 {
+                // A single decimal digit: always a valid char.
+                self.buf.push(char::from(b'0' + (n / div % 10) as u8));
+                div /= 10;
+            }
+        }
+        (self.emit)(self.buf);
+    }
 }
 
 fn push_token_forms(sys: Option<&str>, code: &str, out: &mut TokenSink<'_>) {
@@ -479,19 +509,23 @@ fn range_of(p: &datetime::Parsed) -> Option<(Day, Day)> {
 /// Bucket tokens of one date string at its own precision, plus its decade.
 fn push_date_tokens(s: &str, out: &mut TokenSink<'_>) -> Option<i32> {
     let p = datetime::parse_date_prefix(s.trim())?;
-    out.put_fmt(format_args!("c:{:03}", p.year / 10));
-    out.put_fmt(format_args!("y:{:04}", p.year));
+    // The tag, then zero-padded fields: "y:2024", "m:2024-03", "d:2024-03-07", and
+    // "c:202" for the decade. Written digit by digit, without `format_args!`'s machinery:
+    // every date makes four or five of them.
+    let (y, m, d) = (p.year, p.month, p.day);
+    out.put_padded(b'c', &[(y / 10, 3)]);
+    out.put_padded(b'y', &[(y, 4)]);
     match p.precision {
         // Coarse values also say so ("Y:", "M:"): a query can then ask for the coarse values
         // of a year or month without matching every finer value in it.
-        Precision::Year => out.put_fmt(format_args!("Y:{:04}", p.year)),
+        Precision::Year => out.put_padded(b'Y', &[(y, 4)]),
         Precision::Month => {
-            out.put_fmt(format_args!("m:{:04}-{:02}", p.year, p.month));
-            out.put_fmt(format_args!("M:{:04}-{:02}", p.year, p.month));
+            out.put_padded(b'm', &[(y, 4), (m as i32, 2)]);
+            out.put_padded(b'M', &[(y, 4), (m as i32, 2)]);
         }
         Precision::Day => {
-            out.put_fmt(format_args!("m:{:04}-{:02}", p.year, p.month));
-            out.put_fmt(format_args!("d:{:04}-{:02}-{:02}", p.year, p.month, p.day));
+            out.put_padded(b'm', &[(y, 4), (m as i32, 2)]);
+            out.put_padded(b'd', &[(y, 4), (m as i32, 2), (d as i32, 2)]);
         }
     }
     Some(p.year)
@@ -1220,6 +1254,60 @@ pub fn matches(query: &SearchQuery, resource: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stored date tokens must stay byte for byte what `format_args!` made when they were
+    /// indexed, or searches stop finding those rows: the digit-by-digit path against it,
+    /// across every width it is used with, in range and out (negative, too wide).
+    #[test]
+    fn padded_tokens_are_the_formatted_ones() {
+        let mut buf = String::new();
+        let mut got = Vec::new();
+        let mut emit = |t: &str| got.push(t.to_owned());
+        let mut sink = TokenSink {
+            buf: &mut buf,
+            emit: &mut emit,
+        };
+        let mut want = Vec::new();
+        let numbers = (-1_100..=1_100).chain((9_900..=10_100).chain([i32::MIN, i32::MAX]));
+        for n in numbers {
+            sink.put_padded(b'c', &[(n, 3)]);
+            want.push(format!("c:{n:03}"));
+            sink.put_padded(b'y', &[(n, 4)]);
+            want.push(format!("y:{n:04}"));
+            let m = n.rem_euclid(14);
+            let d = n.rem_euclid(103) - 1;
+            sink.put_padded(b'M', &[(n, 4), (m, 2)]);
+            want.push(format!("M:{n:04}-{m:02}"));
+            sink.put_padded(b'd', &[(n, 4), (m, 2), (d, 2)]);
+            want.push(format!("d:{n:04}-{m:02}-{d:02}"));
+        }
+        assert_eq!(got, want);
+    }
+
+    /// A day-precision date's tokens, spelled out (what every stored date was indexed by).
+    #[test]
+    fn date_tokens_of_a_day_a_month_and_a_year() {
+        let tokens = |s: &str| {
+            let mut buf = String::new();
+            let mut got = Vec::new();
+            let mut emit = |t: &str| got.push(t.to_owned());
+            let mut sink = TokenSink {
+                buf: &mut buf,
+                emit: &mut emit,
+            };
+            push_date_tokens(s, &mut sink);
+            got
+        };
+        assert_eq!(
+            tokens("2024-03-07T10:00:00Z"),
+            ["c:202", "y:2024", "m:2024-03", "d:2024-03-07"]
+        );
+        assert_eq!(
+            tokens("0987-11"),
+            ["c:098", "y:0987", "m:0987-11", "M:0987-11"]
+        );
+        assert_eq!(tokens("2009"), ["c:200", "y:2009", "Y:2009"]);
+    }
 
     #[test]
     fn word_splitting() {

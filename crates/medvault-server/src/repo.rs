@@ -226,8 +226,22 @@ pub struct Repository {
     access: crate::access::AccessConfig,
 }
 
+/// The serialization buffer a resource starts with, in bytes: a generated or carebundle
+/// resource is 0.3-2 KiB of JSON.
+const PLAINTEXT_CAPACITY: usize = 4096;
+
 fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
-    let mut aad = format!("medvault/resource/v1|{rtype}|{id}|{version}|").into_bytes();
+    use std::io::Write;
+    const PREFIX: &[u8] = b"medvault/resource/v1|";
+    // Sized once (20 bytes hold any i64): built by `format!` and then extended, it was
+    // reallocated for nearly every resource.
+    let mut aad = Vec::with_capacity(PREFIX.len() + rtype.len() + id.len() + 23 + owner.len());
+    aad.extend_from_slice(PREFIX);
+    aad.extend_from_slice(rtype.as_bytes());
+    aad.push(b'|');
+    aad.extend_from_slice(id.as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(aad, "|{version}|");
     aad.extend_from_slice(owner);
     aad
 }
@@ -589,9 +603,12 @@ impl Repository {
         let owner_name = owner_of(rtype, id, &resource);
         let owner = pending.owner_token(keys, &owner_name);
         let dek = self.dek_ready(keys, &owner, pending)?;
-        let plaintext = zeroize::Zeroizing::new(
-            serde_json::to_vec(&resource).map_err(|_| RepoError::Internal("serialize"))?,
-        );
+        // Room for most resources at once: each time the buffer grew (from 128 bytes, two to
+        // four times for most resources), the allocator could leave a copy of the
+        // plaintext so far behind in freed memory that nothing zeroes.
+        let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(PLAINTEXT_CAPACITY));
+        serde_json::to_writer(&mut *plaintext, &resource)
+            .map_err(|_| RepoError::Internal("serialize"))?;
         let envelope = dek
             .seal(
                 &resource_aad(rtype, id, version, &owner),
@@ -599,7 +616,7 @@ impl Repository {
                 &*self.rng,
             )
             .map_err(RepoError::Crypto)?;
-        let mut tokens: Vec<Token> = Vec::new();
+        let mut tokens: Vec<Token> = Vec::with_capacity(32);
         medvault_fhir::for_each_index_entry(&resource, |field, value| {
             tokens.push(keys.blind().token(field, value));
         });
@@ -1818,6 +1835,20 @@ fn fits(v: &Value, limit: usize) -> bool {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use medvault_crypto::DeterministicRandom;
+
+    /// The AAD every stored version was sealed under, byte for byte: a change would make
+    /// every existing row fail its integrity check.
+    #[test]
+    fn the_resource_aad_is_the_stored_format() {
+        assert_eq!(
+            super::resource_aad("Observation", "0f3e-x", 12, b"\x00own"),
+            b"medvault/resource/v1|Observation|0f3e-x|12|\x00own"
+        );
+        assert_eq!(
+            super::resource_aad("P", "", i64::MIN, b""),
+            format!("medvault/resource/v1|P||{}|", i64::MIN).into_bytes()
+        );
+    }
 
     /// A version's envelope opens only under the AAD of its own type, id, version and
     /// owner: change any one and it does not (the type too, which the integration tests
