@@ -385,11 +385,13 @@ const STATEMENT_CACHE: usize = 64;
 
 /// The page size of a new database, in bytes (SQLite's default is 4096). A version's row
 /// (sealed body and its tokens) is 1-2 KiB and a commit's posting-log row 100 KiB or more,
-/// so 4 KiB pages split often and a commit wrote many small WAL frames; with 16 KiB pages
-/// `bench ingest` ran about a tenth faster (BENCHMARKS.md, which also shows that the
-/// plain-SQLite baseline gains as much from the same setting). SQLite applies it only
-/// while the file is empty: an existing database keeps the page size it was created with.
-pub const PAGE_SIZE: u32 = 16 * 1024;
+/// so 4 KiB pages split often and a commit wrote many small WAL frames: with 8 KiB pages
+/// `bench ingest` ran 5-10% faster, and reads by id as fast, at 1M resources. 16 KiB
+/// ingested no faster than 8 and made those reads and searches about 45% slower (each
+/// lookup reads whole pages). BENCHMARKS.md has the figures, and shows that the plain-SQLite
+/// baseline gains as much from larger pages. SQLite applies it only while the file is
+/// empty: an existing database keeps the page size it was created with.
+pub const PAGE_SIZE: u32 = 8 * 1024;
 
 fn configure(conn: &Connection, cache_mib: u32) -> Result<()> {
     // Before WAL mode: a database in WAL mode can no longer change its page size.

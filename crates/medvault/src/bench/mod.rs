@@ -49,7 +49,7 @@ pub enum BenchCommand {
         clients: usize,
         /// Give the baseline's database this page size in bytes (a power of two from 512 to
         /// 65536) instead of SQLite's default 4096; medvault's own is
-        /// `medvault_store::PAGE_SIZE` (16384). With both the same, the ratio leaves out
+        /// `medvault_store::PAGE_SIZE` (8192). With both the same, the ratio leaves out
         /// what the page size alone changes.
         #[arg(long, value_name = "BYTES", value_parser = parse_page_size)]
         baseline_page_size: Option<u32>,

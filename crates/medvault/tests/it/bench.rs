@@ -24,7 +24,7 @@ fn bench_ingest_gives_the_baseline_the_page_size_asked_for_and_refuses_others() 
     ];
     let text = ok(&medvault(&small, ""));
     assert!(
-        text.contains("page size: medvault 16384 bytes, baseline 4096 bytes (SQLite's default)"),
+        text.contains("page size: medvault 8192 bytes, baseline 4096 bytes (SQLite's default)"),
         "{text}"
     );
     assert!(
@@ -35,11 +35,11 @@ fn bench_ingest_gives_the_baseline_the_page_size_asked_for_and_refuses_others() 
     // The baseline's database is checked to have the page size asked for (SQLite would
     // ignore it silently if it came after WAL mode).
     let text = ok(&medvault(
-        &[&small[..], &["--baseline-page-size", "8192"]].concat(),
+        &[&small[..], &["--baseline-page-size", "16384"]].concat(),
         "",
     ));
     assert!(
-        text.contains("page size: medvault 16384 bytes, baseline 8192 bytes"),
+        text.contains("page size: medvault 8192 bytes, baseline 16384 bytes"),
         "{text}"
     );
     assert!(
