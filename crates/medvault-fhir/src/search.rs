@@ -340,10 +340,11 @@ impl TokenSink<'_> {
         (self.emit)(self.buf);
     }
 
-    /// `tag:` and the numbers joined by `-`, each zero-padded to its width: the same text
-    /// as `format_args!("{tag}:{:04}-{:02}", ..)`, which [`put_fmt`](Self::put_fmt) is
-    /// still used for when a number is negative or wider than its width.
+    /// `tag:` and the numbers joined by `-`, each zero-padded to its width (1 to 9): the
+    /// same text as `format_args!("{tag}:{:04}-{:02}", ..)`, which still writes a number
+    /// that is negative or wider than its width.
     fn put_padded(&mut self, tag: u8, fields: &[(i32, usize)]) {
+        debug_assert!(fields.iter().all(|&(_, w)| (1..=9).contains(&w)));
         self.buf.clear();
         self.buf.push(char::from(tag));
         self.buf.push(':');
@@ -1284,7 +1285,8 @@ mod tests {
         assert_eq!(got, want);
     }
 
-    /// A day-precision date's tokens, spelled out (what every stored date was indexed by).
+    /// The tokens of a day, a month and a year, spelled out (what stored dates were indexed
+    /// by).
     #[test]
     fn date_tokens_of_a_day_a_month_and_a_year() {
         let tokens = |s: &str| {

@@ -227,8 +227,44 @@ pub struct Repository {
 }
 
 /// The serialization buffer a resource starts with, in bytes: a generated or carebundle
-/// resource is 0.3-2 KiB of JSON.
+/// resource is 0.3-2 KiB of JSON, so most never need a second one.
 const PLAINTEXT_CAPACITY: usize = 4096;
+
+/// A buffer for plaintext that grows without leaving copies of it behind. A `Vec` that
+/// grows hands its old block back to the allocator as it is, with the plaintext so far in
+/// it, where `Zeroizing` cannot reach (zeroize's documentation says so); serde_json's
+/// `to_vec` starts at 128 bytes and grew two to four times for most resources. Here the
+/// bytes move to a buffer at least twice the size and the old one is zeroed as it drops.
+struct ZeroizingBuf(zeroize::Zeroizing<Vec<u8>>);
+
+impl ZeroizingBuf {
+    fn with_capacity(n: usize) -> ZeroizingBuf {
+        ZeroizingBuf(zeroize::Zeroizing::new(Vec::with_capacity(n)))
+    }
+}
+
+impl std::io::Write for ZeroizingBuf {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let need = self
+            .0
+            .len()
+            .checked_add(data.len())
+            .ok_or(std::io::ErrorKind::OutOfMemory)?;
+        if need > self.0.capacity() {
+            let mut bigger = Vec::with_capacity(need.max(self.0.capacity().saturating_mul(2)));
+            bigger.extend_from_slice(&self.0);
+            // The old buffer, spare capacity included, is zeroed as it drops here.
+            self.0 = zeroize::Zeroizing::new(bigger);
+        }
+        // Fits: this never reallocates.
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 fn resource_aad(rtype: &str, id: &str, version: i64, owner: &[u8]) -> Vec<u8> {
     use std::io::Write;
@@ -603,12 +639,10 @@ impl Repository {
         let owner_name = owner_of(rtype, id, &resource);
         let owner = pending.owner_token(keys, &owner_name);
         let dek = self.dek_ready(keys, &owner, pending)?;
-        // Room for most resources at once: each time the buffer grew (from 128 bytes, two to
-        // four times for most resources), the allocator could leave a copy of the
-        // plaintext so far behind in freed memory that nothing zeroes.
-        let mut plaintext = zeroize::Zeroizing::new(Vec::with_capacity(PLAINTEXT_CAPACITY));
-        serde_json::to_writer(&mut *plaintext, &resource)
+        let mut plaintext = ZeroizingBuf::with_capacity(PLAINTEXT_CAPACITY);
+        serde_json::to_writer(&mut plaintext, &resource)
             .map_err(|_| RepoError::Internal("serialize"))?;
+        let plaintext = plaintext.0;
         let envelope = dek
             .seal(
                 &resource_aad(rtype, id, version, &owner),
@@ -1835,6 +1869,40 @@ fn fits(v: &Value, limit: usize) -> bool {
 #[allow(clippy::unwrap_used)] // tests: a panic is the failure report
 mod tests {
     use medvault_crypto::DeterministicRandom;
+
+    /// The plaintext buffer holds exactly what was written, across many growths, each at
+    /// least doubling it. (Whether the old blocks were zeroed is not visible from safe
+    /// code: `Zeroizing`'s drop does that.)
+    #[test]
+    fn the_zeroizing_buffer_keeps_every_byte_across_growths() {
+        use std::io::Write;
+        let mut buf = super::ZeroizingBuf::with_capacity(16);
+        let mut want = Vec::new();
+        let mut growths = 0;
+        for i in 0..500u32 {
+            let chunk: Vec<u8> = (0..(i % 53)).map(|k| (i * 7 + k) as u8).collect();
+            let (cap, ptr) = (buf.0.capacity(), buf.0.as_ptr());
+            buf.write_all(&chunk).unwrap();
+            want.extend_from_slice(&chunk);
+            if buf.0.capacity() != cap {
+                growths += 1;
+                assert!(
+                    buf.0.capacity() >= 2 * cap,
+                    "grew from {cap} to {}",
+                    buf.0.capacity()
+                );
+            } else {
+                assert_eq!(buf.0.as_ptr(), ptr, "moved without growing");
+            }
+        }
+        assert_eq!(&**buf.0, &want[..]);
+        assert!(growths >= 5, "{growths}");
+        // As the repository uses it: serde_json's own bytes.
+        let value = serde_json::json!({"resourceType": "Binary", "data": "x".repeat(10_000)});
+        let mut buf = super::ZeroizingBuf::with_capacity(super::PLAINTEXT_CAPACITY);
+        serde_json::to_writer(&mut buf, &value).unwrap();
+        assert_eq!(&**buf.0, &serde_json::to_vec(&value).unwrap()[..]);
+    }
 
     /// The AAD every stored version was sealed under, byte for byte: a change would make
     /// every existing row fail its integrity check.

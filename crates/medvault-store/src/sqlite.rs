@@ -386,12 +386,17 @@ const STATEMENT_CACHE: usize = 64;
 /// The page size of a new database, in bytes (SQLite's default is 4096). A version's row
 /// (sealed body and its tokens) is 1-2 KiB and a commit's posting-log row 100 KiB or more,
 /// so 4 KiB pages split often and a commit wrote many small WAL frames: with 8 KiB pages
-/// `bench ingest` ran 5-10% faster, and reads by id as fast, at 1M resources. 16 KiB
-/// ingested no faster than 8 and made those reads and searches about 45% slower (each
-/// lookup reads whole pages). BENCHMARKS.md has the figures, and shows that the plain-SQLite
-/// baseline gains as much from larger pages. SQLite applies it only while the file is
-/// empty: an existing database keeps the page size it was created with.
+/// `bench ingest` ran 5-10% faster, with reads by id at 1M resources about as fast (p50)
+/// and searches no slower. 16 KiB ingested no faster than 8 and made those reads and
+/// searches about 45% slower (each lookup reads whole pages). BENCHMARKS.md has the
+/// figures, and shows that the plain-SQLite baseline gains as much from larger pages.
+/// SQLite applies it only while the file is empty: an existing database keeps the page
+/// size it was created with.
 pub const PAGE_SIZE: u32 = 8 * 1024;
+
+/// How much the WAL may hold before a commit checkpoints it into the database (SQLite's
+/// default is 1000 pages, 4 MiB at 4 KiB pages).
+const WAL_CHECKPOINT_BYTES: i64 = 10_000 * 4096;
 
 fn configure(conn: &Connection, cache_mib: u32) -> Result<()> {
     // Before WAL mode: a database in WAL mode can no longer change its page size.
@@ -405,7 +410,13 @@ fn configure(conn: &Connection, cache_mib: u32) -> Result<()> {
     // A large page cache keeps index pages hot during ingest (64 MiB by default; a negative
     // cache_size is in KiB); a larger WAL checkpoints less often. Neither affects durability.
     conn.pragma_update(None, "cache_size", -(i64::from(cache_mib.max(1)) * 1024))?;
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // The threshold is in pages: the same bytes whatever page size the file has.
+    let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        WAL_CHECKPOINT_BYTES / page.max(512),
+    )?;
     // Every statement of a commit stays prepared: with rusqlite's default of 16 a commit's
     // ~20 statements evicted each other, and re-preparing them was 6% of a 45-entry
     // transaction's calling thread.
@@ -2056,6 +2067,33 @@ mod tests {
             .readers
             .iter()
             .all(|r| cache_kib(&r.lock().unwrap()) == -2 * 1024));
+    }
+
+    /// The WAL is checkpointed after the same number of bytes whatever the file's page
+    /// size: 8 KiB pages in a new file, 4 KiB in one an older medvault made.
+    #[test]
+    fn the_checkpoint_threshold_is_in_bytes_not_pages() {
+        let checkpoint_pages = |conn: &Connection| -> i64 {
+            conn.pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))
+                .unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("new.db")).unwrap();
+        assert_eq!(
+            checkpoint_pages(&store.writer()),
+            WAL_CHECKPOINT_BYTES / i64::from(PAGE_SIZE)
+        );
+        let old = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&old).unwrap();
+            conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        }
+        let store = SqliteStore::open(&old).unwrap();
+        assert_eq!(
+            checkpoint_pages(&store.writer()),
+            WAL_CHECKPOINT_BYTES / 4096
+        );
+        assert_eq!(WAL_CHECKPOINT_BYTES / 4096, 10_000);
     }
 
     /// Every cached statement of this file fits the cache at once (call sites count at least

@@ -339,10 +339,13 @@ impl Plain {
         if let Some(n) = page_size {
             // Before WAL mode, which fixes the page size.
             conn.pragma_update(None, "page_size", n)?;
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        if let Some(n) = page_size {
+            // Read back once the file exists: before, SQLite reports the size it would use.
             let set: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
             anyhow::ensure!(set == n, "SQLite kept page size {set}, not {n}");
         }
-        conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(if search_columns {
             "CREATE TABLE resource (seq INTEGER PRIMARY KEY, rtype TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, patient TEXT, code TEXT, json BLOB NOT NULL, UNIQUE (rtype, id, version))"

@@ -49,8 +49,8 @@ pub enum BenchCommand {
         clients: usize,
         /// Give the baseline's database this page size in bytes (a power of two from 512 to
         /// 65536) instead of SQLite's default 4096; medvault's own is
-        /// `medvault_store::PAGE_SIZE` (8192). With both the same, the ratio leaves out
-        /// what the page size alone changes.
+        /// `medvault_store::PAGE_SIZE` (the command prints both). With both the same, the
+        /// ratio leaves out what the page size alone changes.
         #[arg(long, value_name = "BYTES", value_parser = parse_page_size)]
         baseline_page_size: Option<u32>,
         /// Scratch directory (default: the system temp dir).
@@ -311,6 +311,13 @@ pub struct IngestFigures {
     pub median_ratio: f64,
 }
 
+/// The page size of the SQLite database at `path`.
+fn page_size_of(path: &std::path::Path) -> Result<u32> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.pragma_query_value(None, "page_size", |r| r.get(0))?)
+}
+
 /// A page size SQLite accepts: it silently ignores any other, which would leave the
 /// baseline at its default while the output claimed otherwise.
 fn parse_page_size(s: &str) -> std::result::Result<u32, String> {
@@ -350,14 +357,6 @@ fn ingest_with(
         data.len()
     );
     println!("machine: {}", machine());
-    println!(
-        "page size: medvault {} bytes, baseline {}",
-        medvault_store::PAGE_SIZE,
-        baseline_page_size.map_or_else(
-            || "4096 bytes (SQLite's default)".to_owned(),
-            |n| format!("{n} bytes")
-        )
-    );
     let mut best_plain = 0.0f64;
     let mut best_full = 0.0f64;
     let mut ratios = Vec::with_capacity(rounds);
@@ -366,6 +365,19 @@ fn ingest_with(
         let dir = scratch.join(format!("round-{round}"));
         let plain = plain_sqlite(&dir.join("plain"), data, clients, baseline_page_size)?;
         let full = full_path(&dir.join("medvault"), data, clients)?;
+        if round == 1 {
+            // As the two databases have them (SQLite ignores a page size it cannot apply).
+            let medvault = page_size_of(&medvault_server::DataDir::database_path(
+                &dir.join("medvault"),
+            ))?;
+            let baseline = page_size_of(&dir.join("plain").join("plain.db"))?;
+            let default = if baseline_page_size.is_none() {
+                " (SQLite's default)"
+            } else {
+                ""
+            };
+            println!("page size: medvault {medvault} bytes, baseline {baseline} bytes{default}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
         let plain_rate = resources as f64 / plain;
         let full_rate = resources as f64 / full;
