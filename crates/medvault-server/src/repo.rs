@@ -251,7 +251,10 @@ impl std::io::Write for ZeroizingBuf {
             .checked_add(data.len())
             .ok_or(std::io::ErrorKind::OutOfMemory)?;
         if need > self.0.capacity() {
-            let mut bigger = Vec::with_capacity(need.max(self.0.capacity().saturating_mul(2)));
+            let mut bigger = Vec::new();
+            bigger
+                .try_reserve_exact(need.max(self.0.capacity().saturating_mul(2)))
+                .map_err(|_| std::io::ErrorKind::OutOfMemory)?;
             bigger.extend_from_slice(&self.0);
             // The old buffer, spare capacity included, is zeroed as it drops here.
             self.0 = zeroize::Zeroizing::new(bigger);
@@ -1871,8 +1874,9 @@ mod tests {
     use medvault_crypto::DeterministicRandom;
 
     /// The plaintext buffer holds exactly what was written, across many growths, each at
-    /// least doubling it. (Whether the old blocks were zeroed is not visible from safe
-    /// code: `Zeroizing`'s drop does that.)
+    /// least doubling it. This checks the copying only: a plain `Vec` would pass it too,
+    /// and whether the old blocks were zeroed is not visible from safe code (`Zeroizing`'s
+    /// drop does that).
     #[test]
     fn the_zeroizing_buffer_keeps_every_byte_across_growths() {
         use std::io::Write;

@@ -386,8 +386,9 @@ const STATEMENT_CACHE: usize = 64;
 /// The page size of a new database, in bytes (SQLite's default is 4096). A version's row
 /// (sealed body and its tokens) is 1-2 KiB and a commit's posting-log row 100 KiB or more,
 /// so 4 KiB pages split often and a commit wrote many small WAL frames: with 8 KiB pages
-/// `bench ingest` ran 5-10% faster, with reads by id at 1M resources about as fast (p50)
-/// and searches no slower. 16 KiB ingested no faster than 8 and made those reads and
+/// `bench ingest` ran 5-10% faster (measured while the checkpoint threshold still counted
+/// pages, so with twice the WAL; a point or two of it may be that), with reads by id at 1M
+/// resources about as fast (p50) and searches no slower. 16 KiB ingested no faster than 8 and made those reads and
 /// searches about 45% slower (each lookup reads whole pages). BENCHMARKS.md has the
 /// figures, and shows that the plain-SQLite baseline gains as much from larger pages.
 /// SQLite applies it only while the file is empty: an existing database keeps the page
@@ -2086,6 +2087,7 @@ mod tests {
         let old = dir.path().join("old.db");
         {
             let conn = Connection::open(&old).unwrap();
+            conn.pragma_update(None, "page_size", 4096).unwrap();
             conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         }
         let store = SqliteStore::open(&old).unwrap();

@@ -365,12 +365,15 @@ fn ingest_with(
         let dir = scratch.join(format!("round-{round}"));
         let plain = plain_sqlite(&dir.join("plain"), data, clients, baseline_page_size)?;
         let full = full_path(&dir.join("medvault"), data, clients)?;
-        if round == 1 {
-            // As the two databases have them (SQLite ignores a page size it cannot apply).
-            let medvault = page_size_of(&medvault_server::DataDir::database_path(
-                &dir.join("medvault"),
-            ))?;
-            let baseline = page_size_of(&dir.join("plain").join("plain.db"))?;
+        // As the two databases have them (SQLite ignores a page size it cannot apply).
+        let sizes = (round == 1).then(|| -> Result<(u32, u32)> {
+            let medvault = medvault_server::DataDir::database_path(&dir.join("medvault"));
+            let baseline = dir.join("plain").join("plain.db");
+            Ok((page_size_of(&medvault)?, page_size_of(&baseline)?))
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(sizes) = sizes {
+            let (medvault, baseline) = sizes?;
             let default = if baseline_page_size.is_none() {
                 " (SQLite's default)"
             } else {
@@ -378,7 +381,6 @@ fn ingest_with(
             };
             println!("page size: medvault {medvault} bytes, baseline {baseline} bytes{default}");
         }
-        let _ = std::fs::remove_dir_all(&dir);
         let plain_rate = resources as f64 / plain;
         let full_rate = resources as f64 / full;
         println!(
