@@ -1259,29 +1259,36 @@ mod tests {
     /// Stored date tokens must stay byte for byte what `format_args!` made when they were
     /// indexed, or searches stop finding those rows: the digit-by-digit path against it,
     /// across every width it is used with, in range and out (negative, too wide).
-    #[test]
-    fn padded_tokens_are_the_formatted_ones() {
+    /// The tokens `f` puts into a sink, in order.
+    fn emitted(f: impl FnOnce(&mut TokenSink<'_>)) -> Vec<String> {
         let mut buf = String::new();
         let mut got = Vec::new();
         let mut emit = |t: &str| got.push(t.to_owned());
-        let mut sink = TokenSink {
+        f(&mut TokenSink {
             buf: &mut buf,
             emit: &mut emit,
-        };
+        });
+        got
+    }
+
+    #[test]
+    fn padded_tokens_are_the_formatted_ones() {
         let mut want = Vec::new();
-        let numbers = (-1_100..=1_100).chain((9_900..=10_100).chain([i32::MIN, i32::MAX]));
-        for n in numbers {
-            sink.put_padded(b'c', &[(n, 3)]);
-            want.push(format!("c:{n:03}"));
-            sink.put_padded(b'y', &[(n, 4)]);
-            want.push(format!("y:{n:04}"));
-            let m = n.rem_euclid(14);
-            let d = n.rem_euclid(103) - 1;
-            sink.put_padded(b'M', &[(n, 4), (m, 2)]);
-            want.push(format!("M:{n:04}-{m:02}"));
-            sink.put_padded(b'd', &[(n, 4), (m, 2), (d, 2)]);
-            want.push(format!("d:{n:04}-{m:02}-{d:02}"));
-        }
+        let got = emitted(|sink| {
+            let numbers = (-1_100..=1_100).chain((9_900..=10_100).chain([i32::MIN, i32::MAX]));
+            for n in numbers {
+                sink.put_padded(b'c', &[(n, 3)]);
+                want.push(format!("c:{n:03}"));
+                sink.put_padded(b'y', &[(n, 4)]);
+                want.push(format!("y:{n:04}"));
+                let m = n.rem_euclid(14);
+                let d = n.rem_euclid(103) - 1;
+                sink.put_padded(b'M', &[(n, 4), (m, 2)]);
+                want.push(format!("M:{n:04}-{m:02}"));
+                sink.put_padded(b'd', &[(n, 4), (m, 2), (d, 2)]);
+                want.push(format!("d:{n:04}-{m:02}-{d:02}"));
+            }
+        });
         assert_eq!(got, want);
     }
 
@@ -1290,15 +1297,9 @@ mod tests {
     #[test]
     fn date_tokens_of_a_day_a_month_and_a_year() {
         let tokens = |s: &str| {
-            let mut buf = String::new();
-            let mut got = Vec::new();
-            let mut emit = |t: &str| got.push(t.to_owned());
-            let mut sink = TokenSink {
-                buf: &mut buf,
-                emit: &mut emit,
-            };
-            push_date_tokens(s, &mut sink);
-            got
+            emitted(|sink| {
+                push_date_tokens(s, sink);
+            })
         };
         assert_eq!(
             tokens("2024-03-07T10:00:00Z"),

@@ -388,11 +388,11 @@ const STATEMENT_CACHE: usize = 64;
 /// so 4 KiB pages split often and a commit wrote many small WAL frames: with 8 KiB pages
 /// `bench ingest` ran 5-10% faster (measured while the checkpoint threshold still counted
 /// pages, so with twice the WAL; a point or two of it may be that), with reads by id at 1M
-/// resources about as fast (p50) and searches no slower. 16 KiB ingested no faster than 8 and made those reads and
-/// searches about 45% slower (each lookup reads whole pages). BENCHMARKS.md has the
-/// figures, and shows that the plain-SQLite baseline gains as much from larger pages.
-/// SQLite applies it only while the file is empty: an existing database keeps the page
-/// size it was created with.
+/// resources about as fast (p50) and searches no slower. 16 KiB ingested no faster than 8
+/// and made those reads and searches about 45% slower (each lookup reads whole pages).
+/// BENCHMARKS.md has the figures, and shows that the plain-SQLite baseline gains as much
+/// from larger pages. SQLite applies it only while the file is empty: an existing
+/// database keeps the page size it was created with.
 pub const PAGE_SIZE: u32 = 8 * 1024;
 
 /// How much the WAL may hold before a commit checkpoints it into the database (SQLite's

@@ -208,10 +208,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             };
             let scratch = scratch_dir(dir, "ingest");
             let rounds = rounds.max(1);
-            blocking(move || {
-                ingest_with(&scratch, &data, rounds, clients.max(1), baseline_page_size)
-            })
-            .map(drop)
+            blocking(move || ingest(&scratch, &data, rounds, clients.max(1), baseline_page_size))
+                .map(drop)
         }
         BenchCommand::Aead { mib } => aead::run(mib.max(1)).map(drop),
         BenchCommand::Dataset {
@@ -331,17 +329,9 @@ fn parse_page_size(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
+/// Both sides ingest `data` `rounds` times; the baseline's database at `baseline_page_size`
+/// if given, else SQLite's default.
 fn ingest(
-    scratch: &std::path::Path,
-    data: &[Value],
-    rounds: usize,
-    clients: usize,
-) -> Result<IngestFigures> {
-    ingest_with(scratch, data, rounds, clients, None)
-}
-
-/// `ingest`, with the baseline's database at `baseline_page_size` if given.
-fn ingest_with(
     scratch: &std::path::Path,
     data: &[Value],
     rounds: usize,
@@ -811,11 +801,11 @@ fn all(args: AllArgs) -> Result<()> {
     let scratch = args.scratch.clone();
     let (generated_ingest, care_ingest, care_two, aead, data, ledger) = blocking(move || {
         println!("== 1/5 ingest, generated Bundles");
-        let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5, 1)?;
+        let generated_ingest = ingest(&scratch.join("ingest"), &generated(40, 20, 10), 5, 1, None)?;
         println!();
         println!("== 2/5 ingest, carebundle Bundles");
         let care_ingest = match &carebundle {
-            Some(data) => Some(ingest(&scratch.join("care"), data, 5, 1)?),
+            Some(data) => Some(ingest(&scratch.join("care"), data, 5, 1, None)?),
             None => {
                 println!("  skipped (no --carebundle)");
                 None
@@ -826,7 +816,7 @@ fn all(args: AllArgs) -> Result<()> {
         let care_two = match &carebundle {
             Some(data) => {
                 println!();
-                Some(ingest(&scratch.join("care2"), data, 5, 2)?)
+                Some(ingest(&scratch.join("care2"), data, 5, 2, None)?)
             }
             None => None,
         };
