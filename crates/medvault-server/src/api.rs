@@ -288,6 +288,12 @@ async fn sealed_gate(State(state): State<AppState>, req: Request, next: Next) ->
 #[derive(Clone, Copy, Debug)]
 struct Recorded;
 
+/// Marks a response to a request whose writes are already committed (each with its own
+/// ledger entry), but which still needs its summary entry: if that entry cannot be written
+/// the answer is withheld, and the client must not be told that nothing was written.
+#[derive(Clone, Copy, Debug)]
+struct Committed;
+
 /// The patients whose data a response carries (or a search named), for its ledger entries:
 /// one entry per patient, so each patient sees every access to their data.
 #[derive(Clone, Debug, Default)]
@@ -562,14 +568,25 @@ async fn record_then(
         Ok(repo.ledger().record(&keys, &audit, &events)?)
     })
     .await;
-    match recorded {
-        Ok(Ok(())) => resp,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "audit ledger write failed; answer withheld");
-            repo_error(e)
-        }
-        Err(_) => repo_error(RepoError::Internal("worker failed")),
+    let err = match recorded {
+        Ok(Ok(())) => return resp,
+        Ok(Err(e)) => e,
+        Err(_) => RepoError::Internal("worker failed"),
+    };
+    tracing::error!(error = %err, "audit ledger write failed; answer withheld");
+    if resp.extensions().get::<Committed>().is_none() {
+        return repo_error(err);
     }
+    // The writes stand: say so, with the status the failure itself would have.
+    let (status, _) = for_repo_error(&err);
+    fhir_response(
+        status,
+        operation_outcome(
+            "transient",
+            "the request was carried out and what it wrote is stored, but its audit entry \
+             could not be written (see the server's log), so the answer is withheld",
+        ),
+    )
 }
 
 /// Record an operator action (seal, unseal, rotate, rekey) while keys are available.
@@ -1916,6 +1933,8 @@ async fn bundle(
             let mut resp = fhir_response(StatusCode::OK, b);
             resp.extensions_mut().insert(patients);
             resp.extensions_mut().insert(RefusedEntries(refused));
+            // Its writes are committed: `record_fhir` adds the summary entry.
+            resp.extensions_mut().insert(Committed);
             resp
         }
         Err(r) => r,
