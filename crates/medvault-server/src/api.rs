@@ -523,9 +523,15 @@ async fn record_fhir(State(state): State<AppState>, mut req: Request, next: Next
     if let Some(AuditPurpose(p)) = resp.extensions().get::<AuditPurpose>() {
         audit.purpose = p.chars().take(1000).collect();
     }
-    if let Err(resp) = flag_break_glass(&state, caller, &mut events).await {
-        return record_then(&state, audit, events, resp).await;
-    }
+    // If the grants cannot be read, the entries are written unflagged and the answer is
+    // withheld; a request whose writes are committed says so (`carried_out`).
+    let resp = match flag_break_glass(&state, caller, &mut events).await {
+        Ok(()) => resp,
+        Err(failed) if resp.extensions().get::<Committed>().is_some() => {
+            carried_out(failed.status())
+        }
+        Err(failed) => failed,
+    };
     record_then(&state, audit, events, resp).await
 }
 
@@ -578,15 +584,24 @@ async fn record_then(
         return repo_error(err);
     }
     // The writes stand: say so, with the status the failure itself would have.
-    let (status, _) = for_repo_error(&err);
-    fhir_response(
+    carried_out(for_repo_error(&err).0)
+}
+
+/// The answer to a request whose writes are committed but whose audit record could not be
+/// completed afterwards: withheld, with the failure's `status`, and never "nothing was
+/// written" (a client that retried would write it all twice).
+fn carried_out(status: StatusCode) -> Response {
+    let mut resp = fhir_response(
         status,
         operation_outcome(
             "transient",
-            "the request was carried out and what it wrote is stored, but its audit entry \
-             could not be written (see the server's log), so the answer is withheld",
+            "the request was carried out and what it wrote is stored, but its audit record \
+             could not be completed (see the server's log), so the answer is withheld",
         ),
-    )
+    );
+    // Still committed, should its entries then fail to be written too.
+    resp.extensions_mut().insert(Committed);
+    resp
 }
 
 /// Record an operator action (seal, unseal, rotate, rekey) while keys are available.

@@ -821,6 +821,103 @@ async fn a_break_glass_grant_planted_in_the_database_opens_nothing() {
         .assert_outcome(StatusCode::FORBIDDEN);
 }
 
+/// After a transaction's writes are committed, its summary entry is flagged if the caller
+/// holds a break-glass grant on a patient whose data it returned, which means reading the
+/// grants again. If that read fails
+/// (here a trigger plants a damaged grant row as the Observation is stored, so the read
+/// before the commit succeeds and the one after it fails), the answer is withheld, and it
+/// must say the request was carried out, not that nothing was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_transaction_whose_grants_cannot_be_read_says_it_was_carried_out() {
+    let w = world().await;
+    let h = &w.h;
+    let keys = h.repo.vault().keys().unwrap();
+    let gp_id = accounts::load_by_login(&*h.data.store, &keys, "gp")
+        .unwrap()
+        .unwrap()
+        .id()
+        .to_string();
+    let token: String = keys
+        .blind()
+        .token("break-glass.patient", &w.pid)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let observations = "SELECT count(*) FROM resource_version WHERE rtype = 'Observation'";
+    raw.execute_batch(&format!(
+        "CREATE TRIGGER damaged_grant AFTER INSERT ON resource_version
+         WHEN NEW.rtype = 'Observation'
+         BEGIN INSERT INTO break_glass_grant (account, patient, issued_ms, expires_ms, mac)
+               VALUES ('{gp_id}', X'{token}', 0, 9223372036854775807, X'00'); END;"
+    ))
+    .unwrap();
+    let before = count(observations);
+    let entries_before = h.data.store.ledger_size().unwrap();
+    // The read makes the summary entry name the patient (a write-only summary names none,
+    // and no grant is looked up for it).
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": observation(&w.pid, "8867-4", "2024-02-02", 71),
+         "request": {"method": "POST", "url": "Observation"}},
+        {"request": {"method": "GET", "url": format!("Observation/{}", w.obs)}},
+    ]});
+    let r = w.gp.call(h, "POST", "/fhir", Some(bundle.clone())).await;
+    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = r.json.to_string();
+    assert!(
+        text.contains("was carried out and what it wrote is stored"),
+        "{text}"
+    );
+    assert!(!text.contains("nothing was written"), "{text}");
+    assert_eq!(count(observations), before + 1, "the write must stand");
+    // Its own entry and the summary, written unflagged (the grants could not be read).
+    let added = entries_since(h, entries_before);
+    assert_eq!(added.len(), 2, "{added:?}");
+    assert!(added.iter().all(|e| e.3 && !e.5), "{added:?}");
+
+    // The same, and then its entries cannot be written either (the ledger refuses any
+    // entry once the Observation is stored): still carried out, not "nothing was written".
+    raw.execute_batch(&format!(
+        "DELETE FROM break_glass_grant;
+         CREATE TRIGGER no_more_entries BEFORE INSERT ON ledger_entry
+         WHEN ({observations}) > {}
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        before + 1
+    ))
+    .unwrap();
+    let r = w.gp.call(h, "POST", "/fhir", Some(bundle.clone())).await;
+    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = r.json.to_string();
+    assert!(
+        text.contains("was carried out and what it wrote is stored"),
+        "{text}"
+    );
+    assert_eq!(count(observations), before + 2, "the write must stand");
+    let added = entries_since(h, entries_before);
+    assert_eq!(
+        added.len(),
+        3,
+        "only the second write's own entry is new: {added:?}"
+    );
+
+    // With the damaged row gone, the chart answers again.
+    raw.execute_batch(
+        "DROP TRIGGER no_more_entries; DROP TRIGGER damaged_grant; DELETE FROM break_glass_grant;",
+    )
+    .unwrap();
+    let r =
+        w.gp.call(
+            h,
+            "GET",
+            &format!("/fhir/Observation?patient={}", w.pid),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["total"], 3, "{}", r.json);
+}
+
 fn order(pid: &str, lab: &str, status: &str) -> Value {
     json!({
         "resourceType": "ServiceRequest",

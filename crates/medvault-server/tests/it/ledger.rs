@@ -496,7 +496,6 @@ async fn a_pipelined_transaction_that_fails_stores_nothing() {
         .iter()
         .map(summary)
         .collect();
-    eprintln!("ADDED {added:?}");
     assert_eq!(added.len(), 1, "{added:?}");
     assert_ne!(added[0].3, Outcome::Allow, "{added:?}");
     assert_eq!(
@@ -504,6 +503,77 @@ async fn a_pipelined_transaction_that_fails_stores_nothing() {
         logged,
         "its search tokens landed"
     );
+}
+
+/// A transaction is committed with its writes' own entries; its summary entry is written
+/// after the COMMIT. If that one cannot be written (here a trigger refuses every entry once
+/// an Observation is stored, as a disk that fills just then would), the answer is withheld,
+/// and it must say the request was carried out: the writes stand, and a client told that
+/// nothing was written would send them again. Both the small path and the pipelined one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_committed_transaction_whose_summary_entry_fails_says_it_was_carried_out() {
+    for n in [1u32, 40] {
+        let h = Harness::unsealed();
+        let pid = h.create(patient("Fail", "Fay", "1970-01-01")).await;
+        let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+        let count = |sql: &str| -> i64 { raw.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let observations = "SELECT count(*) FROM resource_version WHERE rtype = 'Observation'";
+        let writes: Vec<_> = (0..n)
+            .map(|i| {
+                json!({
+                    "resource": observation(&pid, "8867-4", "2024-01-01", 60 + i),
+                    "request": {"method": "POST", "url": "Observation"},
+                })
+            })
+            .collect();
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": writes});
+        // A transaction's own entries go in before its versions, in its transaction.
+        raw.execute_batch(&format!(
+            "CREATE TRIGGER after_the_commit BEFORE INSERT ON ledger_entry
+             WHEN ({observations}) > 0
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+        ))
+        .unwrap();
+        let entries_before = count("SELECT count(*) FROM ledger_entry");
+        let pipelined = h.repo.pipelined_commits();
+        let r = h.call("POST", "/fhir", Some(bundle)).await;
+        r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+        let text = r.json.to_string();
+        assert!(
+            text.contains("was carried out and what it wrote is stored"),
+            "{n}: {text}"
+        );
+        assert!(!text.contains("nothing was written"), "{n}: {text}");
+        assert_eq!(
+            h.repo.pipelined_commits(),
+            pipelined + u64::from(n > 1),
+            "{n}: not the path meant"
+        );
+        assert_eq!(count(observations), i64::from(n), "the writes must stand");
+        // The writes' own entry (one patient, one decision) is there; the summary is not.
+        let added: Vec<_> = entries(&h)[usize::try_from(entries_before).unwrap()..]
+            .iter()
+            .map(summary)
+            .collect();
+        assert_eq!(added.len(), 1, "{n}: {added:?}");
+        assert_eq!(added[0].0, "create", "{n}: {added:?}");
+        assert_eq!(added[0].3, Outcome::Allow, "{n}: {added:?}");
+
+        // Once entries can be written again, the next request is recorded and answered,
+        // the Observations can be read, and the ledger verifies.
+        raw.execute_batch("DROP TRIGGER after_the_commit").unwrap();
+        let r = h
+            .call("GET", &format!("/fhir/Observation?patient={pid}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        assert_eq!(r.json["total"], n, "{}", r.json);
+        assert_eq!(first_bad(&h), None);
+        assert_eq!(
+            count("SELECT count(*) FROM ledger_entry"),
+            entries_before + 2,
+            "{n}: the search's entry"
+        );
+    }
 }
 
 /// An entry planted after the latest checkpoint, with a leaf of the attacker's choosing, is
