@@ -4,7 +4,7 @@
 
 use medvault_crypto::keys::{constant_time_eq, hmac_sha256, sha256};
 use medvault_crypto::Random;
-use medvault_store::{AccountRecord, RegistrationTokenRecord, Store, StoreError};
+use medvault_store::{AccountRecord, RegistrationTokenRecord, Store, StoreError, TokenState};
 
 use crate::vault::Keys;
 
@@ -148,7 +148,7 @@ fn token_mac(keys: &Keys, t: &RegistrationTokenRecord) -> [u8; 32] {
     push_field(&mut m, t.link.as_bytes());
     push_field(&mut m, t.issued_by.as_bytes());
     m.extend_from_slice(&t.expires_ms.to_be_bytes());
-    push_field(&mut m, t.state.as_bytes());
+    push_field(&mut m, t.state.as_str().as_bytes());
     // Added with password resets; tokens without one keep their original MAC.
     if !t.account.is_empty() {
         m.extend_from_slice(b"|reset");
@@ -327,7 +327,7 @@ pub fn issue_token(
         link: link.into(),
         issued_by: issuer.id().into(),
         expires_ms: now_ms + ttl_ms,
-        state: "open".into(),
+        state: TokenState::Open,
         account: String::new(),
         mac: [0; 32],
     };
@@ -351,10 +351,10 @@ pub fn revoke_token(
     if !may_issue(issuer, role) {
         return Err(AccountError::Forbidden);
     }
-    t.state = "revoked".into();
+    t.state = TokenState::Revoked;
     t.mac = token_mac(keys, &t);
     store
-        .update_registration_token(&t, "open")
+        .update_registration_token(&t, TokenState::Open)
         .map_err(|e| match e {
             StoreError::Conflict => AccountError::BadToken,
             e => e.into(),
@@ -396,7 +396,7 @@ pub fn check_token(
         .registration_token(&hash)?
         .ok_or(AccountError::BadToken)?;
     let t = verified_token(keys, t)?;
-    if t.state != "open" || now_ms >= t.expires_ms {
+    if t.state != TokenState::Open || now_ms >= t.expires_ms {
         return Err(AccountError::BadToken);
     }
     let role = Role::from_code(&t.role).ok_or(AccountError::Forged)?;
@@ -455,7 +455,7 @@ pub fn register(
     let stored = match (&grant.token, &grant.bootstrap_hash) {
         (Some(t), _) => {
             let mut used = t.clone();
-            used.state = "used".into();
+            used.state = TokenState::Used;
             used.mac = token_mac(keys, &used);
             store.insert_account(&record, Some(&used))
         }
@@ -503,9 +503,9 @@ fn spend(store: &dyn Store, keys: &Keys, grant: &Grant) -> Result<bool, AccountE
         return Ok(false);
     };
     let mut spent = t.clone();
-    spent.state = "revoked".into();
+    spent.state = TokenState::Revoked;
     spent.mac = token_mac(keys, &spent);
-    match store.update_registration_token(&spent, "open") {
+    match store.update_registration_token(&spent, TokenState::Open) {
         Ok(()) => Ok(true),
         Err(StoreError::Conflict) => Ok(false),
         Err(e) => Err(e.into()),
@@ -518,7 +518,7 @@ fn check_token_state(store: &dyn Store, grant: &Grant) -> Result<bool, AccountEr
     };
     Ok(store
         .registration_token(&t.hash)?
-        .is_some_and(|now| now.state == "open"))
+        .is_some_and(|now| now.state == TokenState::Open))
 }
 
 /// Apply `change` to an account (role, disabled, password file, key bundle) as one new
@@ -569,7 +569,7 @@ pub fn issue_reset_token(
         link: target.link().into(),
         issued_by: issuer.id().into(),
         expires_ms: now_ms + ttl_ms,
-        state: "open".into(),
+        state: TokenState::Open,
         account: target.id().into(),
         mac: [0; 32],
     };
@@ -597,10 +597,10 @@ fn reset(
     };
     let account = load(store, keys, id)?.ok_or(AccountError::BadToken)?;
     let mut used = token.clone();
-    used.state = "used".into();
+    used.state = TokenState::Used;
     used.mac = token_mac(keys, &used);
     store
-        .update_registration_token(&used, "open")
+        .update_registration_token(&used, TokenState::Open)
         .map_err(|e| match e {
             StoreError::Conflict => AccountError::BadToken,
             e => e.into(),

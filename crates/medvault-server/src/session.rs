@@ -13,7 +13,7 @@ use medvault_crypto::jose::{
 };
 use medvault_crypto::keys::{constant_time_eq, hmac_sha256, sha256};
 use medvault_crypto::Random;
-use medvault_store::{RefreshTokenRecord, Store, StoreError};
+use medvault_store::{RefreshTokenRecord, Store, StoreError, TokenState};
 
 use crate::accounts::{self, Account, AccountError};
 use crate::clients::{self, Client};
@@ -170,7 +170,7 @@ fn new_refresh(
         jkt: jkt.into(),
         issued_ms: now_ms,
         expires_ms,
-        state: "open".into(),
+        state: TokenState::Open,
         mac: [0; 32],
     };
     r.mac = refresh_mac(keys, &r);
@@ -291,16 +291,16 @@ impl Sessions {
         if !self.first_use(p.jkt(), p.jti(), p.iat(), now) {
             return Err(SessionError::Replayed);
         }
-        match row.state.as_str() {
-            "open" => {}
-            "used" => {
+        match row.state {
+            TokenState::Open => {}
+            TokenState::Used => {
                 tracing::warn!(account = %row.account, "a used refresh token was presented again; its session is revoked");
                 store
                     .revoke_refresh_family(&row.family)
                     .map_err(|_| SessionError::Store)?;
                 return Err(SessionError::InvalidToken);
             }
-            _ => return Err(SessionError::InvalidToken),
+            TokenState::Revoked => return Err(SessionError::InvalidToken),
         }
         if now_ms >= row.expires_ms {
             return Err(SessionError::InvalidToken);

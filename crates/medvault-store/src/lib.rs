@@ -19,7 +19,7 @@ pub use sqlite::{
 pub use types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
     LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
-    RegistrationTokenRecord, SearchPage, StoreQuery, Token, VaultRecord, VersionRecord,
+    RegistrationTokenRecord, SearchPage, StoreQuery, Token, TokenState, VaultRecord, VersionRecord,
 };
 
 /// Result alias for store operations.
@@ -155,7 +155,7 @@ pub trait Store: Send + Sync {
     fn update_registration_token(
         &self,
         token: &RegistrationTokenRecord,
-        expected_state: &str,
+        expected_state: TokenState,
     ) -> Result<()>;
     /// The stored OPAQUE setup envelope, if any.
     fn auth_setup(&self) -> Result<Option<Vec<u8>>>;

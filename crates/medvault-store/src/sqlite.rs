@@ -17,7 +17,7 @@ use crate::posting::{self, LogBatch};
 use crate::types::{
     AccountRecord, Body, CheckpointRecord, ClientRecord, DataKeyRecord, GrantRecord, HistoryPage,
     LedgerAppend, LedgerNode, LedgerRecord, NewVersion, RefreshTokenRecord,
-    RegistrationTokenRecord, SearchPage, StoreQuery, VaultRecord, VersionRecord,
+    RegistrationTokenRecord, SearchPage, StoreQuery, TokenState, VaultRecord, VersionRecord,
 };
 use crate::{Finish, Result, Store, StoreError};
 
@@ -730,14 +730,9 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<AccountRecord>>
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RegistrationTokenRecord>> {
     let hash: Vec<u8> = r.get(0)?;
     let mac: Vec<u8> = r.get(6)?;
-    let (role, link, issued_by, expires_ms, state, account) = (
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(7)?,
-    );
+    let state: String = r.get(5)?;
+    let (role, link, issued_by, expires_ms, account) =
+        (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(7)?);
     Ok((|| {
         Ok(RegistrationTokenRecord {
             hash: array(hash, "token hash")?,
@@ -745,11 +740,16 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RegistrationToken
             link,
             issued_by,
             expires_ms,
-            state,
+            state: token_state(&state, "token state")?,
             account,
             mac: array(mac, "token mac")?,
         })
     })())
+}
+
+/// A stored token state; any other text is a damaged row.
+fn token_state(s: &str, what: &'static str) -> Result<TokenState> {
+    TokenState::parse(s).ok_or(StoreError::Corrupt(what))
 }
 
 /// Map a UNIQUE/PRIMARY KEY violation to `Conflict`.
@@ -795,7 +795,7 @@ fn insert_refresh_in(conn: &rusqlite::Connection, t: &RefreshTokenRecord) -> Res
             t.jkt,
             t.issued_ms,
             t.expires_ms,
-            t.state,
+            t.state.as_str(),
             t.mac.as_slice()
         ],
     ))?;
@@ -1424,8 +1424,8 @@ impl Store for SqliteStore {
         if let Some(t) = token {
             let n = tx.execute(
                 "UPDATE registration_token SET role = ?, link = ?, issued_by = ?, expires_ms = ?, state = ?, mac = ?
-                 WHERE hash = ? AND state = 'open'",
-                params![t.role, t.link, t.issued_by, t.expires_ms, t.state, t.mac.as_slice(), t.hash.as_slice()],
+                 WHERE hash = ? AND state = ?",
+                params![t.role, t.link, t.issued_by, t.expires_ms, t.state.as_str(), t.mac.as_slice(), t.hash.as_slice(), TokenState::Open.as_str()],
             )?;
             if n != 1 {
                 return Err(StoreError::Conflict);
@@ -1524,7 +1524,7 @@ impl Store for SqliteStore {
                 t.link,
                 t.issued_by,
                 t.expires_ms,
-                t.state,
+                t.state.as_str(),
                 t.mac.as_slice(),
                 t.account
             ],
@@ -1546,13 +1546,13 @@ impl Store for SqliteStore {
     fn update_registration_token(
         &self,
         t: &RegistrationTokenRecord,
-        expected_state: &str,
+        expected_state: TokenState,
     ) -> Result<()> {
         let conn = self.writer();
         let n = conn.execute(
             "UPDATE registration_token SET role = ?, link = ?, issued_by = ?, expires_ms = ?, state = ?, mac = ?
              WHERE hash = ? AND state = ?",
-            params![t.role, t.link, t.issued_by, t.expires_ms, t.state, t.mac.as_slice(), t.hash.as_slice(), expected_state],
+            params![t.role, t.link, t.issued_by, t.expires_ms, t.state.as_str(), t.mac.as_slice(), t.hash.as_slice(), expected_state.as_str()],
         )?;
         if n != 1 {
             return Err(StoreError::Conflict);
@@ -1646,8 +1646,9 @@ impl Store for SqliteStore {
                 let hash: Vec<u8> = r.get(0)?;
                 let family: Vec<u8> = r.get(1)?;
                 let mac: Vec<u8> = r.get(7)?;
-                let (account, jkt, issued_ms, expires_ms, state) =
-                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?);
+                let state: String = r.get(6)?;
+                let (account, jkt, issued_ms, expires_ms) =
+                    (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?);
                 Ok((|| -> Result<RefreshTokenRecord> {
                     Ok(RefreshTokenRecord {
                         hash: array(hash, "refresh hash")?,
@@ -1656,7 +1657,7 @@ impl Store for SqliteStore {
                         jkt,
                         issued_ms,
                         expires_ms,
-                        state,
+                        state: token_state(&state, "refresh state")?,
                         mac: array(mac, "refresh mac")?,
                     })
                 })())
@@ -1669,8 +1670,12 @@ impl Store for SqliteStore {
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "UPDATE refresh_token SET state = 'used' WHERE hash = ? AND state = 'open'",
-            params![used_hash.as_slice()],
+            "UPDATE refresh_token SET state = ? WHERE hash = ? AND state = ?",
+            params![
+                TokenState::Used.as_str(),
+                used_hash.as_slice(),
+                TokenState::Open.as_str()
+            ],
         )?;
         if n != 1 {
             return Err(StoreError::Conflict);
@@ -1682,16 +1687,24 @@ impl Store for SqliteStore {
 
     fn revoke_refresh_family(&self, family: &[u8; 16]) -> Result<u64> {
         let n = self.writer().execute(
-            "UPDATE refresh_token SET state = 'revoked' WHERE family = ? AND state = 'open'",
-            params![family.as_slice()],
+            "UPDATE refresh_token SET state = ? WHERE family = ? AND state = ?",
+            params![
+                TokenState::Revoked.as_str(),
+                family.as_slice(),
+                TokenState::Open.as_str()
+            ],
         )?;
         Ok(n as u64)
     }
 
     fn revoke_refresh_account(&self, account: &str) -> Result<u64> {
         let n = self.writer().execute(
-            "UPDATE refresh_token SET state = 'revoked' WHERE account = ? AND state = 'open'",
-            params![account],
+            "UPDATE refresh_token SET state = ? WHERE account = ? AND state = ?",
+            params![
+                TokenState::Revoked.as_str(),
+                account,
+                TokenState::Open.as_str()
+            ],
         )?;
         Ok(n as u64)
     }

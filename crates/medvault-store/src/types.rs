@@ -192,6 +192,37 @@ impl std::fmt::Debug for AccountRecord {
     }
 }
 
+/// Where a one-time token (a registration or refresh token) stands. It only ever leaves
+/// `Open`, and the store changes it only from the state the caller expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    /// Not yet used: it can be presented once.
+    Open,
+    /// Presented and honoured (a registration made, a refresh rotated).
+    Used,
+    /// Withdrawn before use (by its issuer, a logout, or a refused registration that must
+    /// not be repeated with it).
+    Revoked,
+}
+
+impl TokenState {
+    /// The stored text (also the bytes a registration token's MAC covers).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Open => "open",
+            TokenState::Used => "used",
+            TokenState::Revoked => "revoked",
+        }
+    }
+
+    /// The state a stored text names; `None` for anything else (a damaged row).
+    pub fn parse(s: &str) -> Option<TokenState> {
+        [TokenState::Open, TokenState::Used, TokenState::Revoked]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+    }
+}
+
 /// A registration token row (only the token's hash is stored).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrationTokenRecord {
@@ -200,8 +231,7 @@ pub struct RegistrationTokenRecord {
     pub link: String,
     pub issued_by: String,
     pub expires_ms: i64,
-    /// `open`, `used` or `revoked`.
-    pub state: String,
+    pub state: TokenState,
     /// Empty for a new account; else the id of the account whose password this token
     /// resets.
     pub account: String,
@@ -231,8 +261,8 @@ pub struct RefreshTokenRecord {
     pub jkt: String,
     pub issued_ms: i64,
     pub expires_ms: i64,
-    /// `open`, `used` or `revoked` (not covered by the MAC; only ever leaves `open`).
-    pub state: String,
+    /// Not covered by the MAC (it only ever leaves `Open`).
+    pub state: TokenState,
     pub mac: [u8; 32],
 }
 

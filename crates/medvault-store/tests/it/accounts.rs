@@ -4,10 +4,10 @@
 
 use medvault_store::{
     AccountRecord, ClientRecord, GrantRecord, RefreshTokenRecord, RegistrationTokenRecord,
-    SqliteStore, Store,
+    SqliteStore, Store, StoreError, TokenState,
 };
 
-use crate::common::{assert_conflict, open_store, vault_record};
+use crate::common::{assert_conflict, db_path, open_store, raw, vault_record};
 
 fn account(id: &str, login: u8, national: u8, role: &str) -> AccountRecord {
     AccountRecord {
@@ -24,14 +24,14 @@ fn account(id: &str, login: u8, national: u8, role: &str) -> AccountRecord {
     }
 }
 
-fn token(hash: u8, state: &str) -> RegistrationTokenRecord {
+fn token(hash: u8, state: TokenState) -> RegistrationTokenRecord {
     RegistrationTokenRecord {
         hash: [hash; 32],
         role: "physician".into(),
         link: "Practitioner/d1".into(),
         issued_by: "admin-1".into(),
         expires_ms: 1_000,
-        state: state.into(),
+        state,
         account: String::new(),
         mac: [hash ^ 0xFF; 32],
     }
@@ -65,42 +65,59 @@ fn the_bootstrap_token_creates_the_first_account_once() {
 #[test]
 fn a_registration_token_is_consumed_with_the_account_it_creates() {
     let (_dir, store) = with_vault();
-    store.insert_registration_token(&token(7, "open")).unwrap();
-    assert_conflict(store.insert_registration_token(&token(7, "open")));
     store
-        .insert_account(&account("d1", 1, 1, "physician"), Some(&token(7, "used")))
+        .insert_registration_token(&token(7, TokenState::Open))
+        .unwrap();
+    assert_conflict(store.insert_registration_token(&token(7, TokenState::Open)));
+    store
+        .insert_account(
+            &account("d1", 1, 1, "physician"),
+            Some(&token(7, TokenState::Used)),
+        )
         .unwrap();
     assert_eq!(
         store.registration_token(&[7; 32]).unwrap(),
-        Some(token(7, "used"))
+        Some(token(7, TokenState::Used))
     );
     // The token cannot be used twice; the second account is not created.
-    assert_conflict(
-        store.insert_account(&account("d2", 2, 2, "physician"), Some(&token(7, "used"))),
-    );
+    assert_conflict(store.insert_account(
+        &account("d2", 2, 2, "physician"),
+        Some(&token(7, TokenState::Used)),
+    ));
     assert_eq!(store.account("d2").unwrap(), None);
     // An unknown token creates nothing either.
-    assert_conflict(
-        store.insert_account(&account("d3", 3, 3, "physician"), Some(&token(9, "used"))),
-    );
+    assert_conflict(store.insert_account(
+        &account("d3", 3, 3, "physician"),
+        Some(&token(9, TokenState::Used)),
+    ));
     assert_eq!(store.accounts().unwrap().len(), 1);
 }
 
 #[test]
 fn one_account_per_login_and_per_national_id() {
     let (_dir, store) = with_vault();
-    store.insert_registration_token(&token(1, "open")).unwrap();
-    store.insert_registration_token(&token(2, "open")).unwrap();
+    store
+        .insert_registration_token(&token(1, TokenState::Open))
+        .unwrap();
+    store
+        .insert_registration_token(&token(2, TokenState::Open))
+        .unwrap();
     store
         .insert_account(&account("a", 1, 1, "nurse"), None)
         .unwrap();
     // Same national id, different login: refused, and the token stays open.
-    assert_conflict(store.insert_account(&account("b", 2, 1, "nurse"), Some(&token(1, "used"))));
+    assert_conflict(store.insert_account(
+        &account("b", 2, 1, "nurse"),
+        Some(&token(1, TokenState::Used)),
+    ));
     assert_eq!(
         store.registration_token(&[1; 32]).unwrap().unwrap().state,
-        "open"
+        TokenState::Open
     );
-    assert_conflict(store.insert_account(&account("c", 1, 3, "nurse"), Some(&token(2, "used"))));
+    assert_conflict(store.insert_account(
+        &account("c", 1, 3, "nurse"),
+        Some(&token(2, TokenState::Used)),
+    ));
     assert_conflict(store.insert_account(&account("a", 4, 4, "nurse"), None));
     assert_eq!(store.account_by_login(&[1; 16]).unwrap().unwrap().id, "a");
     assert_eq!(store.account_by_login(&[9; 16]).unwrap(), None);
@@ -120,11 +137,13 @@ fn updates_name_the_generation_they_replace() {
     assert_conflict(store.update_account(&stale, 1));
     assert_eq!(store.account("a").unwrap().unwrap().role, "physician");
 
-    store.insert_registration_token(&token(5, "open")).unwrap();
     store
-        .update_registration_token(&token(5, "revoked"), "open")
+        .insert_registration_token(&token(5, TokenState::Open))
         .unwrap();
-    assert_conflict(store.update_registration_token(&token(5, "open"), "open"));
+    store
+        .update_registration_token(&token(5, TokenState::Revoked), TokenState::Open)
+        .unwrap();
+    assert_conflict(store.update_registration_token(&token(5, TokenState::Open), TokenState::Open));
 }
 
 #[test]
@@ -173,7 +192,7 @@ fn refresh(hash: u8, family: u8, account: &str) -> RefreshTokenRecord {
         jkt: "jkt".into(),
         issued_ms: 0,
         expires_ms: 1_000,
-        state: "open".into(),
+        state: TokenState::Open,
         mac: [hash; 32],
     }
 }
@@ -191,27 +210,27 @@ fn a_refresh_token_rotates_once_and_families_revoke_together() {
     assert!(store.refresh_token(&[3; 32]).unwrap().is_none());
     assert_eq!(
         store.refresh_token(&[1; 32]).unwrap().unwrap().state,
-        "used"
+        TokenState::Used
     );
     store.insert_refresh_token(&refresh(4, 8, "a")).unwrap();
     store.insert_refresh_token(&refresh(5, 7, "b")).unwrap();
     assert_eq!(store.revoke_refresh_family(&[9; 16]).unwrap(), 1);
     assert_eq!(
         store.refresh_token(&[2; 32]).unwrap().unwrap().state,
-        "revoked"
+        TokenState::Revoked
     );
     assert_eq!(
         store.refresh_token(&[4; 32]).unwrap().unwrap().state,
-        "open"
+        TokenState::Open
     );
     assert_eq!(store.revoke_refresh_account("a").unwrap(), 1);
     assert_eq!(
         store.refresh_token(&[4; 32]).unwrap().unwrap().state,
-        "revoked"
+        TokenState::Revoked
     );
     assert_eq!(
         store.refresh_token(&[5; 32]).unwrap().unwrap().state,
-        "open"
+        TokenState::Open
     );
     assert_conflict(store.rotate_refresh_token(&[4; 32], &refresh(6, 8, "a")));
 }
@@ -219,7 +238,7 @@ fn a_refresh_token_rotates_once_and_families_revoke_together() {
 #[test]
 fn a_reset_token_keeps_the_account_it_resets() {
     let (_dir, store) = with_vault();
-    let mut t = token(3, "open");
+    let mut t = token(3, TokenState::Open);
     t.account = "acc-1".into();
     store.insert_registration_token(&t).unwrap();
     assert_eq!(store.registration_token(&[3; 32]).unwrap(), Some(t));
@@ -280,4 +299,52 @@ fn an_account_row_prints_without_its_tokens_or_password_file() {
         assert!(!text.contains(&byte.to_string()), "{byte} in {text}");
         assert!(!text.contains(&format!("{byte:x}")), "{byte:x} in {text}");
     }
+}
+
+/// The states' stored texts are part of the format: a registration token's MAC covers its
+/// state's text, and rows written before the states were a type must still load.
+#[test]
+fn token_states_are_stored_as_their_texts_and_a_damaged_state_is_refused() {
+    for (state, text) in [
+        (TokenState::Open, "open"),
+        (TokenState::Used, "used"),
+        (TokenState::Revoked, "revoked"),
+    ] {
+        assert_eq!(state.as_str(), text);
+        assert_eq!(TokenState::parse(text), Some(state));
+    }
+    for text in ["", "Open", "spent", "open "] {
+        assert_eq!(TokenState::parse(text), None, "{text:?}");
+    }
+
+    let (dir, store) = with_vault();
+    store
+        .insert_registration_token(&token(6, TokenState::Used))
+        .unwrap();
+    store.insert_refresh_token(&refresh(7, 9, "a")).unwrap();
+    let db = raw(&db_path(&dir));
+    let stored = |table: &str| -> String {
+        db.query_row(&format!("SELECT state FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(stored("registration_token"), "used");
+    assert_eq!(stored("refresh_token"), "open");
+    db.execute_batch(
+        "UPDATE registration_token SET state = 'opened'; UPDATE refresh_token SET state = '';",
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            store.registration_token(&[6; 32]),
+            Err(StoreError::Corrupt("token state"))
+        ),
+        "a registration token with a state no version writes"
+    );
+    assert!(
+        matches!(
+            store.refresh_token(&[7; 32]),
+            Err(StoreError::Corrupt("refresh state"))
+        ),
+        "a refresh token with a state no version writes"
+    );
 }
