@@ -480,6 +480,14 @@ enum Command {
         /// The request body (a JSON file).
         file: Option<PathBuf>,
     },
+    /// Rewrite a stopped server's database with the current page size (8 KiB; a database
+    /// made before it keeps 4 KiB pages) and without its free pages. Offline: the server
+    /// must be stopped. Needs free disk space for a second copy of the database; the
+    /// original is replaced only once the copy is complete and checked.
+    Compact {
+        #[arg(long, env = "MEDVAULT_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// The audit ledger: offline verification and a witness of a server's checkpoints.
     Ledger {
         #[command(subcommand)]
@@ -733,6 +741,7 @@ fn run(cli: Cli) -> Result<()> {
             path,
             file,
         } => session::fhir(ca_cert.as_deref(), &method, &path, file.as_deref()),
+        Command::Compact { data_dir } => compact(&data_dir),
         Command::Ledger { command } => ledger::run(command),
         Command::Bench { command } => bench::run(command),
     }
@@ -793,6 +802,33 @@ fn print_seal_status(s: &serde_json::Value) {
             get("key_version")
         );
     }
+}
+
+fn compact(data_dir: &Path) -> Result<()> {
+    let path = medvault_server::DataDir::database_path(data_dir);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "compacting {bar:40} {bytes}/{total_bytes} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = medvault_store::compact(&path, &|written, expected| {
+        bar.set_length(expected.max(written));
+        bar.set_position(written);
+    })
+    .map_err(|e| anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    println!(
+        "compacted {}: {}-byte pages -> {}-byte pages, {:.1} MiB -> {:.1} MiB",
+        path.display(),
+        done.page_size_before,
+        done.page_size_after,
+        mib(done.bytes_before),
+        mib(done.bytes_after)
+    );
+    Ok(())
 }
 
 fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()> {

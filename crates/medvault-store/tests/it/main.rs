@@ -4,6 +4,7 @@
 mod accounts;
 mod blob;
 mod common;
+mod compact;
 mod data_keys;
 mod durability;
 mod ledger;

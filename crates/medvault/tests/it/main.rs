@@ -460,6 +460,67 @@ fn dev_mode_initializes_unseals_and_restarts() {
     assert_eq!(found["total"], 0);
 }
 
+/// `medvault compact` on a data directory an older medvault made (4 KiB pages): refused
+/// while the server runs, then, with the server killed (its last commits in the WAL), the
+/// database gets the current page size, and the server finds everything it had, writes,
+/// and its ledger verifies.
+#[test]
+fn compact_gives_an_older_database_large_pages_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("dev");
+    let ds = d.to_str().unwrap();
+    std::fs::create_dir(&d).unwrap();
+    let db = d.join("medvault.db");
+    let page_size = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap()
+    };
+    {
+        // As SQLite made it before medvault chose its own page size.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    }
+    let server = start(&["--dev", "--data-dir", ds]);
+    add_patients(&server.url, "Compact", 30);
+    assert_eq!(page_size(), 4096);
+
+    let err = fails(&medvault(&["compact", "--data-dir", ds], ""));
+    assert!(err.contains("in use"), "{err}");
+    drop(server);
+    assert!(d.join("medvault.db-wal").exists(), "the kill left no WAL");
+
+    let out = ok(&medvault(&["compact", "--data-dir", ds], ""));
+    assert!(
+        out.contains(&format!(
+            "4096-byte pages -> {}-byte pages",
+            medvault_store::PAGE_SIZE
+        )),
+        "{out}"
+    );
+    assert_eq!(page_size(), i64::from(medvault_store::PAGE_SIZE));
+
+    let server = start(&["--dev", "--data-dir", ds]);
+    let (_, found) = http(
+        "GET",
+        &format!("{}/fhir/Patient?family=compact", server.url),
+        None,
+    );
+    assert_eq!(found["total"], 30, "{found}");
+    add_patients(&server.url, "After", 1);
+    drop(server);
+    dev_ledger_verifies(&d);
+
+    let missing = tmp.path().join("nothing-here");
+    let err = fails(&medvault(
+        &["compact", "--data-dir", missing.to_str().unwrap()],
+        "",
+    ));
+    assert!(err.contains("no database at"), "{err}");
+    assert!(!missing.exists(), "compact created {}", missing.display());
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {

@@ -1,0 +1,237 @@
+//! Offline compaction of a SQLite database: rewritten whole with medvault's page size.
+//!
+//! SQLite sets a file's page size when the file is created and cannot change it while the
+//! file is in WAL mode, so a database an older medvault made keeps 4 KiB pages (and every
+//! page it has ever freed). Compacting writes a fresh copy with [`PAGE_SIZE`] pages beside
+//! it (`VACUUM INTO`) and then puts the copy in its place with one rename. The original is
+//! never modified, so a failure or a crash at any point leaves it as it was.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use crate::{StoreError, PAGE_SIZE};
+
+/// What [`compact`] found and made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    pub page_size_before: u32,
+    pub page_size_after: u32,
+    /// The database's size in bytes, its WAL file included.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Why a database could not be compacted; the original is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("no database at {0}")]
+    Missing(PathBuf),
+    #[error("{0} is not a medvault database")]
+    NotMedvault(PathBuf),
+    #[error("the database is in use (is `medvault serve` running on this data directory?); stop the server first")]
+    InUse,
+    #[error("not enough free disk space: compacting needs room for a second copy of the database beside it")]
+    Full,
+    #[error("the compacted copy failed its check ({0}); the original is unchanged")]
+    CheckFailed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for CompactError {
+    fn from(e: rusqlite::Error) -> Self {
+        let e = StoreError::from(e);
+        match e.unavailable() {
+            Some(crate::Unavailable::Busy) => CompactError::InUse,
+            Some(crate::Unavailable::Full) => CompactError::Full,
+            _ => CompactError::Store(e),
+        }
+    }
+}
+
+impl From<std::io::Error> for CompactError {
+    fn from(e: std::io::Error) -> Self {
+        match StoreError::from(e) {
+            e if e.unavailable() == Some(crate::Unavailable::Full) => CompactError::Full,
+            e => CompactError::Store(e),
+        }
+    }
+}
+
+/// Rewrite the database at `path` with [`PAGE_SIZE`] pages and no free pages. It must not
+/// be open anywhere else: a running server makes this fail with [`CompactError::InUse`],
+/// and a server started while it runs cannot open the database until it is done.
+///
+/// `progress(written, expected)` is called about every 200 ms while the copy is written,
+/// with the copy's size so far and the size of the data it will hold (about its final size).
+pub fn compact(
+    path: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Compacted, CompactError> {
+    if !path.is_file() {
+        return Err(CompactError::Missing(path.to_path_buf()));
+    }
+    let bytes_before = size_with_wal(path)?;
+    // Never created here: a mistyped path is an error, not a new empty database.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    // Fail at once if anyone else holds it, rather than wait for them.
+    conn.busy_timeout(std::time::Duration::ZERO)?;
+    let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_versions: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    if schema < 1 || !has_versions {
+        return Err(CompactError::NotMedvault(path.to_path_buf()));
+    }
+    // Leaving WAL mode needs the only connection: it fails while a server has the file
+    // open. It folds the WAL into the file and removes it, so no old WAL can later be
+    // taken for the new file's. The exclusive lock then keeps every other connection out
+    // until this one closes, after the rename. (Should anything fail from here on, the
+    // original is left in rollback-journal mode, which the server turns back to WAL when it
+    // next opens it.)
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err(CompactError::InUse);
+    }
+    conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+    conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
+    let page_size_before: u32 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages: u64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: u64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    let expected = pages.saturating_sub(free) * u64::from(page_size_before);
+
+    let copy = sibling(path, "compacting");
+    // A copy a crash left behind is stale; VACUUM INTO refuses an existing file.
+    remove_if_exists(&copy)?;
+    let result = watch_size(&copy, expected, progress, || write_copy(&conn, path, &copy)).and_then(
+        |page_size_after| {
+            // The copy is complete and on disk: it takes the original's name in one step.
+            std::fs::rename(&copy, path)?;
+            sync_dir(path)?;
+            Ok(page_size_after)
+        },
+    );
+    if result.is_err() {
+        let _ = std::fs::remove_file(&copy);
+    }
+    let page_size_after = result?;
+    // Releases the lock on the original's (now unnamed) file.
+    drop(conn);
+    Ok(Compacted {
+        page_size_before,
+        page_size_after,
+        bytes_before,
+        bytes_after: size_with_wal(path)?,
+    })
+}
+
+/// `VACUUM INTO` a new file with [`PAGE_SIZE`] pages, then check it, give it the
+/// original's owner and mode, and sync it. Returns the copy's page size.
+fn write_copy(conn: &Connection, original: &Path, copy: &Path) -> Result<u32, CompactError> {
+    conn.pragma_update(None, "page_size", PAGE_SIZE)?;
+    let name = copy.to_str().ok_or_else(|| {
+        CompactError::CheckFailed("the data directory's path is not UTF-8".into())
+    })?;
+    conn.execute("VACUUM INTO ?", [name])?;
+    let out = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let check: String = out.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(CompactError::CheckFailed(check));
+    }
+    let page_size: u32 = out.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    // Stored in the header: the copy is a WAL database like the one it replaces. Closing
+    // the only connection folds that (empty) WAL back and removes it.
+    out.pragma_update(None, "journal_mode", "WAL")?;
+    out.close().map_err(|(_, e)| e)?;
+    // The server's user must be able to open it as it did the original (this may run as
+    // root on a file that user owns).
+    same_owner_and_mode(original, copy)?;
+    // VACUUM INTO does not sync what it writes.
+    std::fs::File::open(copy)?.sync_all()?;
+    Ok(page_size)
+}
+
+/// Run `work`, reporting `file`'s size against `expected` every 200 ms until it returns.
+fn watch_size<T>(
+    file: &Path,
+    expected: u64,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    work: impl FnOnce() -> T,
+) -> T {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let wake = std::sync::Condvar::new();
+    let lock = std::sync::Mutex::new(());
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                progress(std::fs::metadata(file).map_or(0, |m| m.len()), expected);
+                guard = wake
+                    .wait_timeout(guard, std::time::Duration::from_millis(200))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        });
+        let out = work();
+        {
+            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+            done.store(true, std::sync::atomic::Ordering::Release);
+        }
+        wake.notify_all();
+        out
+    })
+}
+
+/// Give `copy` the owner, group and permission bits of `original`.
+fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), CompactError> {
+    let meta = std::fs::metadata(original)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mine = std::fs::metadata(copy)?;
+        if (mine.uid(), mine.gid()) != (meta.uid(), meta.gid()) {
+            std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
+                CompactError::CheckFailed(format!(
+                    "the copy cannot be given the database's owner ({e}); run this as that user"
+                ))
+            })?;
+        }
+    }
+    std::fs::set_permissions(copy, meta.permissions())?;
+    Ok(())
+}
+
+/// `medvault.db` → `medvault.db-<suffix>`, in the same directory (so a rename is atomic).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-");
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+fn remove_if_exists(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn size_with_wal(path: &Path) -> std::io::Result<u64> {
+    let wal = std::fs::metadata(sibling(path, "wal")).map_or(0, |m| m.len());
+    Ok(std::fs::metadata(path)?.len() + wal)
+}
+
+/// Make a rename in `path`'s directory durable.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
+        _ => std::fs::File::open(".")?.sync_all(),
+    }
+}
