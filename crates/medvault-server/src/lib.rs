@@ -22,8 +22,8 @@ pub mod vault;
 mod workers;
 
 pub use serve::{
-    check_listen, open_data_dir, open_data_dir_with_cache, serve, DataDir, ServeError,
-    ServeOptions, TlsFiles, HEADER_READ_TIMEOUT,
+    check_listen, open_data_dir, open_data_dir_with_cache, serve, DataDir, DataDirLock, ServeError,
+    ServeOptions, TlsFiles, HEADER_READ_TIMEOUT, LOCK_FILE,
 };
 
 /// Most entries one Bundle may have.

@@ -31,8 +31,43 @@ pub enum ServeError {
     },
     #[error("listening on the unspecified address {0} needs --public-url (the base clients use in links)")]
     NeedPublicUrl(SocketAddr),
+    #[error("data directory {0} is in use by another medvault server (it holds {LOCK_FILE}); stop that one first")]
+    InUse(PathBuf),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The file a running server holds an advisory lock on, inside its data directory.
+pub const LOCK_FILE: &str = "medvault.lock";
+
+/// A server's claim on its data directory, held while this value lives: a second server
+/// started on the same directory refuses to run (two would keep diverging in-memory state
+/// over one database), and so does `medvault compact`. The lock is the OS's (`flock`), so
+/// it goes with the process, however it ends; the file itself stays and means nothing.
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+impl DataDirLock {
+    /// Take the lock of the data directory `dir` (which must exist), or say who has it.
+    pub fn acquire(dir: &Path) -> Result<DataDirLock, ServeError> {
+        let io = |source| ServeError::DataDir {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::InUse(dir.to_path_buf())),
+            Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+        }
+    }
 }
 
 /// Certificate chain and private key, PEM files.

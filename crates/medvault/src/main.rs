@@ -806,6 +806,12 @@ fn print_seal_status(s: &serde_json::Value) {
 
 fn compact(data_dir: &Path) -> Result<()> {
     let path = medvault_server::DataDir::database_path(data_dir);
+    if !path.is_file() {
+        bail!("no database at {}", path.display());
+    }
+    // A server of this version holds it while it runs; the store checks again for any
+    // other connection.
+    let _lock = medvault_server::DataDirLock::acquire(data_dir)?;
     let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -899,6 +905,8 @@ fn serve(
         .enable_all()
         .build()?;
     let dir = medvault_server::open_data_dir_with_cache(data_dir, sqlite_cache_mib)?;
+    // Held until this server has stopped (dropped when this function returns).
+    let _lock = medvault_server::DataDirLock::acquire(&dir.path)?;
     let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
     let share_file = data_dir.join(DEV_SHARE_FILE);
     if dev {

@@ -521,6 +521,60 @@ fn compact_gives_an_older_database_large_pages_offline() {
     assert!(!missing.exists(), "compact created {}", missing.display());
 }
 
+/// Two servers on one data directory would each keep their own in-memory state (keys,
+/// the ledger's tree, caches) over the one database: the second refuses to start, and
+/// changes nothing. Once the first has stopped, however it stopped, a new one starts.
+#[test]
+fn a_second_server_on_the_same_data_dir_refuses_to_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("dev");
+    let ds = d.to_str().unwrap();
+    let first = start(&["--dev", "--data-dir", ds]);
+    add_patients(&first.url, "Only", 1);
+
+    let mut second = Command::new(BIN)
+        .args([
+            "serve",
+            "--dev",
+            "--data-dir",
+            ds,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("MEDVAULT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while second.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("the second server kept running");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let err = fails(&second.wait_with_output().unwrap());
+    assert!(err.contains("in use by another medvault server"), "{err}");
+    let (code, found) = http(
+        "GET",
+        &format!("{}/fhir/Patient?family=only", first.url),
+        None,
+    );
+    assert_eq!((code, found["total"].clone()), (200, json!(1)), "{found}");
+
+    // Killed, not stopped: the lock went with the process.
+    drop(first);
+    let again = start(&["--dev", "--data-dir", ds]);
+    let (_, found) = http(
+        "GET",
+        &format!("{}/fhir/Patient?family=only", again.url),
+        None,
+    );
+    assert_eq!(found["total"], 1, "{found}");
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
