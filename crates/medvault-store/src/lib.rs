@@ -5,15 +5,15 @@
 //! (resource type, id, version, timestamps); it holds no keys and does no cryptography.
 
 mod blob;
-mod compact;
 mod error;
+mod maintenance;
 pub mod posting;
 mod sqlite;
 mod types;
 
 pub use blob::BlobStore;
-pub use compact::{compact, CompactError, Compacted};
 pub use error::{StoreError, Unavailable};
+pub use maintenance::{check_copy, compact, snapshot, Compacted, MaintenanceError, Snapshot};
 pub use sqlite::{
     uuid_text, SqliteStore, DEFAULT_CACHE_MIB, PAGE_SIZE, POSTING_MERGE_EVERY, READERS,
     WRITER_CACHE_MIB,

@@ -1,6 +1,7 @@
 //! The `medvault` binary: runs the server and is the operator's CLI (init, unseal, seal,
 //! status, keys rotate, rekey, import, gen, bench).
 
+mod backup;
 mod bench;
 mod client;
 mod gen;
@@ -480,6 +481,25 @@ enum Command {
         /// The request body (a JSON file).
         file: Option<PathBuf>,
     },
+    /// Copy a data directory into a new directory while its server runs: a consistent
+    /// snapshot of the database and the blob store, which hold ciphertext only (no key
+    /// share is copied; restoring needs the vault's key shares as they are now).
+    Backup {
+        #[arg(long, env = "MEDVAULT_DATA_DIR")]
+        data_dir: PathBuf,
+        /// A new (or empty) directory to write the backup into.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Make a new data directory from a backup (offline: no server on it). Refuses a data
+    /// directory that already holds a database.
+    Restore {
+        /// The backup's directory.
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long, env = "MEDVAULT_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Rewrite a stopped server's database with the current page size (8 KiB; a database
     /// made before it keeps 4 KiB pages) and without its free pages. Offline: the server
     /// must be stopped. Needs free disk space for a second copy of the database; the
@@ -741,7 +761,9 @@ fn run(cli: Cli) -> Result<()> {
             path,
             file,
         } => session::fhir(ca_cert.as_deref(), &method, &path, file.as_deref()),
-        Command::Compact { data_dir } => compact(&data_dir),
+        Command::Compact { data_dir } => backup::compact(&data_dir),
+        Command::Backup { data_dir, to } => backup::backup(&data_dir, &to),
+        Command::Restore { from, data_dir } => backup::restore(&from, &data_dir),
         Command::Ledger { command } => ledger::run(command),
         Command::Bench { command } => bench::run(command),
     }
@@ -802,39 +824,6 @@ fn print_seal_status(s: &serde_json::Value) {
             get("key_version")
         );
     }
-}
-
-fn compact(data_dir: &Path) -> Result<()> {
-    let path = medvault_server::DataDir::database_path(data_dir);
-    if !path.is_file() {
-        bail!("no database at {}", path.display());
-    }
-    // A server of this version holds it while it runs; the store checks again for any
-    // other connection.
-    let _lock = medvault_server::DataDirLock::acquire(data_dir)?;
-    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "compacting {bar:40} {bytes}/{total_bytes} ({eta})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let done = medvault_store::compact(&path, &|written, expected| {
-        bar.set_length(expected.max(written));
-        bar.set_position(written);
-    })
-    .map_err(|e| anyhow!("{e}"))?;
-    bar.finish_and_clear();
-    println!(
-        "compacted {}: {}-byte pages -> {}-byte pages, {:.1} MiB -> {:.1} MiB",
-        path.display(),
-        done.page_size_before,
-        done.page_size_after,
-        mib(done.bytes_before),
-        mib(done.bytes_after)
-    );
-    Ok(())
 }
 
 fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()> {

@@ -4,10 +4,10 @@
 mod accounts;
 mod blob;
 mod common;
-mod compact;
 mod data_keys;
 mod durability;
 mod ledger;
+mod maintenance;
 mod migrations;
 mod posting;
 mod search;

@@ -1,10 +1,14 @@
-//! Offline compaction: a database an older medvault made (4 KiB pages, WAL mode, its last
-//! commits still in the WAL after a crash) comes out with medvault's page size and all it
-//! held; it is refused while the database is open, and for anything not a medvault database.
+//! Whole-database copies. Offline compaction: a database an older medvault made (4 KiB
+//! pages, WAL mode, its last commits still in the WAL after a crash) comes out with
+//! medvault's page size and all it held; it is refused while the database is open, and for
+//! anything not a medvault database. Online snapshots: whole commits only, while a writer
+//! goes on.
 
 use std::path::{Path, PathBuf};
 
-use medvault_store::{compact, CompactError, SqliteStore, Store, StoreQuery, PAGE_SIZE};
+use medvault_store::{
+    compact, snapshot, MaintenanceError, SqliteStore, Store, StoreQuery, PAGE_SIZE,
+};
 
 use crate::common::{create, db_path, ids, raw, tok};
 
@@ -133,7 +137,10 @@ fn an_open_database_is_refused_and_left_as_it_was() {
     let path = db_path(&dir);
     let store = old_store(&path);
     let refused = compact(&path, &|_, _| {});
-    assert!(matches!(refused, Err(CompactError::InUse)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(MaintenanceError::InUse)),
+        "{refused:?}"
+    );
     assert!(!sibling(&path, "compacting").exists());
     // The server that has it open goes on as before.
     store
@@ -149,7 +156,10 @@ fn an_open_database_is_refused_and_left_as_it_was() {
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))
         .unwrap();
     let refused = compact(&path, &|_, _| {});
-    assert!(matches!(refused, Err(CompactError::InUse)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(MaintenanceError::InUse)),
+        "{refused:?}"
+    );
     let mode: String = idle
         .pragma_query_value(None, "journal_mode", |r| r.get(0))
         .unwrap();
@@ -166,7 +176,7 @@ fn a_missing_or_foreign_file_is_refused_and_left_as_it_was() {
     let path = db_path(&dir);
     let missing = compact(&path, &|_, _| {});
     assert!(
-        matches!(missing, Err(CompactError::Missing(_))),
+        matches!(missing, Err(MaintenanceError::Missing(_))),
         "{missing:?}"
     );
     assert!(!path.exists(), "a database was created");
@@ -177,7 +187,7 @@ fn a_missing_or_foreign_file_is_refused_and_left_as_it_was() {
     drop(conn);
     let foreign = compact(&path, &|_, _| {});
     assert!(
-        matches!(foreign, Err(CompactError::NotMedvault(_))),
+        matches!(foreign, Err(MaintenanceError::NotMedvault(_))),
         "{foreign:?}"
     );
     assert_eq!(page_size(&path), 4096);
@@ -185,4 +195,67 @@ fn a_missing_or_foreign_file_is_refused_and_left_as_it_was() {
         .query_row("SELECT body FROM notes", [], |r| r.get(0))
         .unwrap();
     assert_eq!(body, "mine");
+}
+
+/// A snapshot taken while another thread commits two versions at a time holds whole
+/// commits only (an even number of versions), opens as a store, and leaves the live
+/// database to go on.
+#[test]
+fn a_snapshot_beside_a_writer_holds_whole_commits_and_opens_as_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = dir.path().join("backup.db");
+    let taken = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || i < 400 {
+                store
+                    .write(&[
+                        create("Patient", &format!("a{i}"), 1, &[tok(1)]),
+                        create("Patient", &format!("b{i}"), 1, &[tok(2)]),
+                    ])
+                    .unwrap();
+                i += 1;
+            }
+            i
+        });
+        // Once some commits are in, copy while they go on.
+        while all_patients(&store) < 200 {
+            std::thread::yield_now();
+        }
+        let taken = snapshot(&path, &out, &|_, _| {}).unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.join().unwrap();
+        assert!(taken.versions <= u64::from(written) * 2);
+        taken
+    });
+    assert!(
+        taken.versions >= 200 && taken.versions % 2 == 0,
+        "{taken:?}"
+    );
+    assert_eq!(taken.bytes, std::fs::metadata(&out).unwrap().len());
+    assert!(!sibling(&out, "partial").exists());
+    // The copy is a database of its own: a store opens it and finds what it counted.
+    let copy = SqliteStore::open(&out).unwrap();
+    assert_eq!(all_patients(&copy) as u64, taken.versions);
+    assert!(all_patients(&store) as u64 >= taken.versions);
+
+    // Never over an existing file, and never from a missing one.
+    let again = snapshot(&path, &out, &|_, _| {});
+    assert!(
+        matches!(again, Err(MaintenanceError::Exists(_))),
+        "{again:?}"
+    );
+    let none = snapshot(
+        &dir.path().join("none.db"),
+        &dir.path().join("x.db"),
+        &|_, _| {},
+    );
+    assert!(
+        matches!(none, Err(MaintenanceError::Missing(_))),
+        "{none:?}"
+    );
+    assert!(!dir.path().join("x.db").exists());
 }

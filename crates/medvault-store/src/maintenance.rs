@@ -1,10 +1,15 @@
-//! Offline compaction of a SQLite database: rewritten whole with medvault's page size.
+//! Whole-database copies: offline compaction (rewritten with medvault's page size) and online
+//! snapshots for backups.
 //!
 //! SQLite sets a file's page size when the file is created and cannot change it while the
 //! file is in WAL mode, so a database an older medvault made keeps 4 KiB pages (and every
 //! page it has ever freed). Compacting writes a fresh copy with [`PAGE_SIZE`] pages beside
 //! it (`VACUUM INTO`) and then puts the copy in its place with one rename. The original is
 //! never modified, so a failure or a crash at any point leaves it as it was.
+//!
+//! A snapshot is the same `VACUUM INTO`, run beside a live server: one read transaction, so
+//! the copy holds exactly the commits made before it began, whatever the server writes
+//! meanwhile.
 
 use std::path::{Path, PathBuf};
 
@@ -22,45 +27,47 @@ pub struct Compacted {
     pub bytes_after: u64,
 }
 
-/// Why a database could not be compacted; the original is unchanged in every case.
+/// Why a database could not be compacted or copied; the original is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
-pub enum CompactError {
+pub enum MaintenanceError {
     #[error("no database at {0}")]
     Missing(PathBuf),
     #[error("{0} is not a medvault database")]
     NotMedvault(PathBuf),
     #[error("the database is in use (is `medvault serve` running on this data directory?); stop the server first")]
     InUse,
-    #[error("not enough free disk space: compacting needs room for a second copy of the database beside it")]
+    #[error("{0} already exists; give a new path")]
+    Exists(PathBuf),
+    #[error("not enough free disk space for a copy of the database")]
     Full,
-    #[error("the compacted copy failed its check ({0}); the original is unchanged")]
+    #[error("the copy failed its check ({0}); the original is unchanged")]
     CheckFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for CompactError {
+impl From<rusqlite::Error> for MaintenanceError {
     fn from(e: rusqlite::Error) -> Self {
         let e = StoreError::from(e);
         match e.unavailable() {
-            Some(crate::Unavailable::Busy) => CompactError::InUse,
-            Some(crate::Unavailable::Full) => CompactError::Full,
-            _ => CompactError::Store(e),
+            Some(crate::Unavailable::Busy) => MaintenanceError::InUse,
+            Some(crate::Unavailable::Full) => MaintenanceError::Full,
+            _ => MaintenanceError::Store(e),
         }
     }
 }
 
-impl From<std::io::Error> for CompactError {
+impl From<std::io::Error> for MaintenanceError {
     fn from(e: std::io::Error) -> Self {
         match StoreError::from(e) {
-            e if e.unavailable() == Some(crate::Unavailable::Full) => CompactError::Full,
-            e => CompactError::Store(e),
+            e if e.unavailable() == Some(crate::Unavailable::Full) => MaintenanceError::Full,
+            e => MaintenanceError::Store(e),
         }
     }
 }
 
 /// Rewrite the database at `path` with [`PAGE_SIZE`] pages and no free pages. It must not
-/// be open anywhere else: a running server makes this fail with [`CompactError::InUse`],
+/// be open anywhere else: a running server makes this fail with [`MaintenanceError::InUse`],
 /// and a server started while it runs cannot open the database until it is done.
 ///
 /// `progress(written, expected)` is called about every 200 ms while the copy is written,
@@ -68,27 +75,15 @@ impl From<std::io::Error> for CompactError {
 pub fn compact(
     path: &Path,
     progress: &(dyn Fn(u64, u64) + Sync),
-) -> Result<Compacted, CompactError> {
+) -> Result<Compacted, MaintenanceError> {
     if !path.is_file() {
-        return Err(CompactError::Missing(path.to_path_buf()));
+        return Err(MaintenanceError::Missing(path.to_path_buf()));
     }
     let bytes_before = size_with_wal(path)?;
     // Never created here: a mistyped path is an error, not a new empty database.
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = open_medvault(path)?;
     // Fail at once if anyone else holds it, rather than wait for them.
     conn.busy_timeout(std::time::Duration::ZERO)?;
-    let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let has_versions: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'",
-        [],
-        |r| r.get(0),
-    )?;
-    if schema < 1 || !has_versions {
-        return Err(CompactError::NotMedvault(path.to_path_buf()));
-    }
     // Leaving WAL mode needs the only connection: it fails while a server has the file
     // open. It folds the WAL into the file and removes it, so no old WAL can later be
     // taken for the new file's. The exclusive lock then keeps every other connection out
@@ -98,7 +93,7 @@ pub fn compact(
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "DELETE", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("delete") {
-        return Err(CompactError::InUse);
+        return Err(MaintenanceError::InUse);
     }
     conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
     conn.execute_batch("BEGIN EXCLUSIVE; COMMIT;")?;
@@ -132,19 +127,102 @@ pub fn compact(
     })
 }
 
+/// What [`snapshot`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub bytes: u64,
+    /// Resource versions in the copy.
+    pub versions: u64,
+}
+
+/// Write a consistent copy of the database at `db` to `out` (a new file), while a server
+/// may be using it: the commits made before the copy began, and none after. The copy is
+/// checked and synced before it takes its name, so `out` either does not exist or is whole.
+/// `progress` as for [`compact`].
+pub fn snapshot(
+    db: &Path,
+    out: &Path,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Snapshot, MaintenanceError> {
+    if !db.is_file() {
+        return Err(MaintenanceError::Missing(db.to_path_buf()));
+    }
+    if out.exists() {
+        return Err(MaintenanceError::Exists(out.to_path_buf()));
+    }
+    let conn = open_medvault(db)?;
+    // The server's writes hold the lock only for a commit; wait that out.
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+    let pages: u64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+    let free: u64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+    let partial = sibling(out, "partial");
+    remove_if_exists(&partial)?;
+    let expected = pages.saturating_sub(free) * page_size;
+    let result = watch_size(
+        &partial,
+        expected,
+        progress,
+        || -> Result<u64, MaintenanceError> {
+            conn.execute("VACUUM INTO ?", [utf8(&partial)?])?;
+            let copy = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+            quick_check(&copy)?;
+            let versions: u64 =
+                copy.query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))?;
+            copy.close().map_err(|(_, e)| e)?;
+            std::fs::File::open(&partial)?.sync_all()?;
+            std::fs::rename(&partial, out)?;
+            sync_dir(out)?;
+            Ok(versions)
+        },
+    );
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    Ok(Snapshot {
+        versions: result?,
+        bytes: std::fs::metadata(out)?.len(),
+    })
+}
+
+/// Open an existing medvault database (never creating one), or say why not.
+fn open_medvault(path: &Path) -> Result<Connection, MaintenanceError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let has_versions: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'",
+        [],
+        |r| r.get(0),
+    )?;
+    if schema < 1 || !has_versions {
+        return Err(MaintenanceError::NotMedvault(path.to_path_buf()));
+    }
+    Ok(conn)
+}
+
+fn quick_check(conn: &Connection) -> Result<(), MaintenanceError> {
+    let check: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
+    if check != "ok" {
+        return Err(MaintenanceError::CheckFailed(check));
+    }
+    Ok(())
+}
+
+fn utf8(path: &Path) -> Result<&str, MaintenanceError> {
+    path.to_str()
+        .ok_or_else(|| MaintenanceError::CheckFailed("the path is not UTF-8".into()))
+}
+
 /// `VACUUM INTO` a new file with [`PAGE_SIZE`] pages, then check it, give it the
 /// original's owner and mode, and sync it. Returns the copy's page size.
-fn write_copy(conn: &Connection, original: &Path, copy: &Path) -> Result<u32, CompactError> {
+fn write_copy(conn: &Connection, original: &Path, copy: &Path) -> Result<u32, MaintenanceError> {
     conn.pragma_update(None, "page_size", PAGE_SIZE)?;
-    let name = copy.to_str().ok_or_else(|| {
-        CompactError::CheckFailed("the data directory's path is not UTF-8".into())
-    })?;
-    conn.execute("VACUUM INTO ?", [name])?;
+    conn.execute("VACUUM INTO ?", [utf8(copy)?])?;
     let out = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-    let check: String = out.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
-    if check != "ok" {
-        return Err(CompactError::CheckFailed(check));
-    }
+    quick_check(&out)?;
     let page_size: u32 = out.pragma_query_value(None, "page_size", |r| r.get(0))?;
     // Stored in the header: the copy is a WAL database like the one it replaces. Closing
     // the only connection folds that (empty) WAL back and removes it.
@@ -190,7 +268,7 @@ fn watch_size<T>(
 }
 
 /// Give `copy` the owner, group and permission bits of `original`.
-fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), CompactError> {
+fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), MaintenanceError> {
     let meta = std::fs::metadata(original)?;
     #[cfg(unix)]
     {
@@ -198,7 +276,7 @@ fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), CompactError>
         let mine = std::fs::metadata(copy)?;
         if (mine.uid(), mine.gid()) != (meta.uid(), meta.gid()) {
             std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
-                CompactError::CheckFailed(format!(
+                MaintenanceError::CheckFailed(format!(
                     "the copy cannot be given the database's owner ({e}); run this as that user"
                 ))
             })?;
@@ -234,4 +312,15 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => std::fs::File::open(dir)?.sync_all(),
         _ => std::fs::File::open(".")?.sync_all(),
     }
+}
+
+/// Check a copy made by [`snapshot`] (as a restore does before using it): a medvault
+/// database that passes SQLite's `quick_check`. Returns its number of resource versions.
+pub fn check_copy(path: &Path) -> Result<u64, MaintenanceError> {
+    if !path.is_file() {
+        return Err(MaintenanceError::Missing(path.to_path_buf()));
+    }
+    let conn = open_medvault(path)?;
+    quick_check(&conn)?;
+    Ok(conn.query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))?)
 }
