@@ -587,6 +587,18 @@ async fn record_then(
     carried_out(for_repo_error(&err).0)
 }
 
+/// Whether a Bundle has an entry that writes (anything but a GET): only then can its answer
+/// say that what it wrote is stored.
+fn asks_to_write(bundle: &Value) -> bool {
+    bundle["entry"].as_array().is_some_and(|entries| {
+        entries.iter().any(|e| {
+            !e["request"]["method"]
+                .as_str()
+                .is_some_and(|m| m.eq_ignore_ascii_case("GET"))
+        })
+    })
+}
+
 /// The answer to a request whose writes are committed but whose audit record could not be
 /// completed afterwards: withheld, with the failure's `status`, and never "nothing was
 /// written" (a client that retried would write it all twice).
@@ -1937,19 +1949,23 @@ async fn bundle(
     // milliseconds). Each write is recorded in the transaction's own commit; the bundle as
     // a whole gets a summary entry from `record_fhir`.
     let run = blocking(&state, move |r| {
-        let value =
+        let value: Value =
             serde_json::from_slice(&body).map_err(|_| RepoError::BadRequest(NOT_JSON.into()))?;
+        let writes = asks_to_write(&value);
         r.bundle(&audit, value, &caller)
+            .map(|(b, refused)| (b, refused, writes))
     });
     match run.await {
-        Ok((b, refused)) => {
+        Ok((b, refused, writes)) => {
             // Reads inside the bundle returned these patients' data.
             let patients = audit_patients(&b, None);
             let mut resp = fhir_response(StatusCode::OK, b);
             resp.extensions_mut().insert(patients);
             resp.extensions_mut().insert(RefusedEntries(refused));
             // Its writes are committed: `record_fhir` adds the summary entry.
-            resp.extensions_mut().insert(Committed);
+            if writes {
+                resp.extensions_mut().insert(Committed);
+            }
             resp
         }
         Err(r) => r,

@@ -31,7 +31,7 @@ pub enum ServeError {
     },
     #[error("listening on the unspecified address {0} needs --public-url (the base clients use in links)")]
     NeedPublicUrl(SocketAddr),
-    #[error("data directory {0} is in use by another medvault server (it holds {LOCK_FILE}); stop that one first")]
+    #[error("data directory {0} is in use by another medvault process (a server, compact or restore holds its {LOCK_FILE}); stop that one first")]
     InUse(PathBuf),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -40,28 +40,38 @@ pub enum ServeError {
 /// The file a running server holds an advisory lock on, inside its data directory.
 pub const LOCK_FILE: &str = "medvault.lock";
 
-/// A server's claim on its data directory, held while this value lives: a second server
+/// A process's claim on a data directory, held while this value lives: a second server
 /// started on the same directory refuses to run (two would keep diverging in-memory state
-/// over one database), and so does `medvault compact`. The lock is the OS's (`flock`), so
-/// it goes with the process, however it ends; the file itself stays and means nothing.
+/// over one database), and so do `medvault init`, `compact` and `restore`. Taken before the
+/// database is opened, so a refused process has not touched it. The lock is the OS's
+/// (`flock`), so it goes with the process, however it ends; the file itself stays and
+/// means nothing.
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: std::fs::File,
 }
 
 impl DataDirLock {
-    /// Take the lock of the data directory `dir` (which must exist), or say who has it.
+    /// Create the data directory `dir` if missing (owner-only), take its lock, or say who
+    /// has it.
     pub fn acquire(dir: &Path) -> Result<DataDirLock, ServeError> {
         let io = |source| ServeError::DataDir {
             path: dir.to_path_buf(),
             source,
         };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join(LOCK_FILE))
-            .map_err(io)?;
+        private_dir(dir).map_err(io)?;
+        let path = dir.join(LOCK_FILE);
+        // Read-only is enough for `flock`, and lets a server open a lock file another user
+        // (say root, running `compact`) created.
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path),
+            other => other,
+        }
+        .map_err(io)?;
         match file.try_lock() {
             Ok(()) => Ok(DataDirLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(ServeError::InUse(dir.to_path_buf())),
@@ -160,12 +170,7 @@ pub fn open_data_dir_with_cache(path: &Path, cache_mib: u32) -> Result<DataDir, 
         path: path.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(path).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
-    }
+    private_dir(path).map_err(io)?;
     let store = Arc::new(SqliteStore::open_with_cache(
         &DataDir::database_path(path),
         cache_mib,
@@ -176,6 +181,17 @@ pub fn open_data_dir_with_cache(path: &Path, cache_mib: u32) -> Result<DataDir, 
         store,
         blobs,
     })
+}
+
+/// Create `dir` (and its parents) if missing; make it readable by its owner only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// The listen policy: loopback may use plain HTTP; anything else needs TLS (or the named

@@ -4,8 +4,9 @@
 //! SQLite sets a file's page size when the file is created and cannot change it while the
 //! file is in WAL mode, so a database an older medvault made keeps 4 KiB pages (and every
 //! page it has ever freed). Compacting writes a fresh copy with [`PAGE_SIZE`] pages beside
-//! it (`VACUUM INTO`) and then puts the copy in its place with one rename. The original is
-//! never modified, so a failure or a crash at any point leaves it as it was.
+//! it (`VACUUM INTO`) and then puts the copy in its place with one rename. The original's
+//! contents are never changed (only its journal mode, which the server sets back to WAL
+//! when it opens it), so a failure or a crash at any point leaves them as they were.
 //!
 //! A snapshot is the same `VACUUM INTO`, run beside a live server: one read transaction, so
 //! the copy holds exactly the commits made before it began, whatever the server writes
@@ -27,7 +28,8 @@ pub struct Compacted {
     pub bytes_after: u64,
 }
 
-/// Why a database could not be compacted or copied; the original is unchanged in every case.
+/// Why a database could not be compacted or copied; the original's contents are unchanged
+/// in every case.
 #[derive(Debug, thiserror::Error)]
 pub enum MaintenanceError {
     #[error("no database at {0}")]
@@ -36,11 +38,19 @@ pub enum MaintenanceError {
     NotMedvault(PathBuf),
     #[error("the database is in use (is `medvault serve` running on this data directory?); stop the server first")]
     InUse,
+    #[error(
+        "the database stayed locked for 10 s (is `medvault compact` running on it?); try again"
+    )]
+    Busy,
+    #[error("{0} is not valid UTF-8, which SQLite needs for the copy's name")]
+    NotUtf8(PathBuf),
+    #[error("the copy could not be given the database's owner ({0}); run this as the user that owns the database")]
+    Owner(std::io::Error),
     #[error("{0} already exists; give a new path")]
     Exists(PathBuf),
     #[error("not enough free disk space for a copy of the database")]
     Full,
-    #[error("the copy failed its check ({0}); the original is unchanged")]
+    #[error("the copy failed SQLite's check ({0}); the original is unchanged")]
     CheckFailed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -81,7 +91,7 @@ pub fn compact(
     }
     let bytes_before = size_with_wal(path)?;
     // Never created here: a mistyped path is an error, not a new empty database.
-    let conn = open_medvault(path)?;
+    let conn = open_medvault(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     // Fail at once if anyone else holds it, rather than wait for them.
     conn.busy_timeout(std::time::Duration::ZERO)?;
     // Leaving WAL mode needs the only connection: it fails while a server has the file
@@ -103,8 +113,15 @@ pub fn compact(
     let expected = pages.saturating_sub(free) * u64::from(page_size_before);
 
     let copy = sibling(path, "compacting");
-    // A copy a crash left behind is stale; VACUUM INTO refuses an existing file.
-    remove_if_exists(&copy)?;
+    // A copy a crash left behind is stale, with any journal of its own; VACUUM INTO
+    // refuses an existing file.
+    for stale in [
+        sibling(&copy, "journal"),
+        sibling(&copy, "wal"),
+        copy.clone(),
+    ] {
+        remove_if_exists(&stale)?;
+    }
     let result = watch_size(&copy, expected, progress, || write_copy(&conn, path, &copy)).and_then(
         |page_size_after| {
             // The copy is complete and on disk: it takes the original's name in one step.
@@ -150,7 +167,7 @@ pub fn snapshot(
     if out.exists() {
         return Err(MaintenanceError::Exists(out.to_path_buf()));
     }
-    let conn = open_medvault(db)?;
+    let conn = open_medvault(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     // The server's writes hold the lock only for a commit; wait that out.
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
@@ -164,7 +181,13 @@ pub fn snapshot(
         expected,
         progress,
         || -> Result<u64, MaintenanceError> {
-            conn.execute("VACUUM INTO ?", [utf8(&partial)?])?;
+            // Beside a live server, whose commits are short, a lock held past the timeout is
+            // someone else's: say so, rather than ask for the server to be stopped.
+            conn.execute("VACUUM INTO ?", [utf8(&partial)?])
+                .map_err(|e| match MaintenanceError::from(e) {
+                    MaintenanceError::InUse => MaintenanceError::Busy,
+                    e => e,
+                })?;
             let copy = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             quick_check(&copy)?;
             let versions: u64 =
@@ -186,11 +209,8 @@ pub fn snapshot(
 }
 
 /// Open an existing medvault database (never creating one), or say why not.
-fn open_medvault(path: &Path) -> Result<Connection, MaintenanceError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+fn open_medvault(path: &Path, flags: OpenFlags) -> Result<Connection, MaintenanceError> {
+    let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let has_versions: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'",
@@ -213,7 +233,7 @@ fn quick_check(conn: &Connection) -> Result<(), MaintenanceError> {
 
 fn utf8(path: &Path) -> Result<&str, MaintenanceError> {
     path.to_str()
-        .ok_or_else(|| MaintenanceError::CheckFailed("the path is not UTF-8".into()))
+        .ok_or_else(|| MaintenanceError::NotUtf8(path.to_path_buf()))
 }
 
 /// `VACUUM INTO` a new file with [`PAGE_SIZE`] pages, then check it, give it the
@@ -246,6 +266,21 @@ fn watch_size<T>(
     let done = std::sync::atomic::AtomicBool::new(false);
     let wake = std::sync::Condvar::new();
     let lock = std::sync::Mutex::new(());
+    // Stops the watcher however `work` ends (a panic too, or the scope would wait forever).
+    struct Stop<'a>(
+        &'a std::sync::atomic::AtomicBool,
+        &'a std::sync::Condvar,
+        &'a std::sync::Mutex<()>,
+    );
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            {
+                let _guard = self.2.lock().unwrap_or_else(|e| e.into_inner());
+                self.0.store(true, std::sync::atomic::Ordering::Release);
+            }
+            self.1.notify_all();
+        }
+    }
     std::thread::scope(|s| {
         s.spawn(|| {
             let mut guard = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -257,13 +292,8 @@ fn watch_size<T>(
                     .0;
             }
         });
-        let out = work();
-        {
-            let _guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-            done.store(true, std::sync::atomic::Ordering::Release);
-        }
-        wake.notify_all();
-        out
+        let _stop = Stop(&done, &wake, &lock);
+        work()
     })
 }
 
@@ -275,11 +305,8 @@ fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), MaintenanceEr
         use std::os::unix::fs::MetadataExt;
         let mine = std::fs::metadata(copy)?;
         if (mine.uid(), mine.gid()) != (meta.uid(), meta.gid()) {
-            std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid())).map_err(|e| {
-                MaintenanceError::CheckFailed(format!(
-                    "the copy cannot be given the database's owner ({e}); run this as that user"
-                ))
-            })?;
+            std::os::unix::fs::chown(copy, Some(meta.uid()), Some(meta.gid()))
+                .map_err(MaintenanceError::Owner)?;
         }
     }
     std::fs::set_permissions(copy, meta.permissions())?;
@@ -320,7 +347,8 @@ pub fn check_copy(path: &Path) -> Result<u64, MaintenanceError> {
     if !path.is_file() {
         return Err(MaintenanceError::Missing(path.to_path_buf()));
     }
-    let conn = open_medvault(path)?;
+    // Read-only: checking a backup never changes it (not even by rolling back a journal).
+    let conn = open_medvault(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     quick_check(&conn)?;
     Ok(conn.query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))?)
 }

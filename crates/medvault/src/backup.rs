@@ -53,7 +53,9 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<()> {
             );
         }
     }
-    private_dir(to)?;
+    // The backup is laid out as a data directory, and held like one while it is written
+    // (no server can start on it meanwhile).
+    let _lock = DataDirLock::acquire(to)?;
     let bar = bytes_bar("database");
     let snap = medvault_store::snapshot(&db, &DataDir::database_path(to), &|written, expected| {
         bar.set_length(expected.max(written));
@@ -114,17 +116,18 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<()> {
             manifest["resource_versions"]
         );
     }
-    private_dir(data_dir)?;
+    let mut backed_up = Vec::new();
+    list_files(&from.join("blobs"), Path::new(""), &mut backed_up)?;
+    if Some(backed_up.len() as u64) != manifest["blobs"].as_u64() {
+        bail!(
+            "the backup holds {} blobs, its manifest says {}: it is incomplete",
+            backed_up.len(),
+            manifest["blobs"]
+        );
+    }
     let _lock = DataDirLock::acquire(data_dir)?;
     let db = DataDir::database_path(data_dir);
-    for existing in [db.clone(), sibling(&db, "wal")] {
-        if existing.exists() {
-            bail!(
-                "{} already holds a database; restore only into a new data directory (move the old one away first)",
-                data_dir.display()
-            );
-        }
-    }
+    refuse_existing_database(data_dir)?;
     // Blobs first and the database last: until the database is in place the directory
     // holds no data, and an interrupted restore can simply be run again.
     let blobs = copy_tree(&from.join("blobs"), &data_dir.join("blobs"))?;
@@ -132,6 +135,8 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<()> {
     std::fs::copy(DataDir::database_path(from), &partial)
         .with_context(|| format!("copying {}", DataDir::database_path(from).display()))?;
     std::fs::File::open(&partial)?.sync_all()?;
+    // Again, just before: nothing may have appeared meanwhile (the lock keeps servers out).
+    refuse_existing_database(data_dir)?;
     std::fs::rename(&partial, &db)?;
     sync_dir(data_dir)?;
     println!(
@@ -143,6 +148,30 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<()> {
         "start `medvault serve --data-dir {}` and unseal it with the key shares the vault had when the backup was taken",
         data_dir.display()
     );
+    Ok(())
+}
+
+/// Refuse a data directory with a database, or any of SQLite's files beside one (a stale
+/// WAL or journal would be applied to the restored database when it is opened).
+fn refuse_existing_database(data_dir: &Path) -> Result<()> {
+    let db = DataDir::database_path(data_dir);
+    let name = db.file_name().unwrap_or_default().to_os_string();
+    let restoring = sibling(&db, "restoring");
+    for entry in std::fs::read_dir(data_dir)? {
+        let entry = entry?;
+        let theirs = entry.file_name();
+        let sqlite_file = theirs == name
+            || theirs
+                .to_string_lossy()
+                .starts_with(&format!("{}-", name.to_string_lossy()));
+        if sqlite_file && entry.path() != restoring {
+            bail!(
+                "{} already holds a database ({}); restore only into a new data directory (move the old one away first)",
+                data_dir.display(),
+                theirs.to_string_lossy()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -170,18 +199,6 @@ pub fn compact(data_dir: &Path) -> Result<()> {
         mib(done.bytes_before),
         mib(done.bytes_after)
     );
-    Ok(())
-}
-
-/// Create `dir` (and its parents) if missing, readable by its owner only.
-fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("setting the permissions of {}", dir.display()))?;
-    }
     Ok(())
 }
 
@@ -251,8 +268,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `medvault.db` → `medvault.db-<suffix>`, in the same directory.
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    PathBuf::from(format!("{}-{suffix}", path.display()))
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-");
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 fn now_ms() -> u64 {

@@ -830,6 +830,7 @@ fn init(data_dir: &Path, shares: u8, threshold: u8, as_json: bool) -> Result<()>
     if threshold == 0 || shares == 0 || threshold > shares {
         bail!("need 1 <= --threshold <= --shares <= 255");
     }
+    let _lock = medvault_server::DataDirLock::acquire(data_dir)?;
     let dir = open_data_dir(data_dir)?;
     let rng = SystemRandom::new();
     let (issued, token) = Vault::initialize(&*dir.store, &rng, threshold, shares)
@@ -893,9 +894,10 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // Before the database is opened (a refused server touches nothing), and held until this
+    // server has stopped (dropped when this function returns).
+    let _lock = medvault_server::DataDirLock::acquire(data_dir)?;
     let dir = medvault_server::open_data_dir_with_cache(data_dir, sqlite_cache_mib)?;
-    // Held until this server has stopped (dropped when this function returns).
-    let _lock = medvault_server::DataDirLock::acquire(&dir.path)?;
     let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
     let share_file = data_dir.join(DEV_SHARE_FILE);
     if dev {

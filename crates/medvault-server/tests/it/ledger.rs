@@ -576,6 +576,28 @@ async fn a_committed_transaction_whose_summary_entry_fails_says_it_was_carried_o
     }
 }
 
+/// A transaction that only reads writes nothing, so when its entry cannot be written its
+/// answer is withheld as any read's is: it must not claim that what it wrote is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_transaction_whose_entry_fails_does_not_say_it_wrote_anything() {
+    let h = Harness::unsealed();
+    let pid = h.create(patient("Read", "Ray", "1970-01-01")).await;
+    let raw = rusqlite::Connection::open(h.db_path()).unwrap();
+    raw.execute_batch(
+        "CREATE TRIGGER no_entries BEFORE INSERT ON ledger_entry
+         BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .unwrap();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"request": {"method": "GET", "url": format!("Patient/{pid}")}},
+    ]});
+    let r = h.call("POST", "/fhir", Some(bundle)).await;
+    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+    let text = r.json.to_string();
+    assert!(!text.contains("what it wrote is stored"), "{text}");
+    assert!(!text.contains("Ray"), "{text}");
+}
+
 /// An entry planted after the latest checkpoint, with a leaf of the attacker's choosing, is
 /// found when the tree is rebuilt (after an unseal, or when the store refuses an append
 /// because another writer took its index), whichever subtrees it would complete: the

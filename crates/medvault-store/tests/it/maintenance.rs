@@ -105,7 +105,7 @@ fn an_old_database_left_by_a_crash_comes_out_with_large_pages_and_everything_in_
         .unwrap();
     assert_eq!(check, "ok");
     drop(conn);
-    for leftover in ["compacting", "compacting-wal", "journal"] {
+    for leftover in ["compacting", "compacting-wal", "journal", "wal", "shm"] {
         assert!(!sibling(&path, leftover).exists(), "{leftover} left behind");
     }
 
@@ -150,7 +150,8 @@ fn an_open_database_is_refused_and_left_as_it_was() {
     drop(store);
     assert_eq!(page_size(&path), 4096);
 
-    // An idle connection, holding no lock at the time, is enough to refuse it.
+    // An idle connection is enough to refuse it: once it has read, a connection to a WAL
+    // database keeps a shared lock, which leaving WAL mode needs gone.
     let idle = raw(&path);
     let n: i64 = idle
         .query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))

@@ -556,7 +556,7 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let err = fails(&second.wait_with_output().unwrap());
-    assert!(err.contains("in use by another medvault server"), "{err}");
+    assert!(err.contains("in use by another medvault process"), "{err}");
     let (code, found) = http(
         "GET",
         &format!("{}/fhir/Patient?family=only", first.url),
@@ -566,6 +566,46 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
 
     // Killed, not stopped: the lock went with the process.
     drop(first);
+
+    // The lock is taken before the database is opened: a server (or `init`) refused by
+    // someone else's lock has not created, migrated or written anything.
+    let fresh = tmp.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let held = std::fs::File::create(fresh.join("medvault.lock")).unwrap();
+    held.try_lock().unwrap();
+    let fs = fresh.to_str().unwrap();
+    let err = fails(&medvault(
+        &[
+            "serve",
+            "--dev",
+            "--data-dir",
+            fs,
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        "",
+    ));
+    assert!(err.contains("in use by another medvault process"), "{err}");
+    let err = fails(&medvault(
+        &[
+            "init",
+            "--data-dir",
+            fs,
+            "--shares",
+            "1",
+            "--threshold",
+            "1",
+        ],
+        "",
+    ));
+    assert!(err.contains("in use"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&fresh)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["medvault.lock"]);
+    drop(held);
+
     let again = start(&["--dev", "--data-dir", ds]);
     let (_, found) = http(
         "GET",
@@ -649,6 +689,48 @@ fn backup_while_serving_and_restore_into_a_new_data_dir() {
 
     let err = fails(&medvault(&["restore", "--from", bs, "--data-dir", rs], ""));
     assert!(err.contains("already holds a database"), "{err}");
+    // Nor beside a stale WAL or journal, which SQLite would apply to the restored file.
+    let stale = tmp.path().join("stale");
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("medvault.db-journal"), b"old").unwrap();
+    let err = fails(&medvault(
+        &[
+            "restore",
+            "--from",
+            bs,
+            "--data-dir",
+            stale.to_str().unwrap(),
+        ],
+        "",
+    ));
+    assert!(err.contains("medvault.db-journal"), "{err}");
+    assert!(!stale.join("medvault.db").exists());
+    // A backup that lost a blob is incomplete, and refused before anything is written.
+    let partial = tmp.path().join("partial-backup");
+    copy_dir(&b, &partial);
+    let mut blob = partial.join("blobs");
+    while blob.is_dir() {
+        blob = std::fs::read_dir(&blob)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+    }
+    std::fs::remove_file(&blob).unwrap();
+    let target = tmp.path().join("from-partial");
+    let err = fails(&medvault(
+        &[
+            "restore",
+            "--from",
+            partial.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+        "",
+    ));
+    assert!(err.contains("incomplete"), "{err}");
+    assert!(!target.exists());
     let err = fails(&medvault(&["restore", "--from", ds, "--data-dir", rs], ""));
     assert!(err.contains("not a complete medvault backup"), "{err}");
     let missing = tmp.path().join("none");
