@@ -587,14 +587,26 @@ async fn record_then(
     carried_out(for_repo_error(&err).0)
 }
 
-/// Whether a Bundle has an entry that writes (anything but a GET): only then can its answer
-/// say that what it wrote is stored.
-fn asks_to_write(bundle: &Value) -> bool {
-    bundle["entry"].as_array().is_some_and(|entries| {
-        entries.iter().any(|e| {
-            !e["request"]["method"]
-                .as_str()
-                .is_some_and(|m| m.eq_ignore_ascii_case("GET"))
+/// Which of a Bundle's entries ask to write (any method but GET), in order.
+fn asks_to_write(bundle: &Value) -> Vec<bool> {
+    bundle["entry"].as_array().map_or_else(Vec::new, |entries| {
+        entries
+            .iter()
+            .map(|e| e["request"]["method"].as_str() != Some("GET"))
+            .collect()
+    })
+}
+
+/// Whether the answer to a Bundle reports a write that succeeded (its entries answer the
+/// request's in order): only then can a withheld answer say that what it wrote is stored.
+/// A batch whose writes all failed wrote nothing.
+fn wrote_something(answer: &Value, asks: &[bool]) -> bool {
+    answer["entry"].as_array().is_some_and(|entries| {
+        entries.iter().zip(asks).any(|(e, &asked)| {
+            asked
+                && e["response"]["status"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with('2'))
         })
     })
 }
@@ -1951,19 +1963,21 @@ async fn bundle(
     let run = blocking(&state, move |r| {
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| RepoError::BadRequest(NOT_JSON.into()))?;
-        let writes = asks_to_write(&value);
-        r.bundle(&audit, value, &caller)
-            .map(|(b, refused)| (b, refused, writes))
+        let asks = asks_to_write(&value);
+        r.bundle(&audit, value, &caller).map(|(b, refused)| {
+            let wrote = wrote_something(&b, &asks);
+            (b, refused, wrote)
+        })
     });
     match run.await {
-        Ok((b, refused, writes)) => {
+        Ok((b, refused, wrote)) => {
             // Reads inside the bundle returned these patients' data.
             let patients = audit_patients(&b, None);
             let mut resp = fhir_response(StatusCode::OK, b);
             resp.extensions_mut().insert(patients);
             resp.extensions_mut().insert(RefusedEntries(refused));
             // Its writes are committed: `record_fhir` adds the summary entry.
-            if writes {
+            if wrote {
                 resp.extensions_mut().insert(Committed);
             }
             resp

@@ -31,7 +31,7 @@ pub enum ServeError {
     },
     #[error("listening on the unspecified address {0} needs --public-url (the base clients use in links)")]
     NeedPublicUrl(SocketAddr),
-    #[error("data directory {0} is in use by another medvault process (a server, compact or restore holds its {LOCK_FILE}); stop that one first")]
+    #[error("data directory {0} is in use by another medvault process (a server, init, compact, restore or a backup into it holds its {LOCK_FILE}); let that one finish or stop it first")]
     InUse(PathBuf),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
@@ -42,7 +42,8 @@ pub const LOCK_FILE: &str = "medvault.lock";
 
 /// A process's claim on a data directory, held while this value lives: a second server
 /// started on the same directory refuses to run (two would keep diverging in-memory state
-/// over one database), and so do `medvault init`, `compact` and `restore`. Taken before the
+/// over one database), and so do `medvault init`, `compact`, `restore` and a `backup` into
+/// it. Taken before the
 /// database is opened, so a refused process has not touched it. The lock is the OS's
 /// (`flock`), so it goes with the process, however it ends; the file itself stays and
 /// means nothing.
@@ -63,12 +64,23 @@ impl DataDirLock {
         let path = dir.join(LOCK_FILE);
         // Read-only is enough for `flock`, and lets a server open a lock file another user
         // (say root, running `compact`) created.
-        let file = match std::fs::File::open(&path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::OpenOptions::new()
+        let create = || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(&path),
+                .open(&path)?;
+            // Readable by all whatever the umask, so a server running as another user can
+            // open it to lock it.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            }
+            Ok(file)
+        };
+        let file = match std::fs::File::open(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(),
             other => other,
         }
         .map_err(io)?;

@@ -91,9 +91,12 @@ pub fn compact(
     }
     let bytes_before = size_with_wal(path)?;
     // Never created here: a mistyped path is an error, not a new empty database.
-    let conn = open_medvault(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     // Fail at once if anyone else holds it, rather than wait for them.
-    conn.busy_timeout(std::time::Duration::ZERO)?;
+    let conn = open_medvault(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        std::time::Duration::ZERO,
+    )?;
     // Leaving WAL mode needs the only connection: it fails while a server has the file
     // open. It folds the WAL into the file and removes it, so no old WAL can later be
     // taken for the new file's. The exclusive lock then keeps every other connection out
@@ -167,9 +170,13 @@ pub fn snapshot(
     if out.exists() {
         return Err(MaintenanceError::Exists(out.to_path_buf()));
     }
-    let conn = open_medvault(db, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
     // The server's writes hold the lock only for a commit; wait that out.
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let conn = open_medvault(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE,
+        std::time::Duration::from_secs(10),
+    )
+    .map_err(busy)?;
     let page_size: u64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
     let pages: u64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
     let free: u64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
@@ -181,13 +188,8 @@ pub fn snapshot(
         expected,
         progress,
         || -> Result<u64, MaintenanceError> {
-            // Beside a live server, whose commits are short, a lock held past the timeout is
-            // someone else's: say so, rather than ask for the server to be stopped.
             conn.execute("VACUUM INTO ?", [utf8(&partial)?])
-                .map_err(|e| match MaintenanceError::from(e) {
-                    MaintenanceError::InUse => MaintenanceError::Busy,
-                    e => e,
-                })?;
+                .map_err(|e| busy(e.into()))?;
             let copy = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
             quick_check(&copy)?;
             let versions: u64 =
@@ -208,9 +210,25 @@ pub fn snapshot(
     })
 }
 
-/// Open an existing medvault database (never creating one), or say why not.
-fn open_medvault(path: &Path, flags: OpenFlags) -> Result<Connection, MaintenanceError> {
+/// For a snapshot beside a live server, whose commits are short: a lock held past the
+/// timeout is someone else's (a compaction), so say so rather than ask for the server to
+/// be stopped.
+fn busy(e: MaintenanceError) -> MaintenanceError {
+    match e {
+        MaintenanceError::InUse => MaintenanceError::Busy,
+        e => e,
+    }
+}
+
+/// Open an existing medvault database (never creating one), or say why not. `busy`: how
+/// long to wait out another connection's lock, from the first read on.
+fn open_medvault(
+    path: &Path,
+    flags: OpenFlags,
+    busy: std::time::Duration,
+) -> Result<Connection, MaintenanceError> {
     let conn = Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+    conn.busy_timeout(busy)?;
     let schema: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     let has_versions: bool = conn.query_row(
         "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'table' AND name = 'resource_version'",
@@ -348,7 +366,11 @@ pub fn check_copy(path: &Path) -> Result<u64, MaintenanceError> {
         return Err(MaintenanceError::Missing(path.to_path_buf()));
     }
     // Read-only: checking a backup never changes it (not even by rolling back a journal).
-    let conn = open_medvault(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = open_medvault(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY,
+        std::time::Duration::ZERO,
+    )?;
     quick_check(&conn)?;
     Ok(conn.query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))?)
 }

@@ -41,21 +41,12 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<()> {
     if !db.is_file() {
         bail!("no database at {}", db.display());
     }
-    if to.exists() {
-        let empty = std::fs::read_dir(to)
-            .with_context(|| format!("{} is not a directory", to.display()))?
-            .next()
-            .is_none();
-        if !empty {
-            bail!(
-                "{} already exists and is not empty; back up into a new directory",
-                to.display()
-            );
-        }
-    }
+    // Before the lock creates it (a mistyped path is refused untouched), and again after.
+    refuse_non_empty(to)?;
     // The backup is laid out as a data directory, and held like one while it is written
     // (no server can start on it meanwhile).
     let _lock = DataDirLock::acquire(to)?;
+    refuse_non_empty(to)?;
     let bar = bytes_bar("database");
     let snap = medvault_store::snapshot(&db, &DataDir::database_path(to), &|written, expected| {
         bar.set_length(expected.max(written));
@@ -87,6 +78,25 @@ pub fn backup(data_dir: &Path, to: &Path) -> Result<()> {
     );
     if data_dir.join(crate::DEV_SHARE_FILE).exists() {
         println!("the dev-mode share file was not copied (a backup never holds a key share)");
+    }
+    Ok(())
+}
+
+/// Refuse a backup target that exists and holds anything but a lock file (which a failed
+/// backup leaves behind: its target can be used again).
+fn refuse_non_empty(to: &Path) -> Result<()> {
+    if !to.exists() {
+        return Ok(());
+    }
+    for entry in
+        std::fs::read_dir(to).with_context(|| format!("{} is not a directory", to.display()))?
+    {
+        if entry?.file_name() != medvault_server::LOCK_FILE {
+            bail!(
+                "{} already exists and is not empty; back up into a new directory",
+                to.display()
+            );
+        }
     }
     Ok(())
 }
@@ -135,9 +145,18 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<()> {
     std::fs::copy(DataDir::database_path(from), &partial)
         .with_context(|| format!("copying {}", DataDir::database_path(from).display()))?;
     std::fs::File::open(&partial)?.sync_all()?;
-    // Again, just before: nothing may have appeared meanwhile (the lock keeps servers out).
+    // The file that goes into place is the one checked.
+    let installed = medvault_store::check_copy(&partial)
+        .map_err(|e| anyhow!("the restored copy of the database: {e}"))?;
+    if installed != versions {
+        bail!("the restored copy holds {installed} resource versions, the backup {versions}");
+    }
+    // Again, just before: nothing may have appeared meanwhile. A hard link, unlike a
+    // rename, fails rather than replace a database that did.
     refuse_existing_database(data_dir)?;
-    std::fs::rename(&partial, &db)?;
+    std::fs::hard_link(&partial, &db)
+        .with_context(|| format!("putting the database in place at {}", db.display()))?;
+    std::fs::remove_file(&partial)?;
     sync_dir(data_dir)?;
     println!(
         "restored {} into {}: {versions} resource versions, {blobs} blobs",

@@ -53,6 +53,11 @@ fn verify(data_dir: &Path) -> Result<()> {
     if !data_dir.is_dir() {
         bail!("{} is not a data directory", data_dir.display());
     }
+    // Opening creates a database where there is none: say so instead.
+    let db = medvault_server::DataDir::database_path(data_dir);
+    if !db.is_file() {
+        bail!("no database at {}", db.display());
+    }
     let dir = open_data_dir(data_dir)?;
     let rng: Arc<dyn Random> = Arc::new(SystemRandom::new());
     let vault = Vault::new(dir.store.clone(), rng);

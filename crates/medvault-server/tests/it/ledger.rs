@@ -576,10 +576,11 @@ async fn a_committed_transaction_whose_summary_entry_fails_says_it_was_carried_o
     }
 }
 
-/// A transaction that only reads writes nothing, so when its entry cannot be written its
-/// answer is withheld as any read's is: it must not claim that what it wrote is stored.
+/// A Bundle that only reads, or whose writes all fail, writes nothing, so when its entry
+/// cannot be written its answer is withheld as any read's is: it must not claim that what
+/// it wrote is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reading_transaction_whose_entry_fails_does_not_say_it_wrote_anything() {
+async fn a_bundle_that_wrote_nothing_and_whose_entry_fails_does_not_say_it_wrote() {
     let h = Harness::unsealed();
     let pid = h.create(patient("Read", "Ray", "1970-01-01")).await;
     let raw = rusqlite::Connection::open(h.db_path()).unwrap();
@@ -588,14 +589,25 @@ async fn a_reading_transaction_whose_entry_fails_does_not_say_it_wrote_anything(
          BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
     )
     .unwrap();
-    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
-        {"request": {"method": "GET", "url": format!("Patient/{pid}")}},
-    ]});
-    let r = h.call("POST", "/fhir", Some(bundle)).await;
-    r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
-    let text = r.json.to_string();
-    assert!(!text.contains("what it wrote is stored"), "{text}");
-    assert!(!text.contains("Ray"), "{text}");
+    // A transaction and a batch that read, and a batch whose one write is refused.
+    let read = json!({"request": {"method": "GET", "url": format!("Patient/{pid}")}});
+    let refused = json!({
+        "resource": {"resourceType": "Patient", "birthDate": "not a date"},
+        "request": {"method": "POST", "url": "Patient"},
+    });
+    for (kind, entries) in [
+        ("transaction", vec![read.clone()]),
+        ("batch", vec![read.clone()]),
+        ("batch", vec![refused, read]),
+    ] {
+        let bundle = json!({"resourceType": "Bundle", "type": kind, "entry": entries});
+        let r = h.call("POST", "/fhir", Some(bundle)).await;
+        r.assert_outcome(StatusCode::INTERNAL_SERVER_ERROR);
+        let text = r.json.to_string();
+        assert!(!text.contains("what it wrote is stored"), "{kind}: {text}");
+        assert!(text.contains("not carried out"), "{kind}: {text}");
+        assert!(!text.contains("Ray"), "{kind}: {text}");
+    }
 }
 
 /// An entry planted after the latest checkpoint, with a leaf of the attacker's choosing, is

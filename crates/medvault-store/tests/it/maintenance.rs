@@ -74,8 +74,11 @@ fn an_old_database_left_by_a_crash_comes_out_with_large_pages_and_everything_in_
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
         || std::fs::metadata(&path).unwrap().permissions().mode() & 0o777
     };
-    // A copy a crashed compaction left behind is not taken for the new one.
+    // A copy a crashed compaction left behind is not taken for the new one, nor its
+    // journal or WAL applied to it.
     std::fs::write(sibling(&path, "compacting"), b"half a copy").unwrap();
+    std::fs::write(sibling(&path, "compacting-journal"), b"stale").unwrap();
+    std::fs::write(sibling(&path, "compacting-wal"), b"stale").unwrap();
 
     let calls = std::sync::Mutex::new(Vec::new());
     let done = compact(&path, &|written, expected| {
@@ -105,7 +108,14 @@ fn an_old_database_left_by_a_crash_comes_out_with_large_pages_and_everything_in_
         .unwrap();
     assert_eq!(check, "ok");
     drop(conn);
-    for leftover in ["compacting", "compacting-wal", "journal", "wal", "shm"] {
+    for leftover in [
+        "compacting",
+        "compacting-wal",
+        "compacting-journal",
+        "journal",
+        "wal",
+        "shm",
+    ] {
         assert!(!sibling(&path, leftover).exists(), "{leftover} left behind");
     }
 

@@ -532,30 +532,7 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let first = start(&["--dev", "--data-dir", ds]);
     add_patients(&first.url, "Only", 1);
 
-    let mut second = Command::new(BIN)
-        .args([
-            "serve",
-            "--dev",
-            "--data-dir",
-            ds,
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("MEDVAULT_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while second.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = second.kill();
-            panic!("the second server kept running");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let err = fails(&second.wait_with_output().unwrap());
+    let err = refused_to_serve(&["--dev", "--data-dir", ds]);
     assert!(err.contains("in use by another medvault process"), "{err}");
     let (code, found) = http(
         "GET",
@@ -574,17 +551,7 @@ fn a_second_server_on_the_same_data_dir_refuses_to_start() {
     let held = std::fs::File::create(fresh.join("medvault.lock")).unwrap();
     held.try_lock().unwrap();
     let fs = fresh.to_str().unwrap();
-    let err = fails(&medvault(
-        &[
-            "serve",
-            "--dev",
-            "--data-dir",
-            fs,
-            "--listen",
-            "127.0.0.1:0",
-        ],
-        "",
-    ));
+    let err = refused_to_serve(&["--dev", "--data-dir", fs]);
     assert!(err.contains("in use by another medvault process"), "{err}");
     let err = fails(&medvault(
         &[
@@ -649,6 +616,25 @@ fn backup_while_serving_and_restore_into_a_new_data_dir() {
     assert_eq!(code, 201, "{doc}");
     let doc_id = doc["id"].as_str().unwrap().to_string();
 
+    // A backup that fails (here its source is not a medvault database) leaves its target
+    // usable: the retry goes into the same directory.
+    let foreign = tmp.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    rusqlite::Connection::open(foreign.join("medvault.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (body TEXT);")
+        .unwrap();
+    let err = fails(&medvault(
+        &[
+            "backup",
+            "--data-dir",
+            foreign.to_str().unwrap(),
+            "--to",
+            bs,
+        ],
+        "",
+    ));
+    assert!(err.contains("not a medvault database"), "{err}");
     let out = ok(&medvault(&["backup", "--data-dir", ds, "--to", bs], ""));
     assert!(
         out.contains("backed up") && out.contains("1 blobs"),
@@ -663,7 +649,11 @@ fn backup_while_serving_and_restore_into_a_new_data_dir() {
 
     let r = tmp.path().join("restored");
     let rs = r.to_str().unwrap();
+    // What an interrupted restore leaves (its unfinished copy) does not stop the next one.
+    std::fs::create_dir(&r).unwrap();
+    std::fs::write(r.join("medvault.db-restoring"), b"half a copy").unwrap();
     let out = ok(&medvault(&["restore", "--from", bs, "--data-dir", rs], ""));
+    assert!(!r.join("medvault.db-restoring").exists());
     assert!(out.contains("restored"), "{out}");
     // The operator brings the vault's key shares; in dev mode that is the share file.
     std::fs::copy(d.join("dev-unseal-share"), r.join("dev-unseal-share")).unwrap();
@@ -692,19 +682,22 @@ fn backup_while_serving_and_restore_into_a_new_data_dir() {
     // Nor beside a stale WAL or journal, which SQLite would apply to the restored file.
     let stale = tmp.path().join("stale");
     std::fs::create_dir(&stale).unwrap();
-    std::fs::write(stale.join("medvault.db-journal"), b"old").unwrap();
-    let err = fails(&medvault(
-        &[
-            "restore",
-            "--from",
-            bs,
-            "--data-dir",
-            stale.to_str().unwrap(),
-        ],
-        "",
-    ));
-    assert!(err.contains("medvault.db-journal"), "{err}");
-    assert!(!stale.join("medvault.db").exists());
+    for leftover in ["medvault.db-journal", "medvault.db-wal"] {
+        std::fs::write(stale.join(leftover), b"old").unwrap();
+        let err = fails(&medvault(
+            &[
+                "restore",
+                "--from",
+                bs,
+                "--data-dir",
+                stale.to_str().unwrap(),
+            ],
+            "",
+        ));
+        assert!(err.contains(leftover), "{err}");
+        assert!(!stale.join("medvault.db").exists());
+        std::fs::remove_file(stale.join(leftover)).unwrap();
+    }
     // A backup that lost a blob is incomplete, and refused before anything is written.
     let partial = tmp.path().join("partial-backup");
     copy_dir(&b, &partial);
@@ -746,6 +739,30 @@ fn backup_while_serving_and_restore_into_a_new_data_dir() {
     ));
     assert!(err.contains("no database at"), "{err}");
     assert!(!missing.exists());
+}
+
+/// The one-line error of a `medvault serve` that must refuse to start; a server that starts
+/// anyway fails the test within a minute rather than hang it.
+fn refused_to_serve(args: &[&str]) -> String {
+    let mut server = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MEDVAULT_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while server.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("the server started: {args:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    fails(&server.wait_with_output().unwrap())
 }
 
 fn copy_dir(from: &Path, to: &Path) {
