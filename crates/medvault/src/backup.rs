@@ -152,11 +152,18 @@ pub fn restore(from: &Path, data_dir: &Path) -> Result<()> {
         bail!("the restored copy holds {installed} resource versions, the backup {versions}");
     }
     // Again, just before: nothing may have appeared meanwhile. A hard link, unlike a
-    // rename, fails rather than replace a database that did.
+    // rename, fails rather than replace a database that did; where the file system has
+    // no hard links, a rename right after the check does.
     refuse_existing_database(data_dir)?;
-    std::fs::hard_link(&partial, &db)
-        .with_context(|| format!("putting the database in place at {}", db.display()))?;
-    std::fs::remove_file(&partial)?;
+    match std::fs::hard_link(&partial, &db) {
+        Ok(()) => std::fs::remove_file(&partial)?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+            "{} already holds a database; restore only into a new data directory (move the old one away first)",
+            data_dir.display()
+        ),
+        Err(_) => std::fs::rename(&partial, &db)
+            .with_context(|| format!("putting the database in place at {}", db.display()))?,
+    }
     sync_dir(data_dir)?;
     println!(
         "restored {} into {}: {versions} resource versions, {blobs} blobs",
