@@ -77,8 +77,10 @@ impl From<std::io::Error> for MaintenanceError {
 }
 
 /// Rewrite the database at `path` with [`PAGE_SIZE`] pages and no free pages. It must not
-/// be open anywhere else: a running server makes this fail with [`MaintenanceError::InUse`],
-/// and a server started while it runs cannot open the database until it is done.
+/// be open anywhere else: a running server makes this fail with [`MaintenanceError::InUse`].
+/// Nothing may open it while this runs either (a connection opened meanwhile could go on
+/// using the replaced file): `medvault compact` holds the data directory's lock, which a
+/// server takes before it opens the database.
 ///
 /// `progress(written, expected)` is called about every 200 ms while the copy is written,
 /// with the copy's size so far and the size of the data it will hold (about its final size).
