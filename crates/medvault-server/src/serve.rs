@@ -43,10 +43,9 @@ pub const LOCK_FILE: &str = "medvault.lock";
 /// A process's claim on a data directory, held while this value lives: a second server
 /// started on the same directory refuses to run (two would keep diverging in-memory state
 /// over one database), and so do `medvault init`, `compact`, `restore` and a `backup` into
-/// it. Taken before the
-/// database is opened, so a refused process has not touched it. The lock is the OS's
-/// (`flock`), so it goes with the process, however it ends; the file itself stays and
-/// means nothing.
+/// it. Taken before the database is opened, so a refused process has not touched it. The
+/// lock is the OS's (`flock`), so it goes with the process, however it ends; the file
+/// itself stays and means nothing.
 #[derive(Debug)]
 pub struct DataDirLock {
     _file: std::fs::File,

@@ -1,5 +1,5 @@
 //! The `medvault` binary: runs the server and is the operator's CLI (init, unseal, seal,
-//! status, keys rotate, rekey, import, gen, bench).
+//! status, keys rotate, rekey, backup, restore, compact, import, gen, bench).
 
 mod backup;
 mod bench;
