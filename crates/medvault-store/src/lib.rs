@@ -13,7 +13,9 @@ mod types;
 
 pub use blob::BlobStore;
 pub use error::{StoreError, Unavailable};
-pub use maintenance::{check_copy, compact, snapshot, Compacted, MaintenanceError, Snapshot};
+pub use maintenance::{
+    check_copy, compact, sibling, snapshot, Compacted, MaintenanceError, Snapshot,
+};
 pub use sqlite::{
     uuid_text, SqliteStore, DEFAULT_CACHE_MIB, PAGE_SIZE, POSTING_MERGE_EVERY, READERS,
     WRITER_CACHE_MIB,

@@ -192,11 +192,7 @@ pub fn snapshot(
         || -> Result<u64, MaintenanceError> {
             conn.execute("VACUUM INTO ?", [utf8(&partial)?])
                 .map_err(|e| busy(e.into()))?;
-            let copy = Connection::open_with_flags(&partial, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-            quick_check(&copy)?;
-            let versions: u64 =
-                copy.query_row("SELECT count(*) FROM resource_version", [], |r| r.get(0))?;
-            copy.close().map_err(|(_, e)| e)?;
+            let versions = check_copy(&partial)?;
             std::fs::File::open(&partial)?.sync_all()?;
             std::fs::rename(&partial, out)?;
             sync_dir(out)?;
@@ -333,8 +329,9 @@ fn same_owner_and_mode(original: &Path, copy: &Path) -> Result<(), MaintenanceEr
     Ok(())
 }
 
-/// `medvault.db` → `medvault.db-<suffix>`, in the same directory (so a rename is atomic).
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+/// `medvault.db` → `medvault.db-<suffix>`, in the same directory (so a rename is atomic):
+/// how SQLite names a database's WAL and journal, and how medvault names its copies.
+pub fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push("-");
     name.push(suffix);

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use medvault_server::{DataDir, DataDirLock};
+use medvault_store::sibling;
 use serde_json::{json, Value};
 
 /// The file that marks a complete backup (written after everything else).
@@ -292,14 +293,6 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
-}
-
-/// `medvault.db` → `medvault.db-<suffix>`, in the same directory.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push("-");
-    name.push(suffix);
-    path.with_file_name(name)
 }
 
 fn now_ms() -> u64 {
